@@ -1,0 +1,1 @@
+"""The SAGA service: the I/O shell around the pure scheduler engine."""

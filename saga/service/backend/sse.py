@@ -9,6 +9,7 @@ fields, and rejects anything else as a protocol error. It does no I/O.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 DONE = "[DONE]"
@@ -42,9 +43,10 @@ class SSEDecoder:
         self._buf = b""
         self._max_line = max_line
 
-    def feed(self, chunk: bytes) -> list[str]:
+    def feed(self, chunk: bytes) -> Iterator[str]:
+        """Payloads completed by ``chunk``, in order. Lazy: a malformed line raises
+        :class:`SSEFormatError` only after the payloads before it were yielded."""
         self._buf += chunk
-        out: list[str] = []
         while True:
             nl = self._buf.find(b"\n")
             if nl < 0:
@@ -52,16 +54,16 @@ class SSEDecoder:
             line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
             payload = self._line(line)
             if payload is not None:
-                out.append(payload)
+                yield payload
         if len(self._buf) > self._max_line:
             raise SSEFormatError(f"SSE line longer than {self._max_line} bytes")
-        return out
 
-    def finish(self) -> list[str]:
+    def finish(self) -> Iterator[str]:
         """The end of the body: a last line without a newline still counts."""
         rest, self._buf = self._buf, b""
         payload = self._line(rest)
-        return [payload] if payload is not None else []
+        if payload is not None:
+            yield payload
 
     @staticmethod
     def _line(raw: bytes) -> str | None:

@@ -1,0 +1,324 @@
+"""Thin kopf handlers over the pure reconcile functions.
+
+Each resource has one level-triggered reconcile coroutine, run on create, update, resume
+(operator restart) and every ``resync_interval_s`` by a timer: it reads what it needs, asks
+the pure function for the desired objects and status, applies them (create-or-merge-patch:
+idempotent) and writes the status. Deletion goes through a finalizer (kopf adds it because
+a delete handler exists) whose handler removes the owned objects; the owner references on
+them let a real cluster's garbage collector do the same if the operator is gone.
+
+Errors:
+
+- an invalid spec (:class:`~saga.operator.reconcile.common.Invalid`) sets ``Ready=False``
+  with reason ``InvalidSpec`` and the message, posts a Warning event and raises
+  :class:`kopf.PermanentError` (no retry until the spec changes);
+- a transient API or Redis failure, a missing trace source or a missing Secret raises
+  :class:`kopf.TemporaryError` (retried after ``retry_delay_s``), after recording the reason
+  in the status conditions;
+- any other exception is retried by kopf with its default back-off.
+
+Settings (:class:`OperatorSettings`) are the only tunables; the chart sets them from values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from saga.operator import sources
+from saga.operator.kube import ApiError, KubeClient, KubeConfig, TransientApiError
+from saga.operator.reconcile import agentworkflow, replicapool, tenantpolicy
+from saga.operator.reconcile.common import (
+    GROUP,
+    VERSION,
+    Invalid,
+    condition,
+    invalid_status,
+    merge_conditions,
+)
+
+log = logging.getLogger("saga.operator")
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSettings:
+    """The operator's tunables."""
+
+    # Seconds between level-triggered re-reconciles of every resource: picks up ready replica
+    # counts, new traces and drift. 60 s keeps API load low (one GET/PATCH per object per minute).
+    resync_interval_s: float = 60.0
+    # Seconds before retrying a temporary failure (missing Secret or trace source, API 5xx).
+    retry_delay_s: float = 30.0
+    # Default Redis URL for trace sources and graph storage that name none ("" = none).
+    redis_url: str = ""
+    # kopf's own storage keys live under this prefix (finalizer, progress, last-handled spec).
+    prefix: str = "operator.saga.dev"
+    kube: KubeConfig | None = None  # None: in-cluster ServiceAccount
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _fail_invalid(body: kopf.Body, patch: kopf.Patch, invalid: Invalid) -> None:
+    patch.status.update(invalid_status(body, invalid, now=_now()))
+    kopf.warn(body, reason=invalid.reason, message=str(invalid))
+    raise kopf.PermanentError(str(invalid))
+
+
+def _retry(
+    body: kopf.Body, patch: kopf.Patch, reason: str, message: str, delay: float
+) -> kopf.TemporaryError:
+    prev = body.get("status") or {}
+    patch.status["conditions"] = merge_conditions(
+        prev.get("conditions"), condition("Ready", False, reason, message, now=_now())
+    )
+    patch.status["phase"] = "Pending"
+    return kopf.TemporaryError(f"{reason}: {message}", delay=delay)
+
+
+def _kube(memo: Any) -> KubeClient:
+    kube: KubeClient = memo.kube
+    return kube
+
+
+def _settings(memo: Any) -> OperatorSettings:
+    s: OperatorSettings = memo.settings
+    return s
+
+
+# --------------------------------------------------------------------------- ReplicaPool
+
+
+async def reconcile_replicapool(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
+    kube, settings = _kube(memo), _settings(memo)
+    want = replicapool.desired(body)
+    if isinstance(want, Invalid):
+        _fail_invalid(body, patch, want)
+        return
+    ns = str(body["metadata"]["namespace"])
+    name = str(body["metadata"]["name"])
+    try:
+        await kube.apply(want.service)
+        observed = await kube.apply(want.workload)
+        # A pool switched between Deployment and StatefulSet: remove the other kind.
+        for other in replicapool.WORKLOAD_KINDS:
+            if other != want.workload_kind:
+                old = await kube.get("apps/v1", other, ns, name)
+                if old is not None and _owned_by(old, body):
+                    await kube.delete("apps/v1", other, ns, name)
+                    kopf.info(body, reason="WorkloadReplaced", message=f"deleted {other} {name}")
+    except TransientApiError as e:
+        raise _retry(body, patch, "ApiUnavailable", str(e), settings.retry_delay_s) from e
+    except ApiError as e:
+        raise _retry(body, patch, "ApplyFailed", str(e), settings.retry_delay_s) from e
+    status = replicapool.status(body, observed, now=_now())
+    patch.status.update(status)
+
+
+def _owned_by(child: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = owner.get("metadata", {}).get("uid")
+    return any(r.get("uid") == uid for r in child.get("metadata", {}).get("ownerReferences") or [])
+
+
+async def delete_replicapool(body: Mapping[str, Any], memo: Any) -> None:
+    kube = _kube(memo)
+    ns, name = str(body["metadata"]["namespace"]), str(body["metadata"]["name"])
+    try:
+        for kind in replicapool.WORKLOAD_KINDS:
+            await kube.delete("apps/v1", kind, ns, name)
+        await kube.delete("v1", "Service", ns, name)
+    except TransientApiError as e:
+        raise kopf.TemporaryError(str(e), delay=_settings(memo).retry_delay_s) from e
+
+
+# --------------------------------------------------------------------------- AgentWorkflow
+
+
+async def reconcile_agentworkflow(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
+    kube, settings = _kube(memo), _settings(memo)
+    spec = agentworkflow.parse_spec(body)
+    if isinstance(spec, Invalid):
+        _fail_invalid(body, patch, spec)
+        return
+    ns = str(body["metadata"]["namespace"])
+    try:
+        text = await sources.fetch_traces(kube, spec.source, ns, settings.redis_url)
+    except sources.SourceUnavailable as e:
+        raise _retry(body, patch, "TracesUnavailable", str(e), settings.retry_delay_s) from e
+    except TransientApiError as e:
+        raise _retry(body, patch, "ApiUnavailable", str(e), settings.retry_delay_s) from e
+    try:
+        graph = await asyncio.to_thread(sources.build_graph, text, spec.agent_type, spec.trace_format)
+    except sources.TraceBuildError as e:
+        _fail_invalid(body, patch, Invalid("spec.source", f"traces cannot be read: {e}", reason="BadTraces"))
+        return
+    result = agentworkflow.reconcile(body, graph, now=_now())
+    if isinstance(result, Invalid):  # parse_spec passed above, so this cannot happen
+        _fail_invalid(body, patch, result)
+        return
+    try:
+        if result.configmap is not None:
+            await kube.apply(result.configmap)
+        else:
+            await sources.store_redis(spec.redis_url or settings.redis_url, result.redis_keys)
+    except (TransientApiError, sources.SourceUnavailable) as e:
+        raise _retry(body, patch, "StoreUnavailable", str(e), settings.retry_delay_s) from e
+    if result.changed:
+        kopf.info(
+            body,
+            reason="GraphBuilt",
+            message=f"graph v{result.version} from {graph.sessions_seen} sessions "
+            f"({result.status['graphRef']})",
+        )
+    patch.status.update(result.status)
+
+
+async def delete_agentworkflow(body: Mapping[str, Any], memo: Any) -> None:
+    kube, settings = _kube(memo), _settings(memo)
+    ns = str(body["metadata"]["namespace"])
+    await kube.delete("v1", "ConfigMap", ns, agentworkflow.configmap_name(body))
+    spec = agentworkflow.parse_spec(body)
+    if not isinstance(spec, Invalid) and spec.storage == "redis":
+        url = spec.redis_url or settings.redis_url
+        if url:
+            await sources.delete_redis(url, f"{spec.redis_prefix}{spec.agent_type}:")
+
+
+# --------------------------------------------------------------------------- TenantPolicy
+
+
+async def reconcile_tenantpolicy(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
+    kube, settings = _kube(memo), _settings(memo)
+    spec = tenantpolicy.parse_spec(body)
+    if isinstance(spec, Invalid):
+        _fail_invalid(body, patch, spec)
+        return
+    ns = str(body["metadata"]["namespace"])
+    try:
+        secret = await kube.get("v1", "Secret", ns, spec.secret_name)
+        result = tenantpolicy.reconcile(body, secret, now=_now())
+        if isinstance(result, Invalid):
+            _fail_invalid(body, patch, result)
+            return
+        patch.status.update(result.status)
+        if result.configmap is not None:
+            await kube.apply(result.configmap)
+        else:
+            await kube.delete("v1", "ConfigMap", ns, tenantpolicy.configmap_name(body))
+    except TransientApiError as e:
+        raise _retry(body, patch, "ApiUnavailable", str(e), settings.retry_delay_s) from e
+    if not result.secret_ok:
+        message = str(result.status["conditions"][-1]["message"])
+        kopf.warn(body, reason="SecretNotFound", message=message)
+        raise kopf.TemporaryError(message, delay=settings.retry_delay_s)
+
+
+async def delete_tenantpolicy(body: Mapping[str, Any], memo: Any) -> None:
+    ns = str(body["metadata"]["namespace"])
+    await _kube(memo).delete("v1", "ConfigMap", ns, tenantpolicy.configmap_name(body))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """A kopf registry with every handler (one per call: tests run operators side by side)."""
+    registry = kopf.OperatorRegistry()
+    prefix = settings.prefix
+
+    @kopf.on.startup(registry=registry)
+    async def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.finalizer = f"{prefix}/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=prefix)
+        settings.posting.level = logging.INFO
+        settings.watching.server_timeout = 300
+        settings.networking.request_timeout = 60
+
+    @kopf.on.login(registry=registry)
+    async def _login(**_: Any) -> kopf.ConnectionInfo:
+        cfg = settings.kube or KubeConfig.in_cluster()
+        return kopf.ConnectionInfo(
+            server=cfg.server,
+            token=cfg.token,
+            ca_path=cfg.ca_file,
+            insecure=not cfg.verify_tls if cfg.ca_file is None else None,
+            default_namespace="default",
+        )
+
+    @kopf.on.cleanup(registry=registry)
+    async def _close(memo: MutableMapping[str, Any], **_: Any) -> None:
+        await memo["kube"].close()
+
+    for plural, reconcile, delete in (
+        (replicapool.PLURAL, reconcile_replicapool, delete_replicapool),
+        (agentworkflow.PLURAL, reconcile_agentworkflow, delete_agentworkflow),
+        (tenantpolicy.PLURAL, reconcile_tenantpolicy, delete_tenantpolicy),
+    ):
+        _register(registry, plural, reconcile, delete, settings)
+    return registry
+
+
+def _register(
+    registry: kopf.OperatorRegistry, plural: str, reconcile: Any, delete: Any, settings: OperatorSettings
+) -> None:
+    async def level(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        await reconcile(body, patch, memo)
+
+    async def tick(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return
+        # An invalid spec was already reported by the change handlers; wait for a spec change.
+        with contextlib.suppress(kopf.PermanentError):
+            await reconcile(body, patch, memo)
+
+    async def gone(body: kopf.Body, memo: Any, **_: Any) -> None:
+        await delete(body, memo)
+
+    res = (GROUP, VERSION, plural)
+    kopf.on.create(*res, id="reconcile", registry=registry)(level)
+    kopf.on.update(*res, id="reconcile", registry=registry)(level)
+    kopf.on.resume(*res, id="reconcile", registry=registry)(level)
+    kopf.timer(
+        *res,
+        id="resync",
+        interval=settings.resync_interval_s,
+        initial_delay=settings.resync_interval_s,
+        registry=registry,
+    )(tick)
+    kopf.on.delete(*res, id="cleanup", registry=registry)(gone)
+
+
+def make_memo(settings: OperatorSettings) -> kopf.Memo:
+    memo = kopf.Memo()
+    memo["settings"] = settings
+    memo["kube"] = KubeClient(settings.kube or KubeConfig.in_cluster())
+    return memo
+
+
+async def run(
+    settings: OperatorSettings,
+    *,
+    namespaces: tuple[str, ...] = (),
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+) -> None:
+    """Run the operator until ``stop_flag`` is set (or forever)."""
+    await kopf.operator(
+        registry=build_registry(settings),
+        memo=make_memo(settings),
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )

@@ -1,0 +1,172 @@
+"""A small asyncio client for the Kubernetes REST API (the handlers' only way to write objects).
+
+Why not the ``kubernetes`` package: it is synchronous (a thread per call under kopf's event
+loop) and deserializes into generated models; the operator only needs get / create /
+merge-patch / delete of plain JSON objects, which this does over one ``aiohttp`` session.
+
+Connection: :meth:`KubeConfig.in_cluster` reads the ServiceAccount token and CA from
+``/var/run/secrets/kubernetes.io/serviceaccount`` (the chart runs the operator that way);
+:meth:`KubeConfig.for_server` points at any URL (tests: the kmock emulator; development:
+``kubectl proxy``).
+
+Errors: 404 is :class:`NotFound`, 409 :class:`Conflict`; 5xx, 429 and connection errors are
+:class:`TransientApiError` (the handlers turn them into kopf temporary errors, retried with
+back-off); other 4xx are :class:`ApiError` (a request the API will not accept as sent).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+Json = dict[str, Any]
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+# (apiVersion, kind) -> (API path prefix, plural) for the kinds the operator touches.
+KINDS: Mapping[tuple[str, str], tuple[str, str]] = {
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("apps/v1", "StatefulSet"): ("/apis/apps/v1", "statefulsets"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("v1", "Secret"): ("/api/v1", "secrets"),
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"HTTP {status}: {message}")
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+class TransientApiError(ApiError):
+    """Worth retrying: server errors, throttling, connection failures."""
+
+
+@dataclass(frozen=True, slots=True)
+class KubeConfig:
+    server: str  # e.g. https://10.0.0.1:443
+    token: str | None = None
+    ca_file: str | None = None
+    verify_tls: bool = True
+    timeout_s: float = 30.0  # per request; the API server answers in milliseconds when healthy
+
+    @classmethod
+    def in_cluster(cls) -> KubeConfig:
+        import os
+
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise RuntimeError("not running in a cluster (KUBERNETES_SERVICE_HOST unset); pass --server")
+        token = (SA_DIR / "token").read_text().strip()
+        return cls(server=f"https://{host}:{port}", token=token, ca_file=str(SA_DIR / "ca.crt"))
+
+    @classmethod
+    def for_server(cls, server: str, token: str | None = None, *, verify_tls: bool = True) -> KubeConfig:
+        return cls(server=server.rstrip("/"), token=token, verify_tls=verify_tls)
+
+
+def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    try:
+        prefix, plural = KINDS[(api_version, kind)]
+    except KeyError:
+        raise ValueError(f"the operator does not manage {api_version} {kind}") from None
+    base = f"{prefix}/namespaces/{namespace}/{plural}"
+    return f"{base}/{name}" if name else base
+
+
+class KubeClient:
+    """get / apply (create-or-merge-patch) / delete of namespaced objects."""
+
+    def __init__(self, config: KubeConfig) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Accept": "application/json"}
+            if self.config.token:
+                headers["Authorization"] = f"Bearer {self.config.token}"
+            ssl_ctx: ssl.SSLContext | bool = True
+            if self.config.ca_file:
+                ssl_ctx = ssl.create_default_context(cafile=self.config.ca_file)
+            elif not self.config.verify_tls:
+                ssl_ctx = False
+            self._session = aiohttp.ClientSession(
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+                connector=aiohttp.TCPConnector(ssl=ssl_ctx),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _request(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None
+    ) -> Json:
+        http = await self._http()
+        headers = {"Content-Type": content_type} if content_type else None
+        try:
+            async with http.request(method, self.config.server + path, json=body, headers=headers) as resp:
+                text = await resp.text()
+                if resp.status < 300:
+                    if not text:
+                        return {}
+                    data: Json = await resp.json(content_type=None)
+                    return data
+        except (aiohttp.ClientConnectionError, TimeoutError) as e:
+            raise TransientApiError(0, f"{method} {path}: {e}") from e
+        msg = f"{method} {path}: {text[:500]}"
+        if resp.status == 404:
+            raise NotFound(404, msg)
+        if resp.status == 409:
+            raise Conflict(409, msg)
+        if resp.status >= 500 or resp.status == 429:
+            raise TransientApiError(resp.status, msg)
+        raise ApiError(resp.status, msg)
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Json | None:
+        try:
+            return await self._request("GET", object_path(api_version, kind, namespace, name))
+        except NotFound:
+            return None
+
+    async def apply(self, obj: Mapping[str, Any]) -> Json:
+        """Create ``obj`` or merge-patch the existing one to match it (idempotent)."""
+        api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
+        m = obj["metadata"]
+        ns, name = str(m["namespace"]), str(m["name"])
+        existing = await self.get(api_version, kind, ns, name)
+        if existing is None:
+            try:
+                return await self._request("POST", object_path(api_version, kind, ns), dict(obj))
+            except Conflict:
+                pass  # created concurrently: fall through to patch
+        patch = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
+        return await self._request(
+            "PATCH", object_path(api_version, kind, ns, name), patch, "application/merge-patch+json"
+        )
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete; ``False`` when it was already gone."""
+        try:
+            await self._request("DELETE", object_path(api_version, kind, namespace, name))
+        except NotFound:
+            return False
+        return True

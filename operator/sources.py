@@ -1,0 +1,140 @@
+"""I/O for ``AgentWorkflow``: fetch trace text, build the graph, store graphs in Redis.
+
+- :func:`fetch_traces`: the JSON-lines text of a workflow's traces from a ConfigMap key, a
+  Redis string key, or the newest ``max_entries`` entries of a Redis stream (the SDK event
+  stream: each entry's ``line`` field holds one trace line). Missing sources raise
+  :class:`SourceUnavailable` (the handler retries: a ConfigMap or key can appear later).
+- :func:`build_graph`: write the text to a temporary file, ingest it with
+  ``saga.graphs.ingest`` (bad records skipped and counted), keep the sessions of the
+  workflow's agent type (and its sub-agent types ``<type>/<sub>``), build the AEG with
+  ``saga.graphs.aeg.build_graphs`` and serialize it canonically (sorted keys) so that the
+  digest, and hence the version, only changes when the graph does. CPU-bound: the handler
+  runs it in a worker thread.
+- :func:`store_redis`: ``SET`` the versioned keys (the version key first, ``:latest`` last,
+  so a reader never sees ``:latest`` point at a missing version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from saga.operator.kube import KubeClient
+from saga.operator.reconcile.agentworkflow import BuiltGraph, TraceSource
+
+
+class SourceUnavailable(Exception):
+    """The trace source does not exist (yet) or cannot be reached; worth retrying."""
+
+
+class TraceBuildError(Exception):
+    """The traces cannot be turned into a graph (a format problem the user must fix)."""
+
+
+async def fetch_traces(kube: KubeClient, source: TraceSource, namespace: str, default_redis_url: str) -> str:
+    if source.kind == "configMap":
+        cm = await kube.get("v1", "ConfigMap", namespace, source.name)
+        if cm is None:
+            raise SourceUnavailable(f"ConfigMap {namespace}/{source.name} not found")
+        data = cm.get("data") or {}
+        if source.key not in data:
+            have = ", ".join(sorted(data)) or "none"
+            raise SourceUnavailable(
+                f"ConfigMap {namespace}/{source.name} has no key {source.key!r} (it has: {have})"
+            )
+        return str(data[source.key])
+    url = source.url or default_redis_url
+    if not url:
+        raise SourceUnavailable("no Redis URL: set spec.source.<kind>.url or the operator's --redis-url")
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        if source.kind == "redis":
+            raw = await client.get(source.key)
+            if raw is None:
+                raise SourceUnavailable(f"Redis key {source.key!r} not found")
+            return raw.decode() if isinstance(raw, bytes) else str(raw)
+        entries = await client.xrevrange(source.key, count=source.max_entries)
+        if not entries:
+            raise SourceUnavailable(f"Redis stream {source.key!r} is empty or missing")
+        lines = []
+        for _id, fields in reversed(entries):
+            line = (fields or {}).get(b"line") or (fields or {}).get("line")
+            if line is not None:
+                lines.append(line.decode() if isinstance(line, bytes) else str(line))
+        return "\n".join(lines) + "\n"
+    except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as e:
+        raise SourceUnavailable(f"Redis at {url}: {e}") from e
+    finally:
+        await client.aclose()
+
+
+def _matches(agent_type: str, session_agent_type: str) -> bool:
+    return session_agent_type == agent_type or session_agent_type.startswith(agent_type + "/")
+
+
+def build_graph(text: str, agent_type: str, trace_format: str) -> BuiltGraph:
+    """Ingest ``text`` (JSON lines) and build the canonical AEG JSON for ``agent_type``."""
+    from saga.graphs.aeg import build_graphs  # type: ignore[import-not-found,unused-ignore]
+
+    from saga.graphs.trace import TraceError
+
+    with tempfile.TemporaryDirectory(prefix="saga-aeg-") as tmp:
+        path = Path(tmp) / "traces.jsonl"
+        path.write_text(text, encoding="utf-8")
+        try:
+            result = _ingest(path, trace_format)
+        except TraceError as e:
+            raise TraceBuildError(str(e)) from e
+    sessions = [s for s in result.sessions if _matches(agent_type, s.agent_type)]
+    graph_json = canonical_json(build_graphs(sessions).to_json())
+    digest = hashlib.sha256(graph_json.encode()).hexdigest()[:16]
+    return BuiltGraph(
+        graph_json=graph_json, digest=digest, sessions_seen=len(sessions), skipped=result.skipped
+    )
+
+
+def _ingest(path: Path, trace_format: str) -> Any:
+    if trace_format == "weka":
+        from saga.graphs.ingest.weka import read_weka_traces
+
+        return read_weka_traces(path, skip_bad=True)
+    from saga.graphs.ingest import read_traces
+
+    return read_traces([path], skip_bad=True)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON text with sorted keys (``value`` may already be JSON text)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+async def store_redis(url: str, keys: Mapping[str, str]) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        for k in sorted(keys, key=lambda k: k.endswith(":latest")):
+            await client.set(k, keys[k])
+    except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as e:
+        raise SourceUnavailable(f"Redis at {url}: {e}") from e
+    finally:
+        await client.aclose()
+
+
+async def delete_redis(url: str, prefix: str) -> int:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        return int(await client.delete(*keys)) if keys else 0
+    finally:
+        await client.aclose()

@@ -1,0 +1,112 @@
+"""Pure AgentWorkflow reconcile: versioning by digest, storage choice, confidence, invalid specs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from saga.operator.reconcile import agentworkflow
+from saga.operator.reconcile.agentworkflow import BuiltGraph
+from saga.operator.reconcile.common import Invalid
+
+pytestmark = pytest.mark.unit
+NOW = "2026-01-01T00:00:00Z"
+
+
+def wf(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"agentType": "claude-code", "source": {"configMap": {"name": "traces"}}}
+    base.update(spec)
+    return {
+        "apiVersion": "saga.dev/v1alpha1",
+        "kind": "AgentWorkflow",
+        "metadata": {"name": "coder", "namespace": "ml", "uid": "u3", "generation": 1},
+        "spec": base,
+    }
+
+
+def graph(digest: str = "d1", sessions: int = 12, text: str = '{"nodes":[]}') -> BuiltGraph:
+    return BuiltGraph(graph_json=text, digest=digest, sessions_seen=sessions, skipped=1)
+
+
+def test_first_build_stores_configmap_v1() -> None:
+    r = agentworkflow.reconcile(wf(), graph(), now=NOW)
+    assert not isinstance(r, Invalid)
+    assert r.version == 1 and r.changed
+    cm = r.configmap
+    assert cm is not None and cm["metadata"]["name"] == "coder-aeg"
+    assert cm["metadata"]["annotations"]["saga.dev/graph-version"] == "1"
+    assert cm["metadata"]["labels"]["saga.dev/role"] == "agent-graph"
+    assert agentworkflow.graph_from_configmap(cm) == {"nodes": []}
+    st = r.status
+    assert st["sessionsSeen"] == 12 and st["graphVersion"] == 1 and st["confidence"] == pytest.approx(0.4)
+    ready = {c["type"]: c for c in st["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("True", "LowConfidence")
+
+
+def test_same_digest_keeps_version_new_digest_bumps() -> None:
+    obj = wf()
+    r1 = agentworkflow.reconcile(obj, graph("d1"), now=NOW)
+    assert not isinstance(r1, Invalid)
+    obj["status"] = r1.status
+    r2 = agentworkflow.reconcile(obj, graph("d1"), now="2026-01-02T00:00:00Z")
+    assert not isinstance(r2, Invalid)
+    assert (r2.version, r2.changed) == (1, False)
+    assert r2.status == r1.status  # idempotent: nothing new to patch
+    obj["status"] = r2.status
+    r3 = agentworkflow.reconcile(obj, graph("d2", sessions=40), now="2026-01-03T00:00:00Z")
+    assert not isinstance(r3, Invalid)
+    assert (r3.version, r3.changed) == (2, True)
+    assert r3.status["confidence"] == 1.0
+    assert {c["type"]: c for c in r3.status["conditions"]}["Ready"]["reason"] == "GraphReady"
+
+
+def test_no_sessions_not_ready() -> None:
+    r = agentworkflow.reconcile(wf(), graph(sessions=0), now=NOW)
+    assert not isinstance(r, Invalid)
+    ready = {c["type"]: c for c in r.status["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "NoSessions")
+
+
+def test_large_graph_is_gzipped() -> None:
+    big = json.dumps({"x": "a" * (agentworkflow.CONFIGMAP_INLINE_LIMIT + 10)})
+    r = agentworkflow.reconcile(wf(), graph(text=big), now=NOW)
+    assert not isinstance(r, Invalid) and r.configmap is not None
+    assert "graph.json" not in r.configmap["data"]
+    assert agentworkflow.graph_from_configmap(r.configmap) == json.loads(big)
+
+
+def test_redis_storage_keys() -> None:
+    r = agentworkflow.reconcile(wf(storage={"type": "redis"}), graph(), now=NOW)
+    assert not isinstance(r, Invalid)
+    assert r.configmap is None
+    assert r.redis_keys == {"saga:aeg:claude-code:v1": '{"nodes":[]}', "saga:aeg:claude-code:latest": "1"}
+
+
+def test_sources_parse() -> None:
+    s = agentworkflow.parse_spec(wf(source={"sdkStream": {"stream": "saga:events", "url": "redis://r:6379/0"}}))
+    assert not isinstance(s, Invalid)
+    assert (s.source.kind, s.source.key, s.source.url) == ("sdkStream", "saga:events", "redis://r:6379/0")
+    s2 = agentworkflow.parse_spec(wf(source={"redis": {"key": "traces:coder"}}))
+    assert not isinstance(s2, Invalid) and s2.source.kind == "redis"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"agentType": ""}, "spec.agentType"),
+        ({"source": {}}, "spec.source"),
+        ({"source": {"configMap": {"name": "a"}, "redis": {"key": "k"}}}, "spec.source"),
+        ({"source": {"configMap": {"name": "Bad_Name"}}}, "spec.source.configMap.name"),
+        ({"source": {"redis": {"key": ""}}}, "spec.source.redis.key"),
+        ({"source": {"redis": {"key": "k", "url": "http://x"}}}, "spec.source.redis.url"),
+        ({"format": "csv"}, "spec.format"),
+        ({"storage": {"type": "s3"}}, "spec.storage.type"),
+        ({"minSessions": 0}, "spec.minSessions"),
+    ],
+)
+def test_invalid_specs(spec: dict[str, Any], field: str) -> None:
+    r = agentworkflow.reconcile(wf(**spec), graph(), now=NOW)
+    assert isinstance(r, Invalid)
+    assert r.field == field

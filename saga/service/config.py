@@ -142,6 +142,17 @@ class TokenSettings:
 
 
 @dataclass(slots=True)
+class OpenAISettings:
+    # Model ids listed by /v1/models (requests are forwarded whatever model they name; the
+    # replicas serve one model). "default" matches SGLang's served name when none is set.
+    models: list[str] = field(default_factory=lambda: ["default"])
+    # max_tokens assumed for scheduling when a request sets none (the replica applies its own).
+    default_max_tokens: int = 1024
+    # Agent type of sessions the OpenAI endpoint starts (overridden by x-saga-agent-type).
+    default_agent_type: str = "openai"
+
+
+@dataclass(slots=True)
 class ServiceSpec:
     listen: ListenSettings = field(default_factory=ListenSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -150,6 +161,7 @@ class ServiceSpec:
     state: StateSettings = field(default_factory=StateSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     tokens: TokenSettings = field(default_factory=TokenSettings)
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
     # Settings passed to the scheduler engine (see saga.scheduler's settings); free-form here,
     # checked by the engine when it is built.
     engine: dict[str, Any] = field(default_factory=dict)
@@ -356,6 +368,10 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
         p.append(("spec.tokens.block_size", "must be >= 1"))
     if s.tokens.max_blocks < 0:
         p.append(("spec.tokens.max_blocks", "must be >= 0"))
+    if not s.openai.models or any(not m for m in s.openai.models):
+        p.append(("spec.openai.models", "must list at least one non-empty model id"))
+    if not 1 <= s.openai.default_max_tokens <= lim.max_new_tokens:
+        p.append(("spec.openai.default_max_tokens", "must be in [1, spec.limits.max_new_tokens]"))
     if p:
         raise ConfigError(p, source)
     return cfg

@@ -259,12 +259,15 @@ class ServiceCore:
     # ------------------------------------------------------------------ auth
 
     def authenticate(self, api_key: str | None) -> Principal:
+        anon = self.config.spec.auth.anonymous_tenant
         if api_key:
             tenant = self._keys.get(api_key)
-            if tenant is None:
+            if tenant is not None:
+                return Principal(tenant)
+            # With no keys configured, any key is anonymous (OpenAI clients always send one).
+            if self._keys or anon is None:
                 raise Unauthenticated("unknown API key")
-            return Principal(tenant)
-        anon = self.config.spec.auth.anonymous_tenant
+            return Principal(anon)
         if anon is None:
             raise Unauthenticated("an API key is required (authorization: Bearer <key>)")
         return Principal(anon)

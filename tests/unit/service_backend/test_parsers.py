@@ -1,0 +1,79 @@
+"""Pure parsing: SSE framing, /v1/loads, /server_info, Prometheus text, settings validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from saga.service.backend.api import ClientTimeouts, PoolSettings, ReplicaProtocolError
+from saga.service.backend.client import parse_loads, parse_server_info, parse_sglang_metrics
+from saga.service.backend.sse import SSEDecoder, SSEFormatError, parse_json_object
+
+pytestmark = pytest.mark.unit
+
+
+def test_sse_decoder_handles_split_chunks_comments_and_crlf() -> None:
+    d = SSEDecoder()
+    assert list(d.feed(b'data: {"a"')) == []
+    assert list(d.feed(b': 1}\r\n\r\n: keep-alive\nevent: x\nid: 3\ndata:{"b":2}\n')) == [
+        '{"a": 1}',
+        '{"b":2}',
+    ]
+    assert list(d.feed(b"data: [DONE]")) == []
+    assert list(d.finish()) == ["[DONE]"]
+
+
+def test_sse_decoder_yields_good_payloads_before_raising() -> None:
+    it = SSEDecoder().feed(b'data: {"a":1}\n\ngarbage line\n')
+    assert next(it) == '{"a":1}'
+    with pytest.raises(SSEFormatError, match="not an SSE line"):
+        next(it)
+    with pytest.raises(SSEFormatError, match="unexpected SSE field"):
+        list(SSEDecoder().feed(b"foo: bar\n"))
+    with pytest.raises(SSEFormatError, match="longer than"):
+        list(SSEDecoder(max_line=8).feed(b"data: 0123456789"))
+    with pytest.raises(SSEFormatError, match="UTF-8"):
+        list(SSEDecoder().feed(b"data: \xff\xfe\n"))
+
+
+def test_parse_json_object() -> None:
+    assert parse_json_object('{"x": 1}') == {"x": 1}
+    with pytest.raises(SSEFormatError, match="not JSON"):
+        parse_json_object("{")
+    with pytest.raises(SSEFormatError, match="JSON object"):
+        parse_json_object("[1]")
+
+
+def test_parse_loads_fills_missing_used_tokens_and_bare_list() -> None:
+    r = parse_loads(
+        [{"num_running_reqs": 1, "num_waiting_reqs": 2, "max_total_num_tokens": 100, "token_usage": 0.5}]
+    )
+    assert (r.running, r.waiting, r.used_tokens, r.total_tokens, r.cache_hit_rate) == (1, 2, 50, 100, None)
+    with pytest.raises(ReplicaProtocolError, match="num_waiting_reqs"):
+        parse_loads({"loads": [{"num_running_reqs": 1, "max_total_num_tokens": 1}]})
+    with pytest.raises(ReplicaProtocolError, match="finite"):
+        parse_loads(
+            {"loads": [{"num_running_reqs": float("nan"), "num_waiting_reqs": 0, "max_total_num_tokens": 1}]}
+        )
+    with pytest.raises(ReplicaProtocolError):
+        parse_loads({"loads": [{"num_running_reqs": True, "num_waiting_reqs": 0, "max_total_num_tokens": 1}]})
+
+
+def test_parse_server_info_defaults_and_errors() -> None:
+    info = parse_server_info({"max_total_num_tokens": 500})
+    assert (info.kv_total_tokens, info.max_running_requests, info.page_size) == (500, 1024, 1)
+    with pytest.raises(ReplicaProtocolError, match="max_total_num_tokens"):
+        parse_server_info({"page_size": 16})
+
+
+def test_parse_metrics_sums_labels() -> None:
+    text = 'sglang:num_queue_reqs{dp="0"} 2\nsglang:num_queue_reqs{dp="1"} 3\nfoo 1\n'
+    assert parse_sglang_metrics(text) == {"sglang:num_queue_reqs": 5.0}
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ValueError, match="idle_s"):
+        ClientTimeouts(idle_s=0)
+    with pytest.raises(ValueError, match="load_interval_s"):
+        PoolSettings(load_interval_s=-1)
+    with pytest.raises(ValueError, match="unhealthy_after"):
+        PoolSettings(unhealthy_after=0)

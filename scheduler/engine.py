@@ -1,0 +1,768 @@
+"""The SAGA scheduling engine: events in, actions out, on an injected clock, no I/O.
+
+Implements :class:`saga.scheduler.api.EngineProtocol`. The service (live) and the simulator
+(virtual time) feed it events and carry out the returned actions. Per call:
+
+1. **admission** (a session's first call only; tasks are admitted whole): the fairness policy
+   admits, defers (held in the engine until it admits) or rejects with a reason;
+2. **placement**: healthy replicas whose KV can hold the call are *filtered*, the placement
+   policy *scores and picks* one (``policy.PlacementPolicy.select``);
+3. **gating** (switchable): the call is dispatched at once if the replica has a free running
+   slot and its committed KV (in-flight contexts + pinned sessions, shared prefixes counted
+   once, ``state.SharedTokens``) stays below the watermark after adding it, releasing pins
+   there under memory pressure if needed (``retention.py``); otherwise it waits in the
+   replica's engine-held queue (``Defer``), which drains in fairness order as calls finish;
+4. **work stealing** (switchable, ``stealing.py``): a replica with a free slot and nothing to
+   run takes a queued call from another replica when the modelled queueing delay saved
+   exceeds the prefix it must recompute (``Steal`` then ``Dispatch``);
+5. **retention** (switchable, ``retention.py``): at each tool boundary the session's KV is
+   pinned on its replica for a TTL from the predictor and memory pressure (``Pin``), and
+   released by its deadline, when the session moves or ends, or under pressure (``Release``).
+
+Semantics the executor relies on:
+
+- ``Steal`` is reported for a call the engine held (never dispatched); the ``Dispatch`` that
+  follows it in the same list is what sends it. ``Pin`` for an already pinned session
+  updates its deadline.
+- Calls in flight on a removed replica are placed again (a new ``Dispatch``); results from the
+  removed replica for them must be dropped.
+- A rejected call is forgotten (the client retries with a new call id).
+
+Bad input raises the typed errors of ``api.py`` (unknown session/call/replica, a call after
+its session ended, negative tokens, duplicate ids, a tenant using another tenant's session).
+Without a ``Predictor`` the engine uses ``priors.PriorPredictor`` (BRIEF §2 priors).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from saga.clock import Clock
+from saga.graphs.api import Predictor
+from saga.scheduler import retention as ret
+from saga.scheduler.api import (
+    Action,
+    CallCompleted,
+    CallFailed,
+    CallSubmitted,
+    Defer,
+    Dispatch,
+    Event,
+    FirstToken,
+    InvalidInput,
+    Pin,
+    Reject,
+    RejectReason,
+    Release,
+    ReplicaAdded,
+    ReplicaCache,
+    ReplicaHealth,
+    ReplicaLoad,
+    ReplicaRemoved,
+    SessionEnd,
+    SessionEnded,
+    SessionStart,
+    Steal,
+    TenantMismatch,
+    ToolEnded,
+    ToolStarted,
+    UnknownCall,
+    UnknownReplica,
+    UnknownSession,
+)
+from saga.scheduler.policies.fairness.afs import AgentFairShare
+from saga.scheduler.policies.placement.saga import SagaPlacement
+from saga.scheduler.policy import (
+    ClusterPressure,
+    FairnessPolicy,
+    PlacementPolicy,
+    PlacementRequest,
+    QueuedCall,
+)
+from saga.scheduler.priors import PriorPredictor
+from saga.scheduler.settings import EngineSettings
+from saga.scheduler.state import CallState, ReplicaState, SessionState, sample_hashes
+from saga.scheduler.stealing import best_steal
+
+MAX_ATTEMPTS = 3  # dispatches of one call before a retryable failure becomes final
+PENDING_RETRY_PER_EVENT = 8  # deferred calls re-examined after each completion
+
+
+class Engine:
+    """The pure scheduling engine (see the module docstring)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        settings: EngineSettings | None = None,
+        placement: PlacementPolicy | None = None,
+        fairness: FairnessPolicy | None = None,
+        predictor: Predictor | None = None,
+    ) -> None:
+        self.settings = settings or EngineSettings()
+        self.settings.validate()
+        s = self.settings
+        self.clock = clock
+        self.placement: PlacementPolicy = placement or SagaPlacement(s.affinity, s.batching, s.cost)
+        self.fairness: FairnessPolicy = fairness or AgentFairShare(s.fairness)
+        self.prior = PriorPredictor(call_s=s.cost.initial_call_s)
+        self.predictor: Predictor = predictor or self.prior
+        self.replicas: dict[str, ReplicaState] = {}
+        self.sessions: dict[str, SessionState] = {}
+        self.calls: dict[str, CallState] = {}
+        self._ended: set[str] = set()
+        self._eligible: list[ReplicaState] | None = None
+        self._pending: list[str] = []  # calls held with no replica (admission / none eligible)
+        self._pins = ret.PinBook()
+        self._queued_total = 0
+        self._next_steal: float | None = None
+        self._next_retry: float | None = None
+        self._live_by_tenant: Counter[str] = Counter()
+        self._deferred_by_tenant: Counter[str] = Counter()
+        self._gran = s.prefix_granularity_tokens
+        self._handlers: dict[type, Callable[[Any], list[Action]]] = {
+            SessionStart: self._on_session_start,
+            SessionEnd: self._on_session_end,
+            CallSubmitted: self._on_call_submitted,
+            FirstToken: self._on_first_token,
+            CallCompleted: self._on_call_completed,
+            CallFailed: self._on_call_failed,
+            ToolStarted: self._on_tool_started,
+            ToolEnded: self._on_tool_ended,
+            ReplicaLoad: self._on_replica_load,
+            ReplicaCache: self._on_replica_cache,
+            ReplicaAdded: self._on_replica_added,
+            ReplicaRemoved: self._on_replica_removed,
+            ReplicaHealth: self._on_replica_health,
+        }
+
+    # ------------------------------------------------------------------ protocol
+
+    def handle(self, event: Event) -> list[Action]:
+        h = self._handlers.get(type(event))
+        if h is None:
+            raise InvalidInput(f"not an engine event: {type(event).__name__}")
+        return h(event)
+
+    def tick(self) -> list[Action]:
+        now = self.clock.now()
+        acts: list[Action] = []
+        touched: dict[str, ReplicaState] = {}
+        for s in self._pins.due(self.sessions, now):
+            assert s.pin is not None
+            r = self.replicas.get(s.pin.replica_id)
+            acts += self._expire(s, r, now)
+            if r is not None:
+                touched[r.replica_id] = r
+        for r in touched.values():
+            acts += self._drain(r)
+        st = self.settings.stealing
+        if st.enabled and self._queued_total > 0 and (self._next_steal is None or now >= self._next_steal):
+            acts += self._steal_pass(st.max_per_epoch)
+            self._next_steal = now + st.epoch_s
+        if self._pending and (self._next_retry is None or now >= self._next_retry):
+            acts += self._retry_pending(None)
+            self._next_retry = now + self.settings.fairness.retry_after_s if self._pending else None
+        return acts
+
+    def next_deadline(self) -> float | None:
+        cands = []
+        pin = self._pins.next_deadline(self.sessions)
+        if pin is not None:
+            cands.append(pin)
+        if self.settings.stealing.enabled and self._queued_total > 0:
+            cands.append(self._next_steal if self._next_steal is not None else self.clock.now())
+        if self._pending:
+            cands.append(self._next_retry if self._next_retry is not None else self.clock.now())
+        return min(cands) if cands else None
+
+    # ------------------------------------------------------------------ read-only views
+
+    @property
+    def queued_calls(self) -> int:
+        return self._queued_total + len(self._pending)
+
+    def check_invariants(self) -> list[str]:
+        """Violations of the engine's capacity invariants (empty when all hold)."""
+        out = []
+        wm = self.settings.gating.kv_watermark if self.settings.gating.enabled else None
+        for r in self.replicas.values():
+            if self.settings.gating.enabled and len(r.inflight) > r.max_running + r.slot_slack:
+                out.append(f"{r.replica_id}: {len(r.inflight)} in flight > {r.max_running} slots")
+            if wm is not None and r.committed.total > r.kv_total and len(r.inflight) > 1:
+                out.append(f"{r.replica_id}: committed {r.committed.total} > kv {r.kv_total}")
+            cap = self.settings.retention.max_pinned_fraction * r.kv_total
+            if r.pinned_tokens > cap + 1e-6:
+                out.append(f"{r.replica_id}: pinned {r.pinned_tokens} > {cap:.0f}")
+        return out
+
+    # ------------------------------------------------------------------ sessions
+
+    def _session(self, sid: str) -> SessionState:
+        s = self.sessions.get(sid)
+        if s is None:
+            if sid in self._ended:
+                raise SessionEnded(f"session {sid!r} has ended")
+            raise UnknownSession(f"unknown session {sid!r}")
+        return s
+
+    def _on_session_start(self, e: SessionStart) -> list[Action]:
+        if not e.session_id:
+            raise InvalidInput("SessionStart.session_id is empty")
+        if not e.tenant:
+            raise InvalidInput("SessionStart.tenant is empty")
+        if e.session_id in self.sessions or e.session_id in self._ended:
+            raise InvalidInput(f"session {e.session_id!r} already started")
+        h = e.hints
+        if h.deadline_s is not None and not h.deadline_s > 0:
+            raise InvalidInput(f"SessionStart.hints.deadline_s must be > 0, got {h.deadline_s}")
+        if h.expected_calls is not None and h.expected_calls < 0:
+            raise InvalidInput("SessionStart.hints.expected_calls is negative")
+        now = self.clock.now()
+        s = SessionState(e.session_id, e.tenant, e.agent_type, h, now)
+        if h.parent_session_id is not None and h.parent_session_id in self.sessions:
+            s.parent = h.parent_session_id
+            self.sessions[s.parent].children.add(s.session_id)
+        rem = self.predictor.remaining(ret.position_of(s, s.parent is not None))
+        s.expected_s = rem.expected_time_s
+        s.remaining_s = rem.expected_time_s
+        if h.deadline_s is not None:
+            s.deadline = now + h.deadline_s
+        else:
+            s.deadline = now + self.settings.fairness.slo_factor * s.expected_s
+        if s.parent is not None:
+            s.admitted = True  # a sub-agent belongs to an admitted task
+        self.sessions[s.session_id] = s
+        self._live_by_tenant[s.tenant] += 1
+        return []
+
+    def _on_session_end(self, e: SessionEnd) -> list[Action]:
+        s = self._session(e.session_id)
+        now = self.clock.now()
+        acts = self._release(s, "session_end")
+        self._ended.add(s.session_id)
+        del self.sessions[s.session_id]
+        self._live_by_tenant[s.tenant] -= 1
+        if s.parent is not None and s.parent in self.sessions:
+            self.sessions[s.parent].children.discard(s.session_id)
+        self.fairness.on_session_done(s.tenant, now - s.started_at, s.expected_s, now)
+        return acts
+
+    def _on_tool_started(self, e: ToolStarted) -> list[Action]:
+        s = self._session(e.session_id)
+        s.current_tool = e.tool or None
+        s.tool_started_at = self.clock.now()
+        if s.active_call is not None or s.home is None:
+            return []
+        if s.pin is not None:
+            s.pin.extensions = 0
+        return self._retain(s, self.replicas.get(s.home))
+
+    def _on_tool_ended(self, e: ToolEnded) -> list[Action]:
+        s = self._session(e.session_id)
+        if s.current_tool is not None:
+            self.prior.observe_gap(s.current_tool, s.last_stop, self.clock.now() - s.tool_started_at)
+        s.current_tool = None
+        return []
+
+    # ------------------------------------------------------------------ calls
+
+    def _on_call_submitted(self, e: CallSubmitted) -> list[Action]:
+        if not e.call_id:
+            raise InvalidInput("CallSubmitted.call_id is empty")
+        if e.call_id in self.calls:
+            raise InvalidInput(f"duplicate call id {e.call_id!r}")
+        p = e.prompt
+        if p.num_tokens < 0:
+            raise InvalidInput(f"call {e.call_id!r}: prompt.num_tokens is negative ({p.num_tokens})")
+        if e.max_new_tokens < 0:
+            raise InvalidInput(f"call {e.call_id!r}: max_new_tokens is negative ({e.max_new_tokens})")
+        if p.block_size < 0 or (p.block_hashes and p.block_size == 0):
+            raise InvalidInput(f"call {e.call_id!r}: block_hashes need a block_size > 0")
+        tenant = e.tenant
+        s: SessionState | None = None
+        if e.session_id is not None:
+            s = self._session(e.session_id)
+            if e.tenant not in ("default", s.tenant):
+                raise TenantMismatch(f"tenant {e.tenant!r} used session {s.session_id!r} of {s.tenant!r}")
+            tenant = s.tenant
+        call = CallState(e.call_id, e.session_id, tenant, p, e.max_new_tokens, e.priority, self.clock.now())
+        self.calls[call.call_id] = call
+        if s is not None and not s.admitted:
+            verdict = self.fairness.admit(self._qc(call), self._pressure(tenant), call.submitted_at)
+            if verdict.verdict == "reject":
+                del self.calls[call.call_id]
+                rr = verdict.reject_reason or RejectReason.OVERLOADED
+                return [Reject(call.call_id, rr, verdict.retry_after_s, verdict.reason)]
+            if verdict.verdict == "defer":
+                return [self._hold(call, verdict.reason)]
+            s.admitted = True
+        return self._route(call)
+
+    def _hold(self, call: CallState, reason: str) -> Defer:
+        self._pending.append(call.call_id)
+        self._deferred_by_tenant[call.tenant] += 1
+        if self._next_retry is None:
+            self._next_retry = self.clock.now() + self.settings.fairness.retry_after_s
+        return Defer(call.call_id, reason)
+
+    def _route(self, call: CallState) -> list[Action]:
+        elig = self._eligible_replicas()
+        need = call.prompt.num_tokens + call.max_new_tokens
+        if not elig:
+            del self.calls[call.call_id]
+            ra = self.settings.fairness.retry_after_s
+            return [Reject(call.call_id, RejectReason.NO_REPLICA, ra, "no healthy replica")]
+        fit = [r for r in elig if r.kv_total >= need]
+        if not fit:
+            del self.calls[call.call_id]
+            top = max(r.kv_total for r in elig)
+            msg = f"prompt + max_new_tokens = {need} tokens > largest replica KV {top}"
+            return [Reject(call.call_id, RejectReason.PROMPT_TOO_LONG, 0.0, msg)]
+        req = self._request(call)
+        rid = self.placement.select(req, fit)
+        if rid is None:
+            return [self._hold(call, "no replica accepts the call now")]
+        if rid not in self.replicas:
+            raise UnknownReplica(f"placement policy {self.placement.name!r} chose unknown replica {rid!r}")
+        self.placement.on_dispatch(req, rid)
+        reason = getattr(self.placement, "last_reason", "") or self.placement.name
+        r = self.replicas[rid]
+        if not self.settings.gating.enabled:
+            return self._dispatch(call, r, reason)
+        r.queue.append(call.call_id)
+        self._queued_total += 1
+        call.replica = rid
+        acts = self._drain(r, reason)
+        if not call.inflight:
+            acts.append(Defer(call.call_id, f"replica {rid} is full"))
+            if self.settings.stealing.enabled:
+                acts += self._steal_pass(1)
+        return acts
+
+    def _request(self, call: CallState) -> PlacementRequest:
+        s = self.sessions.get(call.session_id) if call.session_id else None
+        group: tuple[str, ...] = ()
+        home = None
+        if s is not None:
+            home = s.home
+            if s.parent is not None and s.parent in self.sessions:
+                par = self.sessions[s.parent]
+                g = {par.home} | {self.sessions[c].home for c in par.children if c in self.sessions}
+                group = tuple(sorted(x for x in g if x is not None))
+        return PlacementRequest(
+            call_id=call.call_id,
+            session_id=call.session_id,
+            tenant=call.tenant,
+            agent_type=s.agent_type if s else "",
+            prompt_tokens=call.prompt.num_tokens,
+            max_new_tokens=call.max_new_tokens,
+            block_hashes=call.prompt.block_hashes,
+            block_size=call.prompt.block_size,
+            home=home,
+            pinned=s is not None and s.pin is not None and s.pin.replica_id == home,
+            group=group,
+            first_call=s is not None and s.steps_done == 0,
+            routing_key=call.session_id or call.call_id,
+            now=call.submitted_at,
+        )
+
+    def _qc(self, call: CallState) -> QueuedCall:
+        s = self.sessions.get(call.session_id) if call.session_id else None
+        return QueuedCall(
+            call_id=call.call_id,
+            session_id=call.session_id,
+            tenant=call.tenant,
+            submitted_at=call.submitted_at,
+            session_start=s.started_at if s else call.submitted_at,
+            deadline=s.deadline if s else None,
+            context_tokens=call.prompt.num_tokens + call.max_new_tokens,
+            remaining_s=s.remaining_s if s else 0.0,
+            steps_done=s.steps_done if s else 0,
+        )
+
+    def _pressure(self, tenant: str) -> ClusterPressure:
+        return ClusterPressure(
+            replicas=len(self._eligible_replicas()),
+            queued=self._queued_total,
+            deferred_sessions=len(self._pending),
+            deferred_of_tenant=self._deferred_by_tenant[tenant],
+            live_sessions_of_tenant=self._live_by_tenant[tenant],
+            live_sessions=len(self.sessions),
+        )
+
+    def _fits(self, r: ReplicaState, call: CallState) -> bool:
+        if not r.has_slot():
+            return False
+        p = call.prompt
+        hashes, unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
+        need = p.num_tokens + call.max_new_tokens
+        extra = r.committed.extra_for(hashes, unit, need)
+        if call.session_id is not None and call.session_id in r.committed:
+            extra = max(0, extra - (r.committed.tokens_of(call.session_id) - len(hashes) * unit))
+        return r.committed.total + extra <= self.settings.gating.kv_watermark * r.kv_total
+
+    def _drain(self, r: ReplicaState, reason: str = "queue") -> list[Action]:
+        acts: list[Action] = []
+        while r.queue and r.has_slot():
+            q = r.queue
+            i = 0
+            if len(q) > 1:
+                now = self.clock.now()
+                keys = [self.fairness.queue_key(self._qc(self.calls[c]), now) for c in q]
+                i = keys.index(min(keys))
+            call = self.calls[q[i]]
+            if not self._fits(r, call):
+                acts += self._make_room(r, call)
+                if not self._fits(r, call) and r.inflight:
+                    break  # progress: something in flight will finish and free KV
+            q.pop(i)
+            self._queued_total -= 1
+            acts += self._dispatch(call, r, reason)
+        return acts
+
+    def _dispatch(self, call: CallState, r: ReplicaState, reason: str) -> list[Action]:
+        acts: list[Action] = []
+        now = self.clock.now()
+        s = self.sessions.get(call.session_id) if call.session_id else None
+        engine_session = None
+        if s is not None and s.pin is not None:
+            if s.pin.replica_id != r.replica_id:
+                acts += self._release(s, "moved")
+            else:
+                engine_session = s.session_id
+                r.committed.remove(s.session_id)  # the call's prompt now covers the context
+        p = call.prompt
+        hashes, unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
+        r.committed.put(call.call_id, hashes, unit, p.num_tokens + call.max_new_tokens)
+        r.inflight[call.call_id] = None
+        r.note_prompt(p.block_hashes)
+        call.replica = r.replica_id
+        call.inflight = True
+        call.dispatched_at = now
+        call.attempts += 1
+        if s is not None:
+            if s.home is not None and s.home != r.replica_id and reason == "steal":
+                s.steals += 1
+            s.home = r.replica_id
+            s.active_call = call.call_id
+        prio = self.fairness.engine_priority(self._qc(call), now)
+        if call.priority is not None:
+            prio = max(prio, call.priority)
+        acts.append(Dispatch(call.call_id, r.replica_id, prio, engine_session, reason))
+        return acts
+
+    def _inflight_call(self, call_id: str) -> CallState:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise UnknownCall(f"unknown call {call_id!r}")
+        if not call.inflight:
+            raise InvalidInput(f"call {call_id!r} was not dispatched yet")
+        return call
+
+    def _finish(self, call: CallState) -> ReplicaState | None:
+        r = self.replicas.get(call.replica) if call.replica else None
+        if r is not None:
+            r.inflight.pop(call.call_id, None)
+            r.committed.remove(call.call_id)
+        call.inflight = False
+        return r
+
+    def _on_first_token(self, e: FirstToken) -> list[Action]:
+        self._inflight_call(e.call_id).first_token_at = self.clock.now()
+        return []
+
+    def _on_call_completed(self, e: CallCompleted) -> list[Action]:
+        call = self._inflight_call(e.call_id)
+        u = e.usage
+        if min(u.prompt_tokens, u.cached_tokens, u.output_tokens) < 0:
+            raise InvalidInput(f"call {e.call_id!r}: usage has negative token counts")
+        now = self.clock.now()
+        r = self._finish(call)
+        del self.calls[call.call_id]
+        dur = now - (call.dispatched_at if call.dispatched_at is not None else now)
+        if r is not None:
+            a = self.settings.cost.call_s_alpha
+            r.call_s = (1 - a) * r.call_s + a * dur
+        acts: list[Action] = []
+        s = self.sessions.get(call.session_id) if call.session_id else None
+        if s is not None:
+            if s.active_call == call.call_id:
+                s.active_call = None
+            s.context_tokens = u.prompt_tokens + u.output_tokens
+            s.context_hashes = call.prompt.block_hashes
+            s.block_size = call.prompt.block_size
+            s.steps_done += 1
+            s.last_stop = e.stop
+            s.current_tool = None
+            s.remaining_s = self.predictor.remaining(ret.position_of(s, s.parent is not None)).expected_time_s
+            if s.pin is not None:
+                s.pin.extensions = 0
+            acts += self._retain(s, r)
+        self.fairness.on_call_done(call.tenant, dur, now)
+        if r is not None:
+            acts += self._after_free(r)
+        if self._pending:
+            acts += self._retry_pending(PENDING_RETRY_PER_EVENT)
+        return acts
+
+    def _on_call_failed(self, e: CallFailed) -> list[Action]:
+        call = self._inflight_call(e.call_id)
+        r = self._finish(call)
+        acts: list[Action] = []
+        s = self.sessions.get(call.session_id) if call.session_id else None
+        if e.retryable and call.attempts < MAX_ATTEMPTS:
+            call.replica = None
+            acts += self._route(call)
+        else:
+            del self.calls[call.call_id]
+            if s is not None and s.active_call == call.call_id:
+                s.active_call = None
+        if r is not None:
+            acts += self._after_free(r)
+        return acts
+
+    def _after_free(self, r: ReplicaState) -> list[Action]:
+        acts = self._drain(r)
+        if self.settings.stealing.enabled and self._queued_total > 0 and not r.queue and r.healthy:
+            while r.has_slot() and self._queued_total > 0:
+                got = self._steal_into(r)
+                if not got:
+                    break
+                acts += got
+        return acts
+
+    def _retry_pending(self, limit: int | None) -> list[Action]:
+        acts: list[Action] = []
+        todo = list(self._pending) if limit is None else self._pending[:limit]
+        if limit is None:
+            now = self.clock.now()
+            todo.sort(key=lambda c: self.fairness.queue_key(self._qc(self.calls[c]), now))
+        for cid in todo:
+            call = self.calls[cid]
+            s = self.sessions.get(call.session_id) if call.session_id else None
+            if s is not None and not s.admitted:
+                v = self.fairness.admit(self._qc(call), self._pressure(call.tenant), self.clock.now())
+                if v.verdict == "defer":
+                    continue
+                self._pending.remove(cid)
+                self._deferred_by_tenant[call.tenant] -= 1
+                if v.verdict == "reject":
+                    del self.calls[cid]
+                    rr = v.reject_reason or RejectReason.OVERLOADED
+                    acts.append(Reject(cid, rr, v.retry_after_s, v.reason))
+                    continue
+                s.admitted = True
+            else:
+                self._pending.remove(cid)
+                self._deferred_by_tenant[call.tenant] -= 1
+            acts += self._route(call)
+        return acts
+
+    # ------------------------------------------------------------------ stealing
+
+    def _steal_pass(self, limit: int) -> list[Action]:
+        acts: list[Action] = []
+        n = 0
+        for thief in self._eligible_replicas():
+            if n >= limit or self._queued_total == 0:
+                break
+            if thief.queue or not thief.has_slot():
+                continue
+            got = self._steal_into(thief)
+            if got:
+                acts += got
+                n += 1
+        return acts
+
+    def _steal_into(self, thief: ReplicaState) -> list[Action]:
+        victims = [v for v in self.replicas.values() if v.queue]
+        plan = best_steal(thief, victims, self.calls, self.settings.cost, self.settings.stealing, self._fits)
+        if plan is None:
+            return []
+        victim = self.replicas[plan.victim]
+        victim.queue.remove(plan.call_id)
+        self._queued_total -= 1
+        call = self.calls[plan.call_id]
+        sid = call.session_id or ""
+        acts: list[Action] = [Steal(sid, call.call_id, plan.victim, plan.thief, plan.cost_s)]
+        return acts + self._dispatch(call, thief, "steal")
+
+    # ------------------------------------------------------------------ retention
+
+    def _retain(self, s: SessionState, r: ReplicaState | None) -> list[Action]:
+        rs = self.settings.retention
+        if r is None or not r.healthy or not rs.enabled or rs.mode == "off":
+            return self._release(s, "not_retained") if s.pin is not None else []
+        now = self.clock.now()
+        pred = ret.predict(self.predictor, s, now)
+        ttl = ret.choose_ttl(
+            rs, self.settings.cost, pred, s.context_tokens, ret.memory_pressure(r, rs.pressure_start)
+        )
+        if ttl is None:
+            return self._release(s, "not_worth") if s.pin is not None else []
+        acts: list[Action] = []
+        if s.pin is not None and s.pin.replica_id != r.replica_id:
+            acts += self._release(s, "moved")
+        own = s.pin.tokens if s.pin is not None else 0
+        cap = rs.max_pinned_fraction * r.kv_total
+        if r.pinned_tokens - own + s.context_tokens > cap:
+            mine = ret.release_score(rs.release_order, s, pred, now)
+            for other in self._release_order(r, exclude=s.session_id):
+                if r.pinned_tokens - own + s.context_tokens <= cap:
+                    break
+                o_pred = ret.predict(self.predictor, other, now)
+                if ret.release_score(rs.release_order, other, o_pred, now) <= mine:
+                    break
+                acts += self._release(other, "memory_pressure")
+            if r.pinned_tokens - own + s.context_tokens > cap:
+                return acts + (self._release(s, "memory_pressure") if s.pin is not None else [])
+        until = now + ttl
+        self._pins.add(s, r, until, now, self._gran)
+        acts.append(Pin(s.session_id, r.replica_id, until))
+        return acts
+
+    def _release_order(self, r: ReplicaState, exclude: str) -> list[SessionState]:
+        now = self.clock.now()
+        order = self.settings.retention.release_order
+        cands = [self.sessions[x] for x in r.pinned if x != exclude and x in self.sessions]
+        return sorted(
+            cands,
+            key=lambda o: -ret.release_score(order, o, ret.predict(self.predictor, o, now), now),
+        )
+
+    def _make_room(self, r: ReplicaState, call: CallState) -> list[Action]:
+        if not self.settings.retention.enabled or not r.pinned:
+            return []
+        acts: list[Action] = []
+        for other in self._release_order(r, exclude=call.session_id or ""):
+            if self._fits(r, call):
+                break
+            acts += self._release(other, "memory_pressure")
+        return acts
+
+    def _expire(self, s: SessionState, r: ReplicaState | None, now: float) -> list[Action]:
+        rs = self.settings.retention
+        assert s.pin is not None
+        if (
+            r is not None
+            and rs.mode == "predictive"
+            and s.active_call is None
+            and s.pin.extensions < rs.max_extensions
+        ):
+            pred = ret.predict(self.predictor, s, now)
+            ttl = ret.choose_ttl(
+                rs, self.settings.cost, pred, s.context_tokens, ret.memory_pressure(r, rs.pressure_start)
+            )
+            if ttl is not None:
+                s.pin.extensions += 1
+                until = now + ttl
+                self._pins.add(s, r, until, now, self._gran)
+                return [Pin(s.session_id, r.replica_id, until)]
+        return self._release(s, "expired")
+
+    def _release(self, s: SessionState, reason: str) -> list[Action]:
+        if s.pin is None:
+            return []
+        rid = s.pin.replica_id
+        self._pins.drop(s, self.replicas.get(rid))
+        return [Release(s.session_id, rid, reason)]
+
+    # ------------------------------------------------------------------ replicas
+
+    def _replica(self, rid: str) -> ReplicaState:
+        r = self.replicas.get(rid)
+        if r is None:
+            raise UnknownReplica(f"unknown replica {rid!r}")
+        return r
+
+    def _eligible_replicas(self) -> list[ReplicaState]:
+        if self._eligible is None:
+            self._eligible = sorted(
+                (r for r in self.replicas.values() if r.healthy), key=lambda r: r.replica_id
+            )
+        return self._eligible
+
+    def _on_replica_added(self, e: ReplicaAdded) -> list[Action]:
+        if not e.replica_id:
+            raise InvalidInput("ReplicaAdded.replica_id is empty")
+        if e.replica_id in self.replicas:
+            raise InvalidInput(f"replica {e.replica_id!r} already added")
+        if e.kv_total_tokens <= 0 or e.max_running_requests <= 0 or e.page_size <= 0:
+            raise InvalidInput(f"replica {e.replica_id!r}: capacities must be > 0")
+        self.replicas[e.replica_id] = ReplicaState(
+            e.replica_id,
+            e.kv_total_tokens,
+            e.max_running_requests,
+            e.page_size,
+            slot_slack=self.settings.gating.slot_slack,
+            call_s=self.settings.cost.initial_call_s,
+        )
+        self._eligible = None
+        acts = self._retry_pending(None) if self._pending else []
+        return acts + self._after_free(self.replicas[e.replica_id])
+
+    def _evacuate(self, r: ReplicaState, reason: str, inflight_too: bool) -> list[Action]:
+        acts: list[Action] = []
+        for sid in list(r.pinned):
+            if sid in self.sessions:
+                acts += self._release(self.sessions[sid], reason)
+        moved = list(r.queue)
+        self._queued_total -= len(r.queue)
+        r.queue.clear()
+        if inflight_too:
+            for cid in list(r.inflight):
+                self._finish(self.calls[cid])
+                moved.append(cid)
+        for sess in self.sessions.values():
+            if sess.home == r.replica_id and inflight_too:
+                sess.home = None
+        for cid in moved:
+            c = self.calls[cid]
+            c.replica = None
+            c.inflight = False
+            acts += self._route(c)
+        return acts
+
+    def _on_replica_removed(self, e: ReplicaRemoved) -> list[Action]:
+        r = self._replica(e.replica_id)
+        r.healthy = False
+        self._eligible = None
+        acts = self._evacuate(r, "replica_removed", inflight_too=True)
+        del self.replicas[e.replica_id]
+        self.placement.on_replica_removed(e.replica_id)
+        return acts
+
+    def _on_replica_health(self, e: ReplicaHealth) -> list[Action]:
+        r = self._replica(e.replica_id)
+        if r.healthy == e.healthy:
+            return []
+        r.healthy = e.healthy
+        self._eligible = None
+        if not e.healthy:
+            return self._evacuate(r, "replica_unhealthy", inflight_too=False)
+        acts = self._retry_pending(None) if self._pending else []
+        return acts + self._after_free(r)
+
+    def _on_replica_load(self, e: ReplicaLoad) -> list[Action]:
+        r = self._replica(e.replica_id)
+        if min(e.running, e.waiting, e.kv_used_tokens, e.kv_total_tokens) < 0:
+            raise InvalidInput(f"ReplicaLoad for {e.replica_id!r} has negative values")
+        r.reported_running, r.reported_waiting, r.reported_kv_used = e.running, e.waiting, e.kv_used_tokens
+        if e.kv_total_tokens > 0:
+            r.kv_total = e.kv_total_tokens
+        return []
+
+    def _on_replica_cache(self, e: ReplicaCache) -> list[Action]:
+        r = self._replica(e.replica_id)
+        cached = r.cached
+        if not r.exact_cache or e.cleared:
+            r.exact_cache = True
+            cached.clear()
+        for h in e.removed:
+            cached.pop(h, None)
+        for h in e.stored:
+            cached[h] = None
+        return []

@@ -1,0 +1,193 @@
+"""Typed engine settings: every field states its unit and why its default.
+
+The engine is configured by one :class:`EngineSettings` made of one nested group per
+mechanism. Each mechanism has an ``enabled`` switch so that an ablation is a settings change,
+not a code change (``saga.scheduler.systems`` builds the named systems and ablations).
+
+Starting points come from the paper authors' code (``BRIEF.md`` §2); where a default differs,
+the field says why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from saga.scheduler.api import InvalidInput
+
+
+@dataclass(frozen=True, slots=True)
+class CostModel:
+    """Seconds a replica needs per unit of work: the common currency of placement decisions.
+
+    Placement, stealing and retention all compare *times*: the seconds a call would wait in a
+    queue against the seconds it would spend recomputing a prefix the chosen replica does not
+    hold. The simulator overwrites these with the replica model's own timing parameters.
+    """
+
+    # Prefill throughput of one replica, tokens/s. 12k tok/s is a Llama-3-70B TP=8 H100-class
+    # replica prefilling long prompts (SGLang's published prefill benchmarks are 10-20k tok/s).
+    prefill_tokens_per_s: float = 12_000.0
+    # Mean seconds one call occupies a running slot before the first observation; replaced by an
+    # EWMA of observed call durations per replica. 6 s: median api_time of the Claude Code traces.
+    initial_call_s: float = 6.0
+    # EWMA weight of a new call-duration observation (dimensionless). 0.05: ~20 calls of memory.
+    call_s_alpha: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class AffinitySettings:
+    """Session-affinity placement bounded by load (``policies/placement/saga.py``)."""
+
+    enabled: bool = True
+    # A session's home replica is kept while its load (see ReplicaState.load) is below this
+    # bound. 0.95 (paper 0.8): our load counts committed KV exactly, so the bound can be higher.
+    load_bound: float = 0.95
+    # Moving a session away from its home replica must save at least this factor of the
+    # modelled cost (dimensionless hysteresis, avoids ping-pong between two equal replicas).
+    move_margin: float = 1.5
+    # Weight of the memory-pressure penalty in seconds per unit of KV fraction above
+    # ``pressure_start`` (placing more context there would evict someone's retained KV).
+    pressure_penalty_s: float = 30.0
+    pressure_start: float = 0.85
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingSettings:
+    """Correlated calls (sub-agents of one parent, fork/join siblings) go to one replica."""
+
+    enabled: bool = True
+    # Siblings share the parent's prefix; co-locating pays only while the group's replica is
+    # below this load (fraction). Above it, a sibling is placed like any new session.
+    max_load: float = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class StealingSettings:
+    """Work stealing by idle replicas, with an explicit cost model (``scheduler/stealing.py``)."""
+
+    enabled: bool = True
+    # Epoch of the periodic steal pass, seconds (paper: 100 ms). Steals are also tried at
+    # once whenever a replica frees a slot and its own queue is empty.
+    epoch_s: float = 0.1
+    # Maximum steals per pass (paper: 4). 8: a 64-replica cluster frees more slots per epoch.
+    max_per_epoch: int = 8
+    # Steal only when the modelled queueing delay saved exceeds the cache cost by this factor.
+    benefit_margin: float = 1.2
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """KV retention across tool gaps: Pin/Release (``scheduler/retention.py``).
+
+    ``mode``: "predictive" (TTL from the predicted gap distribution and memory pressure),
+    "fixed" (pin for ``max_ttl_s`` at every tool boundary; ThunderAgent-like), "off".
+    """
+
+    enabled: bool = True
+    mode: str = "predictive"
+    # Hard bound on one pin, seconds (paper: 300 s). A pin is never longer than this.
+    max_ttl_s: float = 300.0
+    # Gap quantile the TTL covers before memory pressure shortens it (0.9 covers 90% of gaps).
+    ttl_quantile: float = 0.9
+    # Pin only if P(next call within the TTL) x recompute seconds saved exceeds this, seconds.
+    min_benefit_s: float = 0.05
+    # Pinned KV may take at most this fraction of a replica's KV (the rest serves running calls).
+    max_pinned_fraction: float = 0.7
+    # Memory pressure m = clamp((committed - start) / (1 - start), 0, 1) shortens the TTL by
+    # factor (1 - 0.5 m) as in the paper (start 0.7 there).
+    pressure_start: float = 0.7
+    # At expiry a session still in its tool gap may be re-pinned (the predictor is asked again,
+    # conditioned on the time already spent) up to this many times.
+    max_extensions: int = 2
+    # Release order under pressure: "score" (expected seconds to reuse x size / P(reuse),
+    # furthest-in-future first, Bélády-like), "largest" (ThunderAgent), "oldest" (LRU).
+    release_order: str = "score"
+
+
+@dataclass(frozen=True, slots=True)
+class GatingSettings:
+    """The engine holds calls in per-replica queues instead of over-filling replicas.
+
+    With gating off the engine dispatches every call at once and the replica queues it
+    itself (what request-level routers do); stealing and fair-share ordering then have
+    nothing to act on.
+    """
+
+    enabled: bool = True
+    # A call is dispatched when the replica's committed KV (in-flight contexts + pinned
+    # sessions, shared prefixes counted once) stays below this fraction of its capacity.
+    kv_watermark: float = 0.97
+    # Extra running slots beyond the replica's max_running_requests (0: exactly its limit).
+    slot_slack: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FairnessSettings:
+    """Agent Fair Share and admission control (``policies/fairness/afs.py``)."""
+
+    enabled: bool = True
+    # Tenant weights (unknown tenants weigh 1.0).
+    weights: dict[str, float] = field(default_factory=dict)
+    # Deadline = start + slo_factor x expected completion time (paper 1.5), when the client
+    # gave no deadline hint.
+    slo_factor: float = 1.5
+    # Bounded deviation: a tenant whose weight-normalised slowdown is below the best-served
+    # tenant's by more than this (dimensionless) yields to the others.
+    max_deviation: float = 0.25
+    # Admission: new sessions are deferred while the cluster's queued calls per replica exceed
+    # this; rejected when their tenant's deferred sessions exceed ``max_deferred_per_tenant``.
+    overload_queue_per_replica: float = 4.0
+    max_deferred_per_tenant: int = 256
+    # Retry-after hint on a rejection and re-check period for deferred sessions, seconds.
+    retry_after_s: float = 5.0
+    admission_enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    cost: CostModel = field(default_factory=CostModel)
+    affinity: AffinitySettings = field(default_factory=AffinitySettings)
+    batching: BatchingSettings = field(default_factory=BatchingSettings)
+    stealing: StealingSettings = field(default_factory=StealingSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    gating: GatingSettings = field(default_factory=GatingSettings)
+    fairness: FairnessSettings = field(default_factory=FairnessSettings)
+    # Granularity of shared-prefix accounting, tokens: the engine samples one cumulative
+    # block hash every this many tokens (1024: 64-token blocks -> every 16th hash), which
+    # keeps 10k sessions x 200k tokens in a few MB while counting shared prefixes once.
+    prefix_granularity_tokens: int = 1024
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidInput` naming the field when a value is out of range."""
+        _check_tree(self, "settings")
+        if self.retention.mode not in ("predictive", "fixed", "off"):
+            raise InvalidInput(f"settings.retention.mode: unknown mode {self.retention.mode!r}")
+        if self.retention.release_order not in ("score", "largest", "oldest"):
+            raise InvalidInput(f"settings.retention.release_order: unknown {self.retention.release_order!r}")
+        for frac in ("max_pinned_fraction", "pressure_start", "ttl_quantile"):
+            v = getattr(self.retention, frac)
+            if not 0.0 < v <= 1.0:
+                raise InvalidInput(f"settings.retention.{frac}: must be in (0, 1], got {v}")
+        if not 0.0 < self.gating.kv_watermark <= 1.0:
+            raise InvalidInput(
+                f"settings.gating.kv_watermark: must be in (0, 1], got {self.gating.kv_watermark}"
+            )
+        if self.prefix_granularity_tokens < 1:
+            raise InvalidInput("settings.prefix_granularity_tokens: must be >= 1")
+        for t, w in self.fairness.weights.items():
+            if not (math.isfinite(w) and w > 0):
+                raise InvalidInput(f"settings.fairness.weights[{t!r}]: must be > 0, got {w}")
+
+
+def _check_tree(obj: Any, where: str) -> None:
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        path = f"{where}.{f.name}"
+        if is_dataclass(v):
+            _check_tree(v, path)
+        elif isinstance(v, bool):
+            continue
+        elif isinstance(v, int | float) and (not math.isfinite(v) or v < 0):
+            raise InvalidInput(f"{path}: must be a finite number >= 0, got {v}")

@@ -82,13 +82,14 @@ class TenantSettings:
 class KubernetesDiscovery:
     namespace: str = "default"
     label_selector: str = ""
-    port: int = 30000
+    # Name of the EndpointSlice port SGLang serves on (the Helm chart names it "http").
+    port_name: str = "http"
     scheme: str = "http"
 
 
 @dataclass(slots=True)
 class ReplicaSettings:
-    # Static replica base URLs (http://host:port of SGLang servers).
+    # Static replicas: SGLang base URLs, "http://host:port" or "name=http://host:port".
     static: list[str] = field(default_factory=list)
     # Discover replicas from Kubernetes EndpointSlices instead (or as well).
     kubernetes: KubernetesDiscovery | None = None
@@ -332,19 +333,23 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
         if k.tenant not in names:
             p.append((f"spec.auth.api_keys[{i}].tenant", f"tenant {k.tenant!r} is not in spec.tenants"))
     r = s.replicas
-    for i, url in enumerate(r.static):
-        u = urlparse(url) if isinstance(url, str) else None
-        if u is None or u.scheme not in ("http", "https") or not u.hostname:
-            p.append((f"spec.replicas.static[{i}]", f"not a URL: {url!r}"))
-        elif r.static.index(url) != i:
-            p.append((f"spec.replicas.static[{i}]", f"duplicate replica {url!r}"))
+    for i, entry in enumerate(r.static):
+        # "URL" or "name=URL" (a stable replica id for metrics and bindings).
+        name, sep, url = entry.partition("=")
+        if not sep or "://" in name:
+            url = entry
+        u = urlparse(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            p.append((f"spec.replicas.static[{i}]", f"not a URL: {entry!r}"))
+        elif r.static.index(entry) != i:
+            p.append((f"spec.replicas.static[{i}]", f"duplicate replica {entry!r}"))
     if not r.static and r.kubernetes is None:
         p.append(("spec.replicas", "give static URLs or kubernetes discovery"))
     if r.kubernetes is not None:
         if not r.kubernetes.label_selector:
             p.append(("spec.replicas.kubernetes.label_selector", "must not be empty"))
-        if not 0 < r.kubernetes.port < 65536:
-            p.append(("spec.replicas.kubernetes.port", f"not a port: {r.kubernetes.port}"))
+        if not r.kubernetes.port_name:
+            p.append(("spec.replicas.kubernetes.port_name", "must not be empty"))
         if r.kubernetes.scheme not in ("http", "https"):
             p.append(("spec.replicas.kubernetes.scheme", "must be http or https"))
     for name in ("poll_interval_s", "health_timeout_s", "request_timeout_s", "connect_timeout_s"):

@@ -176,6 +176,7 @@ class _Pending:
     session_id: str | None
     future: asyncio.Future[Dispatch]
     deferred: bool = False
+    redispatch: Dispatch | None = None  # the engine moved the running call (replica removed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +224,7 @@ class ServiceCore:
         self.store = store
         self._client = clients
         self.metrics = metrics
-        self.process_id = process_id or f"{os.uname().nodename}-{os.getpid()}"
+        self.process_id = process_id or default_process_id()
         self.sessions: dict[str, LiveSession] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._pending: dict[str, _Pending] = {}
@@ -320,11 +321,15 @@ class ServiceCore:
         for a in actions:
             if isinstance(a, Dispatch):
                 p = self._pending.get(a.call_id)
-                if p is not None and not p.future.done():
-                    if p.deferred:
-                        p.deferred = False
-                        self.metrics.queue_depth.dec()
-                    p.future.set_result(a)
+                if p is None:
+                    continue
+                if p.future.done():
+                    p.redispatch = a
+                    continue
+                if p.deferred:
+                    p.deferred = False
+                    self.metrics.queue_depth.dec()
+                p.future.set_result(a)
             elif isinstance(a, Reject):
                 p = self._pending.get(a.call_id)
                 if p is not None and not p.future.done():
@@ -697,13 +702,18 @@ class ServiceCore:
             session.last_active = self.clock.now()
         tenant = principal.tenant
         attempts = self.config.spec.limits.max_attempts
+        call_id = self._new_id("c")
+        pending = _Pending(
+            tenant, session.session_id if session else None, asyncio.get_running_loop().create_future()
+        )
+        self._pending[call_id] = pending
         sent = False
         try:
-            for attempt in range(1, attempts + 1):
-                call_id = self._new_id("c")
-                t_submit = time.perf_counter()
-                dispatch = await self._submit(call_id, tenant, session, spec)
-                result.queued_s = time.perf_counter() - t_submit
+            t_submit = time.perf_counter()
+            dispatch = await self._submit(call_id, pending, tenant, session, spec)
+            result.queued_s = time.perf_counter() - t_submit
+            attempt = 1
+            while True:
                 result.replica_id = dispatch.replica_id
                 client = self._client(dispatch.replica_id)
                 try:
@@ -713,23 +723,26 @@ class ServiceCore:
                         session.replica_id = dispatch.replica_id
                         self._spawn(self._save_binding(session), f"bind-{session.session_id}")
                     es = await self._engine_session_for(dispatch)
-                    d = Dispatch(
-                        dispatch.call_id, dispatch.replica_id, dispatch.priority, es, dispatch.reason
-                    )
+                    d = Dispatch(call_id, dispatch.replica_id, dispatch.priority, es, dispatch.reason)
                     async for item in forward(client, d, result):
                         if not sent:
                             sent = True
                             self._engine_quiet(FirstToken(call_id))
                         yield item
                 except (BackendError, _NoClient) as exc:
-                    retry = not sent and getattr(exc, "retryable", False) and attempt < attempts
-                    self._engine_quiet(CallFailed(call_id, str(exc), retryable=not sent))
-                    if isinstance(exc, _NoClient) or (getattr(exc, "retryable", False) and not sent):
+                    retryable = not sent and getattr(exc, "retryable", False)
+                    if retryable:
                         self._mark_unhealthy(dispatch.replica_id)
-                    if retry or (isinstance(exc, _NoClient) and attempt < attempts):
+                    nxt = None
+                    if retryable and attempt < attempts:
                         log.info(
-                            "call %s failed on %s before any token; retrying", call_id, dispatch.replica_id
+                            "call %s failed on %s before any token: %s", call_id, dispatch.replica_id, exc
                         )
+                        nxt = await self._redispatch(call_id, pending, str(exc))
+                    else:
+                        self._engine_quiet(CallFailed(call_id, str(exc), retryable=False))
+                    if nxt is not None:
+                        dispatch, attempt = nxt, attempt + 1
                         continue
                     self.metrics.call_done(tenant, ok=False)
                     if isinstance(exc, ReplicaProtocolError):
@@ -740,8 +753,8 @@ class ServiceCore:
                         raise Unavailable(f"replica {dispatch.replica_id} failed mid-stream: {exc}") from exc
                     raise Unavailable(f"replica {dispatch.replica_id} failed: {exc}") from exc
                 except BaseException:
-                    # The client went away (cancelled) or a bug: tell the engine the call is over.
-                    self._engine_quiet(CallFailed(call_id, "client cancelled", retryable=False))
+                    # The client went away (cancelled) or a bug: the call is over for the engine.
+                    self._engine_quiet(CallFailed(call_id, "cancelled", retryable=False))
                     raise
                 usage = result.usage or Usage(spec.prompt.num_tokens, 0, 0)
                 self._engine_quiet(CallCompleted(call_id, usage, result.stop))
@@ -752,6 +765,11 @@ class ServiceCore:
                     session.output_tokens += usage.output_tokens
                 return
         finally:
+            self._pending.pop(call_id, None)
+            if pending.deferred:
+                self.metrics.queue_depth.dec()
+            if not pending.future.done():
+                pending.future.cancel()
             if session is not None:
                 session.in_flight -= 1
                 session.last_active = self.clock.now()
@@ -764,46 +782,80 @@ class ServiceCore:
             log.debug("engine: %s", exc)
 
     def _mark_unhealthy(self, replica_id: str) -> None:
-        if self._healthy.get(replica_id, True):
+        """A replica failed a call before any byte: stop placing there until a probe answers."""
+        if self._healthy.get(replica_id, True) and replica_id in self._healthy:
             self.on_replica_event(ReplicaHealth(replica_id, healthy=False))
+            self._spawn(self._recheck(replica_id), f"recheck-{replica_id}")
+
+    async def _recheck(self, replica_id: str) -> None:
+        """Probe a replica this core marked unhealthy until it answers (the pool only reports
+        transitions it saw itself). Backoff 0.2 s doubling to 5 s; gives up when removed."""
+        delay = 0.2
+        while replica_id in self._healthy and not self._healthy[replica_id]:
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+            client = self._client(replica_id)
+            if client is None:
+                return
+            try:
+                ok = await client.health()
+            except BackendError:
+                continue
+            if ok and replica_id in self._healthy and not self._healthy[replica_id]:
+                self.on_replica_event(ReplicaHealth(replica_id, healthy=True))
+                return
+
+    async def _wait_dispatch(self, call_id: str, pending: _Pending) -> Dispatch:
+        timeout = self.config.spec.limits.queue_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
+        except TimeoutError:
+            self._engine_quiet(CallFailed(call_id, "queue timeout", retryable=False))
+            self.metrics.rejected(pending.tenant, str(RejectReason.OVERLOADED))
+            raise Rejected(
+                f"call waited {timeout:.0f} s in the queue", reason="overloaded", retry_after_s=5.0
+            ) from None
+
+    async def _redispatch(self, call_id: str, pending: _Pending, reason: str) -> Dispatch | None:
+        """After a retryable failure: the engine's next placement of the call, or None when
+        the engine gave up on it (its own attempt limit)."""
+        if pending.redispatch is not None:  # the engine already moved it (replica removed)
+            d, pending.redispatch = pending.redispatch, None
+            return d
+        pending.future = asyncio.get_running_loop().create_future()
+        try:
+            actions = self._engine(CallFailed(call_id, reason, retryable=True))
+        except (UnknownCall, UnknownSession, SessionEnded):
+            return None
+        if not pending.future.done() and not any(
+            isinstance(a, Dispatch | Defer) and a.call_id == call_id for a in actions
+        ):
+            return None
+        return await self._wait_dispatch(call_id, pending)
 
     async def _submit(
-        self, call_id: str, tenant: str, session: LiveSession | None, spec: CallSpec
+        self, call_id: str, pending: _Pending, tenant: str, session: LiveSession | None, spec: CallSpec
     ) -> Dispatch:
-        loop = asyncio.get_running_loop()
-        pending = _Pending(tenant, session.session_id if session else None, loop.create_future())
-        self._pending[call_id] = pending
+        event = CallSubmitted(
+            call_id,
+            session.session_id if session else None,
+            spec.prompt,
+            spec.max_new_tokens,
+            tenant=tenant,
+        )
         try:
-            event = CallSubmitted(
-                call_id,
-                session.session_id if session else None,
-                spec.prompt,
-                spec.max_new_tokens,
-                tenant=tenant,
-            )
-            try:
-                self._engine(event)
-            except (UnknownSession, SessionEnded) as exc:
-                raise NotFound(str(exc)) from exc
-            except (InvalidInput, TenantMismatch) as exc:
-                raise InvalidArgument(str(exc)) from exc
-            if pending.future.done():
-                return pending.future.result()
-            timeout = self.config.spec.limits.queue_timeout_s
-            try:
-                return await asyncio.wait_for(asyncio.shield(pending.future), timeout)
-            except TimeoutError:
-                self._engine_quiet(CallFailed(call_id, "queue timeout", retryable=False))
-                self.metrics.rejected(tenant, str(RejectReason.OVERLOADED))
-                raise Rejected(
-                    f"call waited {timeout:.0f} s in the queue", reason="overloaded", retry_after_s=5.0
-                ) from None
-        finally:
-            p = self._pending.pop(call_id, None)
-            if p is not None and p.deferred:
-                self.metrics.queue_depth.dec()
-            if p is not None and not p.future.done():
-                p.future.cancel()
+            self._engine(event)
+        except (UnknownSession, SessionEnded) as exc:
+            raise NotFound(str(exc)) from exc
+        except (InvalidInput, TenantMismatch) as exc:
+            raise InvalidArgument(str(exc)) from exc
+        if pending.future.done():
+            return pending.future.result()
+        return await self._wait_dispatch(call_id, pending)
+
+
+def default_process_id() -> str:
+    return f"{os.uname().nodename}-{os.getpid()}"
 
 
 class _NoClient(Exception):

@@ -367,9 +367,8 @@ def build_app(core: ServiceCore) -> web.Application:
 async def start_http_server(core: ServiceCore, host: str, port: int) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(build_app(core), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else port
-    return runner, int(bound)
+    await web.TCPSite(runner, host, port).start()
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return runner, int(addr[1])
+    return runner, port

@@ -1,0 +1,196 @@
+"""Assemble the service from a :class:`SchedulerConfig`: engine, state store, replica pool,
+core, gRPC API, OpenAI endpoint, metrics server, and the periodic chores.
+
+:class:`Service` is what ``saga serve`` runs and what the integration tests start on free
+ports (``port 0`` in ``spec.listen``; the bound ports are read back from the instance).
+Periodic chores: a heartbeat in the state store every ``HEARTBEAT_S`` (so operators see the
+scheduler processes sharing a Redis) and a sweep ending sessions idle longer than
+``limits.idle_session_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from saga.clock import Clock, MonotonicClock
+from saga.scheduler.api import EngineProtocol, InvalidInput
+from saga.scheduler.engine import Engine
+from saga.scheduler.settings import EngineSettings
+from saga.service.backend.api import ClientSettings, ClientTimeouts, Discovery, PoolSettings
+from saga.service.backend.discovery import EndpointSliceDiscovery, StaticDiscovery
+from saga.service.backend.pool import ReplicaPool
+from saga.service.config import ConfigError, SchedulerConfig, _build, host_port
+from saga.service.core import EngineClient, ServiceCore, default_process_id
+from saga.service.grpc_api import start_grpc_server
+from saga.service.metrics import ServiceMetrics, start_metrics_server
+from saga.service.openai_api import start_http_server
+from saga.service.state.api import StateStore
+from saga.service.state.memory import MemoryStore
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 5.0  # seconds between state-store heartbeats (TTL is three times this)
+
+
+def engine_settings(cfg: SchedulerConfig) -> EngineSettings:
+    """``spec.engine`` as :class:`EngineSettings`, with tenant weights from ``spec.tenants``."""
+    problems: list[tuple[str, str]] = []
+    settings = _build(EngineSettings, cfg.spec.engine, "spec.engine", problems)
+    if problems:
+        raise ConfigError(problems)
+    assert isinstance(settings, EngineSettings)
+    weights = {t.name: t.weight for t in cfg.spec.tenants}
+    weights.update(settings.fairness.weights)
+    settings = dataclasses.replace(settings, fairness=dataclasses.replace(settings.fairness, weights=weights))
+    try:
+        settings.validate()
+    except InvalidInput as exc:
+        raise ConfigError([("spec.engine", str(exc).removeprefix("settings."))]) from exc
+    return settings
+
+
+def make_store(cfg: SchedulerConfig, process_id: str) -> StateStore:
+    st = cfg.spec.state
+    if st.backend == "redis":
+        from saga.service.state.redis_store import RedisStore
+
+        return RedisStore(st.redis_url, process_id=process_id, namespace=st.key_prefix.rstrip(":"))
+    return MemoryStore(process_id=process_id)
+
+
+def make_discovery(cfg: SchedulerConfig) -> Discovery:
+    r = cfg.spec.replicas
+    if r.kubernetes is not None:
+        k = r.kubernetes
+        return EndpointSliceDiscovery(k.namespace, k.label_selector, port_name=k.port_name, scheme=k.scheme)
+    return StaticDiscovery(list(r.static))
+
+
+class Service:
+    """One scheduler process. ``await start()``, then ``await stop()``."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock | None = None,
+        engine: EngineProtocol | None = None,
+        store: StateStore | None = None,
+        process_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.clock = clock or MonotonicClock()
+        self.metrics = ServiceMetrics(self.registry)
+        self.engine = engine or Engine(self.clock, engine_settings(config))
+        self._store_arg = store
+        self.process_id = process_id
+        self.core: ServiceCore | None = None
+        self.pool: ReplicaPool | None = None
+        self.store: StateStore | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self.metrics_port = 0
+        self._grpc: Any = None
+        self._http: web.AppRunner | None = None
+        self._metrics: web.AppRunner | None = None
+        self._chores: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        cfg = self.config
+        spec = cfg.spec
+        pid = self.process_id or default_process_id()
+        self.store = self._store_arg or make_store(cfg, pid)
+        core = ServiceCore(
+            cfg, self.engine, self.clock, self.store, self._client, self.metrics, process_id=pid
+        )
+        self.core = core
+        r = spec.replicas
+        timeouts = ClientTimeouts(
+            connect_s=r.connect_timeout_s,
+            total_s=r.request_timeout_s,
+            first_byte_s=min(60.0, r.request_timeout_s),
+            probe_s=r.health_timeout_s,
+        )
+        self.pool = ReplicaPool(
+            make_discovery(cfg),
+            core.on_replica_event,
+            settings=PoolSettings(load_interval_s=r.poll_interval_s),
+            client_settings=ClientSettings(timeouts=timeouts),
+        )
+        await core.start()
+        await self.pool.start()
+        self._grpc, self.grpc_port = await start_grpc_server(core, *host_port(spec.listen.grpc))
+        self._http, self.http_port = await start_http_server(core, *host_port(spec.listen.http))
+        if spec.listen.metrics:
+            host, port = host_port(spec.listen.metrics)
+            self._metrics = await start_metrics_server(self.registry, host, port)
+            self.metrics_port = _bound_port(self._metrics, port)
+        self._chores = [
+            asyncio.create_task(self._heartbeat(), name="saga-heartbeat"),
+            asyncio.create_task(self._sweep(), name="saga-idle-sweep"),
+        ]
+
+    def _client(self, replica_id: str) -> EngineClient | None:
+        if self.pool is None:
+            return None
+        try:
+            return self.pool.client(replica_id)
+        except Exception:  # UnknownReplica: removed meanwhile
+            return None
+
+    async def wait_replicas(self, n: int, timeout_s: float = 10.0) -> None:
+        """Wait until ``n`` replicas are announced and healthy (startup, tests)."""
+        async with asyncio.timeout(timeout_s):
+            while self.pool is None or len(self.pool.healthy_ids()) < n:
+                await asyncio.sleep(0.01)
+
+    async def _heartbeat(self) -> None:
+        assert self.store is not None
+        assert self.core is not None
+        while True:
+            with contextlib.suppress(Exception):
+                await self.store.heartbeat(self.core.process_id, 3 * HEARTBEAT_S)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _sweep(self) -> None:
+        assert self.core is not None
+        limit = self.config.spec.limits.idle_session_timeout_s
+        if limit <= 0:
+            return
+        while True:
+            await asyncio.sleep(min(30.0, max(0.05, limit / 4)))
+            n = await self.core.sweep_idle()
+            if n:
+                log.info("ended %d idle sessions", n)
+
+    async def stop(self) -> None:
+        for t in self._chores:
+            t.cancel()
+        await asyncio.gather(*self._chores, return_exceptions=True)
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self._http is not None:
+            await self._http.cleanup()
+        if self._metrics is not None:
+            await self._metrics.cleanup()
+        if self.core is not None:
+            await self.core.stop()
+        if self.pool is not None:
+            await self.pool.stop()
+        if self.store is not None and self._store_arg is None:
+            await self.store.close()
+
+
+def _bound_port(runner: web.AppRunner, default: int) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return default

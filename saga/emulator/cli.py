@@ -1,0 +1,120 @@
+"""``saga emulate``: start N emulated SGLang replicas on consecutive ports.
+
+    saga emulate --replicas 4 --port 30000 [--host 127.0.0.1] [--time-scale 1]
+                 [--page-size 1] [--kv-capacity-tokens N] [--max-running-requests N]
+                 [--chunked-prefill-size N] [--context-length N] [--enable-priority-scheduling]
+                 [--failure-rate P] [--added-latency-s S] [--unhealthy] [--crash-after-requests N]
+
+Replica ``i`` listens on ``port + i``. Fault knobs apply to every replica (change one replica's
+knobs at run time with ``POST /admin/faults``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+from saga.emulator.core import ReplicaConfig
+from saga.emulator.faults import FaultConfig, FaultConfigError
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "emulate",
+        help="start emulated SGLang replicas (HTTP, SGLang 0.5 API subset)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    defaults = ReplicaConfig()
+    p.add_argument("--replicas", type=int, default=1, help="number of replicas (default 1)")
+    p.add_argument("--port", type=int, default=30000, help="port of replica 0; replica i gets port+i")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--time-scale", type=float, default=1.0, help="model seconds per wall second (default 1: real time)"
+    )
+    p.add_argument("--page-size", type=int, default=defaults.page_size)
+    p.add_argument("--kv-capacity-tokens", type=int, default=defaults.kv_capacity_tokens)
+    p.add_argument("--max-running-requests", type=int, default=defaults.max_running_requests)
+    p.add_argument("--chunked-prefill-size", type=int, default=defaults.chunked_prefill_size)
+    p.add_argument("--context-length", type=int, default=defaults.context_length)
+    p.add_argument("--enable-priority-scheduling", action="store_true")
+    p.add_argument("--schedule-low-priority-values-first", action="store_true")
+    p.add_argument("--model-name", default=defaults.model_name)
+    p.add_argument(
+        "--failure-rate", type=float, default=0.0, help="probability a generation request fails (500)"
+    )
+    p.add_argument("--added-latency-s", type=float, default=0.0, help="wall seconds added to each generation")
+    p.add_argument("--unhealthy", action="store_true", help="start with /health answering 503")
+    p.add_argument("--crash-after-requests", type=int, default=None, help="crash after N generation requests")
+    p.add_argument("--fault-seed", type=int, default=0)
+    p.set_defaults(handler=run_emulate)
+
+
+def config_from_args(args: argparse.Namespace) -> ReplicaConfig:
+    return ReplicaConfig(
+        page_size=args.page_size,
+        kv_capacity_tokens=args.kv_capacity_tokens,
+        max_running_requests=args.max_running_requests,
+        chunked_prefill_size=args.chunked_prefill_size,
+        context_length=args.context_length,
+        enable_priority_scheduling=args.enable_priority_scheduling,
+        schedule_low_priority_values_first=args.schedule_low_priority_values_first,
+        model_name=args.model_name,
+    )
+
+
+def run_emulate(args: argparse.Namespace) -> int:
+    if args.replicas < 1:
+        print("saga emulate: --replicas must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        config = config_from_args(args)
+        faults = FaultConfig(
+            failure_rate=args.failure_rate,
+            added_latency_s=args.added_latency_s,
+            healthy=not args.unhealthy,
+            crash_after_requests=args.crash_after_requests,
+            seed=args.fault_seed,
+        )
+    except (ValueError, FaultConfigError) as e:
+        print(f"saga emulate: {e}", file=sys.stderr)
+        return 2
+    _install_uvloop()
+    try:
+        asyncio.run(_serve(args.replicas, config, args.host, args.port, args.time_scale, faults))
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        print(f"saga emulate: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _install_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve(
+    n: int, config: ReplicaConfig, host: str, port: int, time_scale: float, faults: FaultConfig
+) -> None:
+    from saga.emulator.server import start_cluster, stop_cluster
+
+    replicas = await start_cluster(n, config, host, port, time_scale=time_scale, faults=faults)
+    for rep in replicas:
+        print(f"replica {rep.runtime.replica_id} listening on {rep.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await stop_cluster(replicas)

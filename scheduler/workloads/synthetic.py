@@ -115,8 +115,17 @@ class WebArenaParams:
 
 
 def _chain(base: int, start: int, stop: int) -> tuple[int, ...]:
-    """Cumulative block hashes ``start..stop-1`` of a content stream identified by ``base``."""
-    return tuple(((base * _K1) ^ (j * _K2 + 1)) & _MASK63 for j in range(start, stop))
+    """Cumulative block hashes ``start..stop-1`` of a content stream identified by ``base``.
+
+    ``((base * K1) ^ (j * K2 + 1)) mod 2^63`` in wrapping uint64 arithmetic (vectorised).
+    """
+    if stop <= start:
+        return ()
+    j = np.arange(start, stop, dtype=np.uint64)
+    head = np.uint64((base * _K1) & 0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        h = (head ^ (j * np.uint64(_K2) + np.uint64(1))) & np.uint64(_MASK63)
+    return tuple(h.tolist())
 
 
 def _tools(mix: dict[str, float]) -> tuple[list[str], np.ndarray]:

@@ -28,7 +28,8 @@ async def test_chat_and_completions_streaming_and_not(stack) -> None:
         model="default", messages=[{"role": "user", "content": "hello " * 30}], max_tokens=8
     )
     assert r.choices[0].message.content
-    assert r.usage is not None and r.usage.completion_tokens > 0
+    assert r.usage is not None
+    assert r.usage.completion_tokens > 0
     stream = await c.chat.completions.create(
         model="default",
         messages=[{"role": "user", "content": "hello " * 30}, {"role": "assistant", "content": "x"}],

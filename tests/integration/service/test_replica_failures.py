@@ -49,20 +49,28 @@ async def test_started_stream_ends_with_clear_error() -> None:
     svc, runner, _ = await _fake_stack("cut")
     try:
         async with AsyncSagaClient(f"127.0.0.1:{svc.grpc_port}") as c, c.session(agent="swe") as s:
-            got = []
-            with pytest.raises(UnavailableError, match="mid-stream"):
+            got: list[object] = []
+
+            async def drain() -> None:
                 async for ch in s.stream("hello", max_new_tokens=8):
                     got.append(ch)
+
+            with pytest.raises(UnavailableError, match="mid-stream"):
+                await drain()
             assert got  # some tokens arrived before the replica failed
             info = await c.get_session(s.session_id)
             assert info.state == "llm"  # the session survives the failed call
         oa = openai.AsyncOpenAI(
             base_url=f"http://127.0.0.1:{svc.http_port}/v1", api_key="sk-alpha-123456", max_retries=0
         )
-        with pytest.raises(openai.APIError):
-            stream = await oa.completions.create(model="m", prompt="p", max_tokens=4, stream=True)
+        stream = await oa.completions.create(model="m", prompt="p", max_tokens=4, stream=True)
+
+        async def consume() -> None:
             async for _ in stream:
                 pass
+
+        with pytest.raises(openai.APIError, match="mid-stream"):
+            await consume()
     finally:
         await svc.stop()
         await runner.cleanup()  # type: ignore[attr-defined]

@@ -52,10 +52,8 @@ from saga.scheduler.api import (
     Event,
     FirstToken,
     InvalidInput,
-    Pin,
     Reject,
     RejectReason,
-    Release,
     ReplicaAdded,
     ReplicaCache,
     ReplicaHealth,
@@ -64,7 +62,6 @@ from saga.scheduler.api import (
     SessionEnd,
     SessionEnded,
     SessionStart,
-    Steal,
     TenantMismatch,
     ToolEnded,
     ToolStarted,
@@ -72,6 +69,7 @@ from saga.scheduler.api import (
     UnknownReplica,
     UnknownSession,
 )
+from saga.scheduler.engine_parts import EngineParts
 from saga.scheduler.policies.fairness.afs import AgentFairShare
 from saga.scheduler.policies.placement.saga import SagaPlacement
 from saga.scheduler.policy import (
@@ -84,13 +82,12 @@ from saga.scheduler.policy import (
 from saga.scheduler.priors import PriorPredictor
 from saga.scheduler.settings import EngineSettings
 from saga.scheduler.state import CallState, ReplicaState, SessionState, sample_hashes
-from saga.scheduler.stealing import best_steal
 
 MAX_ATTEMPTS = 3  # dispatches of one call before a retryable failure becomes final
 PENDING_RETRY_PER_EVENT = 8  # deferred calls re-examined after each completion
 
 
-class Engine:
+class Engine(EngineParts):
     """The pure scheduling engine (see the module docstring)."""
 
     def __init__(
@@ -122,6 +119,7 @@ class Engine:
         self._live_by_tenant: Counter[str] = Counter()
         self._deferred_by_tenant: Counter[str] = Counter()
         self._gran = s.prefix_granularity_tokens
+        self._retaining = s.retention.enabled and s.retention.mode != "off"
         self._handlers: dict[type, Callable[[Any], list[Action]]] = {
             SessionStart: self._on_session_start,
             SessionEnd: self._on_session_end,
@@ -151,7 +149,8 @@ class Engine:
         acts: list[Action] = []
         touched: dict[str, ReplicaState] = {}
         for s in self._pins.due(self.sessions, now):
-            assert s.pin is not None
+            if s.pin is None:  # released by an earlier expiry in this same pass
+                continue
             r = self.replicas.get(s.pin.replica_id)
             acts += self._expire(s, r, now)
             if r is not None:
@@ -254,11 +253,10 @@ class Engine:
         s = self._session(e.session_id)
         s.current_tool = e.tool or None
         s.tool_started_at = self.clock.now()
-        if s.active_call is not None or s.home is None:
-            return []
-        if s.pin is not None:
-            s.pin.extensions = 0
-        return self._retain(s, self.replicas.get(s.home))
+        if s.active_call is not None or s.pin is None:
+            return []  # only a live pin can be re-decided: a released KV is not re-attached
+        s.pin.extensions = 0
+        return self._retain(s, self.replicas.get(s.pin.replica_id))
 
     def _on_tool_ended(self, e: ToolEnded) -> list[Action]:
         s = self._session(e.session_id)
@@ -428,12 +426,14 @@ class Engine:
         now = self.clock.now()
         s = self.sessions.get(call.session_id) if call.session_id else None
         engine_session = None
-        if s is not None and s.pin is not None:
-            if s.pin.replica_id != r.replica_id:
+        if s is not None:
+            if s.open_on is not None and s.open_on != r.replica_id:
                 acts += self._release(s, "moved")
-            else:
+            if s.pin is not None:  # the pin turns into the call's own reference (no action)
+                self._pins.drop(s, r)
+            if self._retaining:
+                s.open_on = r.replica_id
                 engine_session = s.session_id
-                r.committed.remove(s.session_id)  # the call's prompt now covers the context
         p = call.prompt
         hashes, unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
         r.committed.put(call.call_id, hashes, unit, p.num_tokens + call.max_new_tokens)
@@ -520,6 +520,9 @@ class Engine:
             del self.calls[call.call_id]
             if s is not None and s.active_call == call.call_id:
                 s.active_call = None
+            if e.retryable:  # retries exhausted: tell the client rather than drop it silently
+                msg = f"call failed {call.attempts} times, last: {e.reason}"
+                acts.append(Reject(call.call_id, RejectReason.NO_REPLICA, 0.0, msg))
         if r is not None:
             acts += self._after_free(r)
         return acts
@@ -560,209 +563,3 @@ class Engine:
                 self._deferred_by_tenant[call.tenant] -= 1
             acts += self._route(call)
         return acts
-
-    # ------------------------------------------------------------------ stealing
-
-    def _steal_pass(self, limit: int) -> list[Action]:
-        acts: list[Action] = []
-        n = 0
-        for thief in self._eligible_replicas():
-            if n >= limit or self._queued_total == 0:
-                break
-            if thief.queue or not thief.has_slot():
-                continue
-            got = self._steal_into(thief)
-            if got:
-                acts += got
-                n += 1
-        return acts
-
-    def _steal_into(self, thief: ReplicaState) -> list[Action]:
-        victims = [v for v in self.replicas.values() if v.queue]
-        plan = best_steal(thief, victims, self.calls, self.settings.cost, self.settings.stealing, self._fits)
-        if plan is None:
-            return []
-        victim = self.replicas[plan.victim]
-        victim.queue.remove(plan.call_id)
-        self._queued_total -= 1
-        call = self.calls[plan.call_id]
-        sid = call.session_id or ""
-        acts: list[Action] = [Steal(sid, call.call_id, plan.victim, plan.thief, plan.cost_s)]
-        return acts + self._dispatch(call, thief, "steal")
-
-    # ------------------------------------------------------------------ retention
-
-    def _retain(self, s: SessionState, r: ReplicaState | None) -> list[Action]:
-        rs = self.settings.retention
-        if r is None or not r.healthy or not rs.enabled or rs.mode == "off":
-            return self._release(s, "not_retained") if s.pin is not None else []
-        now = self.clock.now()
-        pred = ret.predict(self.predictor, s, now)
-        ttl = ret.choose_ttl(
-            rs, self.settings.cost, pred, s.context_tokens, ret.memory_pressure(r, rs.pressure_start)
-        )
-        if ttl is None:
-            return self._release(s, "not_worth") if s.pin is not None else []
-        acts: list[Action] = []
-        if s.pin is not None and s.pin.replica_id != r.replica_id:
-            acts += self._release(s, "moved")
-        own = s.pin.tokens if s.pin is not None else 0
-        cap = rs.max_pinned_fraction * r.kv_total
-        if r.pinned_tokens - own + s.context_tokens > cap:
-            mine = ret.release_score(rs.release_order, s, pred, now)
-            for other in self._release_order(r, exclude=s.session_id):
-                if r.pinned_tokens - own + s.context_tokens <= cap:
-                    break
-                o_pred = ret.predict(self.predictor, other, now)
-                if ret.release_score(rs.release_order, other, o_pred, now) <= mine:
-                    break
-                acts += self._release(other, "memory_pressure")
-            if r.pinned_tokens - own + s.context_tokens > cap:
-                return acts + (self._release(s, "memory_pressure") if s.pin is not None else [])
-        until = now + ttl
-        self._pins.add(s, r, until, now, self._gran)
-        acts.append(Pin(s.session_id, r.replica_id, until))
-        return acts
-
-    def _release_order(self, r: ReplicaState, exclude: str) -> list[SessionState]:
-        now = self.clock.now()
-        order = self.settings.retention.release_order
-        cands = [self.sessions[x] for x in r.pinned if x != exclude and x in self.sessions]
-        return sorted(
-            cands,
-            key=lambda o: -ret.release_score(order, o, ret.predict(self.predictor, o, now), now),
-        )
-
-    def _make_room(self, r: ReplicaState, call: CallState) -> list[Action]:
-        if not self.settings.retention.enabled or not r.pinned:
-            return []
-        acts: list[Action] = []
-        for other in self._release_order(r, exclude=call.session_id or ""):
-            if self._fits(r, call):
-                break
-            acts += self._release(other, "memory_pressure")
-        return acts
-
-    def _expire(self, s: SessionState, r: ReplicaState | None, now: float) -> list[Action]:
-        rs = self.settings.retention
-        assert s.pin is not None
-        if (
-            r is not None
-            and rs.mode == "predictive"
-            and s.active_call is None
-            and s.pin.extensions < rs.max_extensions
-        ):
-            pred = ret.predict(self.predictor, s, now)
-            ttl = ret.choose_ttl(
-                rs, self.settings.cost, pred, s.context_tokens, ret.memory_pressure(r, rs.pressure_start)
-            )
-            if ttl is not None:
-                s.pin.extensions += 1
-                until = now + ttl
-                self._pins.add(s, r, until, now, self._gran)
-                return [Pin(s.session_id, r.replica_id, until)]
-        return self._release(s, "expired")
-
-    def _release(self, s: SessionState, reason: str) -> list[Action]:
-        if s.pin is None:
-            return []
-        rid = s.pin.replica_id
-        self._pins.drop(s, self.replicas.get(rid))
-        return [Release(s.session_id, rid, reason)]
-
-    # ------------------------------------------------------------------ replicas
-
-    def _replica(self, rid: str) -> ReplicaState:
-        r = self.replicas.get(rid)
-        if r is None:
-            raise UnknownReplica(f"unknown replica {rid!r}")
-        return r
-
-    def _eligible_replicas(self) -> list[ReplicaState]:
-        if self._eligible is None:
-            self._eligible = sorted(
-                (r for r in self.replicas.values() if r.healthy), key=lambda r: r.replica_id
-            )
-        return self._eligible
-
-    def _on_replica_added(self, e: ReplicaAdded) -> list[Action]:
-        if not e.replica_id:
-            raise InvalidInput("ReplicaAdded.replica_id is empty")
-        if e.replica_id in self.replicas:
-            raise InvalidInput(f"replica {e.replica_id!r} already added")
-        if e.kv_total_tokens <= 0 or e.max_running_requests <= 0 or e.page_size <= 0:
-            raise InvalidInput(f"replica {e.replica_id!r}: capacities must be > 0")
-        self.replicas[e.replica_id] = ReplicaState(
-            e.replica_id,
-            e.kv_total_tokens,
-            e.max_running_requests,
-            e.page_size,
-            slot_slack=self.settings.gating.slot_slack,
-            call_s=self.settings.cost.initial_call_s,
-        )
-        self._eligible = None
-        acts = self._retry_pending(None) if self._pending else []
-        return acts + self._after_free(self.replicas[e.replica_id])
-
-    def _evacuate(self, r: ReplicaState, reason: str, inflight_too: bool) -> list[Action]:
-        acts: list[Action] = []
-        for sid in list(r.pinned):
-            if sid in self.sessions:
-                acts += self._release(self.sessions[sid], reason)
-        moved = list(r.queue)
-        self._queued_total -= len(r.queue)
-        r.queue.clear()
-        if inflight_too:
-            for cid in list(r.inflight):
-                self._finish(self.calls[cid])
-                moved.append(cid)
-        for sess in self.sessions.values():
-            if sess.home == r.replica_id and inflight_too:
-                sess.home = None
-        for cid in moved:
-            c = self.calls[cid]
-            c.replica = None
-            c.inflight = False
-            acts += self._route(c)
-        return acts
-
-    def _on_replica_removed(self, e: ReplicaRemoved) -> list[Action]:
-        r = self._replica(e.replica_id)
-        r.healthy = False
-        self._eligible = None
-        acts = self._evacuate(r, "replica_removed", inflight_too=True)
-        del self.replicas[e.replica_id]
-        self.placement.on_replica_removed(e.replica_id)
-        return acts
-
-    def _on_replica_health(self, e: ReplicaHealth) -> list[Action]:
-        r = self._replica(e.replica_id)
-        if r.healthy == e.healthy:
-            return []
-        r.healthy = e.healthy
-        self._eligible = None
-        if not e.healthy:
-            return self._evacuate(r, "replica_unhealthy", inflight_too=False)
-        acts = self._retry_pending(None) if self._pending else []
-        return acts + self._after_free(r)
-
-    def _on_replica_load(self, e: ReplicaLoad) -> list[Action]:
-        r = self._replica(e.replica_id)
-        if min(e.running, e.waiting, e.kv_used_tokens, e.kv_total_tokens) < 0:
-            raise InvalidInput(f"ReplicaLoad for {e.replica_id!r} has negative values")
-        r.reported_running, r.reported_waiting, r.reported_kv_used = e.running, e.waiting, e.kv_used_tokens
-        if e.kv_total_tokens > 0:
-            r.kv_total = e.kv_total_tokens
-        return []
-
-    def _on_replica_cache(self, e: ReplicaCache) -> list[Action]:
-        r = self._replica(e.replica_id)
-        cached = r.cached
-        if not r.exact_cache or e.cleared:
-            r.exact_cache = True
-            cached.clear()
-        for h in e.removed:
-            cached.pop(h, None)
-        for h in e.stored:
-            cached[h] = None
-        return []

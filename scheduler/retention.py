@@ -133,7 +133,7 @@ class PinBook:
         while h and h[0][0] <= now:
             until, _, sid = heapq.heappop(h)
             s = sessions.get(sid)
-            if s is not None and s.pin is not None and s.pin.until == until:
+            if s is not None and s.pin is not None and s.pin.until == until and all(x is not s for x in out):
                 out.append(s)
         return out
 

@@ -204,6 +204,7 @@ class SessionState:
     tool_started_at: float = 0.0
     last_stop: str = ""
     pin: PinState | None = None
+    open_on: str | None = None  # replica where the session's engine (SGLang) session is open
     active_call: str | None = None
     parent: str | None = None
     children: set[str] = field(default_factory=set)

@@ -1,0 +1,283 @@
+"""Replica events, work stealing and KV retention: the second half of :class:`Engine`.
+
+Split from ``engine.py`` only to keep files short; ``engine.py``'s docstring describes the
+whole engine. :class:`EngineParts` holds no state of its own: ``Engine`` initialises every
+attribute declared here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from saga.clock import Clock
+from saga.graphs.api import Predictor
+from saga.scheduler import retention as ret
+from saga.scheduler.api import (
+    Action,
+    InvalidInput,
+    Pin,
+    Release,
+    ReplicaAdded,
+    ReplicaCache,
+    ReplicaHealth,
+    ReplicaLoad,
+    ReplicaRemoved,
+    Steal,
+    UnknownReplica,
+)
+from saga.scheduler.policy import FairnessPolicy, PlacementPolicy
+from saga.scheduler.priors import PriorPredictor
+from saga.scheduler.settings import EngineSettings
+from saga.scheduler.state import CallState, ReplicaState, SessionState
+from saga.scheduler.stealing import best_steal
+
+
+class EngineParts:
+    settings: EngineSettings
+    clock: Clock
+    placement: PlacementPolicy
+    fairness: FairnessPolicy
+    prior: PriorPredictor
+    predictor: Predictor
+    replicas: dict[str, ReplicaState]
+    sessions: dict[str, SessionState]
+    calls: dict[str, CallState]
+    _pending: list[str]
+    _pins: ret.PinBook
+    _queued_total: int
+    _eligible: list[ReplicaState] | None
+    _gran: int
+    _retaining: bool
+    _live_by_tenant: Counter[str]
+
+    # implemented by Engine
+    def _route(self, call: CallState) -> list[Action]:
+        raise NotImplementedError
+
+    def _dispatch(self, call: CallState, r: ReplicaState, reason: str) -> list[Action]:
+        raise NotImplementedError
+
+    def _fits(self, r: ReplicaState, call: CallState) -> bool:
+        raise NotImplementedError
+
+    def _finish(self, call: CallState) -> ReplicaState | None:
+        raise NotImplementedError
+
+    def _drain(self, r: ReplicaState, reason: str = "queue") -> list[Action]:
+        raise NotImplementedError
+
+    def _retry_pending(self, limit: int | None) -> list[Action]:
+        raise NotImplementedError
+
+    def _after_free(self, r: ReplicaState) -> list[Action]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ stealing
+
+    def _steal_pass(self, limit: int) -> list[Action]:
+        acts: list[Action] = []
+        n = 0
+        for thief in self._eligible_replicas():
+            if n >= limit or self._queued_total == 0:
+                break
+            if thief.queue or not thief.has_slot():
+                continue
+            got = self._steal_into(thief)
+            if got:
+                acts += got
+                n += 1
+        return acts
+
+    def _steal_into(self, thief: ReplicaState) -> list[Action]:
+        victims = [v for v in self.replicas.values() if v.queue]
+        plan = best_steal(thief, victims, self.calls, self.settings.cost, self.settings.stealing, self._fits)
+        if plan is None:
+            return []
+        victim = self.replicas[plan.victim]
+        victim.queue.remove(plan.call_id)
+        self._queued_total -= 1
+        call = self.calls[plan.call_id]
+        sid = call.session_id or ""
+        acts: list[Action] = [Steal(sid, call.call_id, plan.victim, plan.thief, plan.cost_s)]
+        return acts + self._dispatch(call, thief, "steal")
+
+    # ------------------------------------------------------------------ retention
+
+    def _retain(self, s: SessionState, r: ReplicaState | None) -> list[Action]:
+        rs = self.settings.retention
+        if r is None or not r.healthy or not self._retaining:
+            return self._release(s, "not_retained")
+        now = self.clock.now()
+        pred = ret.predict(self.predictor, s, now)
+        ttl = ret.choose_ttl(
+            rs, self.settings.cost, pred, s.context_tokens, ret.memory_pressure(r, rs.pressure_start)
+        )
+        if ttl is None:
+            return self._release(s, "not_worth")
+        acts: list[Action] = []
+        if s.open_on not in (None, r.replica_id) or (s.pin is not None and s.pin.replica_id != r.replica_id):
+            acts += self._release(s, "moved")
+        own = s.pin.tokens if s.pin is not None else 0
+        cap = rs.max_pinned_fraction * r.kv_total
+        if r.pinned_tokens - own + s.context_tokens > cap:
+            mine = ret.release_score(rs.release_order, s, pred, now)
+            for other in self._release_order(r, exclude=s.session_id):
+                if r.pinned_tokens - own + s.context_tokens <= cap:
+                    break
+                o_pred = ret.predict(self.predictor, other, now)
+                if ret.release_score(rs.release_order, other, o_pred, now) <= mine:
+                    break
+                acts += self._release(other, "memory_pressure")
+            if r.pinned_tokens - own + s.context_tokens > cap:
+                return acts + self._release(s, "memory_pressure")
+        until = now + ttl
+        self._pins.add(s, r, until, now, self._gran)
+        s.open_on = r.replica_id
+        acts.append(Pin(s.session_id, r.replica_id, until))
+        return acts
+
+    def _release_order(self, r: ReplicaState, exclude: str) -> list[SessionState]:
+        now = self.clock.now()
+        order = self.settings.retention.release_order
+        cands = [self.sessions[x] for x in r.pinned if x != exclude and x in self.sessions]
+        return sorted(
+            cands,
+            key=lambda o: -ret.release_score(order, o, ret.predict(self.predictor, o, now), now),
+        )
+
+    def _make_room(self, r: ReplicaState, call: CallState) -> list[Action]:
+        if not self.settings.retention.enabled or not r.pinned:
+            return []
+        acts: list[Action] = []
+        for other in self._release_order(r, exclude=call.session_id or ""):
+            if self._fits(r, call):
+                break
+            acts += self._release(other, "memory_pressure")
+        return acts
+
+    def _expire(self, s: SessionState, r: ReplicaState | None, now: float) -> list[Action]:
+        rs = self.settings.retention
+        assert s.pin is not None
+        if (
+            r is not None
+            and rs.mode == "predictive"
+            and s.active_call is None
+            and s.pin.extensions < rs.max_extensions
+        ):
+            pred = ret.predict(self.predictor, s, now)
+            ttl = ret.choose_ttl(
+                rs, self.settings.cost, pred, s.context_tokens, ret.memory_pressure(r, rs.pressure_start)
+            )
+            if ttl is not None:
+                s.pin.extensions += 1
+                until = now + ttl
+                self._pins.add(s, r, until, now, self._gran)
+                return [Pin(s.session_id, r.replica_id, until)]
+        return self._release(s, "expired")
+
+    def _release(self, s: SessionState, reason: str) -> list[Action]:
+        """Close the session's engine session (and drop its pin, if any)."""
+        rid = s.open_on or (s.pin.replica_id if s.pin is not None else None)
+        if rid is None:
+            return []
+        if s.pin is not None:
+            self._pins.drop(s, self.replicas.get(s.pin.replica_id))
+        s.open_on = None
+        return [Release(s.session_id, rid, reason)]
+
+    # ------------------------------------------------------------------ replicas
+
+    def _replica(self, rid: str) -> ReplicaState:
+        r = self.replicas.get(rid)
+        if r is None:
+            raise UnknownReplica(f"unknown replica {rid!r}")
+        return r
+
+    def _eligible_replicas(self) -> list[ReplicaState]:
+        if self._eligible is None:
+            self._eligible = sorted(
+                (r for r in self.replicas.values() if r.healthy), key=lambda r: r.replica_id
+            )
+        return self._eligible
+
+    def _on_replica_added(self, e: ReplicaAdded) -> list[Action]:
+        if not e.replica_id:
+            raise InvalidInput("ReplicaAdded.replica_id is empty")
+        if e.replica_id in self.replicas:
+            raise InvalidInput(f"replica {e.replica_id!r} already added")
+        if e.kv_total_tokens <= 0 or e.max_running_requests <= 0 or e.page_size <= 0:
+            raise InvalidInput(f"replica {e.replica_id!r}: capacities must be > 0")
+        self.replicas[e.replica_id] = ReplicaState(
+            e.replica_id,
+            e.kv_total_tokens,
+            e.max_running_requests,
+            e.page_size,
+            slot_slack=self.settings.gating.slot_slack,
+            call_s=self.settings.cost.initial_call_s,
+        )
+        self._eligible = None
+        acts = self._retry_pending(None) if self._pending else []
+        return acts + self._after_free(self.replicas[e.replica_id])
+
+    def _evacuate(self, r: ReplicaState, reason: str, inflight_too: bool) -> list[Action]:
+        acts: list[Action] = []
+        for sess in list(self.sessions.values()):
+            if sess.open_on == r.replica_id or (sess.pin is not None and sess.pin.replica_id == r.replica_id):
+                acts += self._release(sess, reason)
+        moved = list(r.queue)
+        self._queued_total -= len(r.queue)
+        r.queue.clear()
+        if inflight_too:
+            for cid in list(r.inflight):
+                self._finish(self.calls[cid])
+                moved.append(cid)
+        for sess in self.sessions.values():
+            if sess.home == r.replica_id and inflight_too:
+                sess.home = None
+        for cid in moved:
+            c = self.calls[cid]
+            c.replica = None
+            c.inflight = False
+            acts += self._route(c)
+        return acts
+
+    def _on_replica_removed(self, e: ReplicaRemoved) -> list[Action]:
+        r = self._replica(e.replica_id)
+        r.healthy = False
+        self._eligible = None
+        acts = self._evacuate(r, "replica_removed", inflight_too=True)
+        del self.replicas[e.replica_id]
+        self.placement.on_replica_removed(e.replica_id)
+        return acts
+
+    def _on_replica_health(self, e: ReplicaHealth) -> list[Action]:
+        r = self._replica(e.replica_id)
+        if r.healthy == e.healthy:
+            return []
+        r.healthy = e.healthy
+        self._eligible = None
+        if not e.healthy:
+            return self._evacuate(r, "replica_unhealthy", inflight_too=False)
+        acts = self._retry_pending(None) if self._pending else []
+        return acts + self._after_free(r)
+
+    def _on_replica_load(self, e: ReplicaLoad) -> list[Action]:
+        r = self._replica(e.replica_id)
+        if min(e.running, e.waiting, e.kv_used_tokens, e.kv_total_tokens) < 0:
+            raise InvalidInput(f"ReplicaLoad for {e.replica_id!r} has negative values")
+        r.reported_running, r.reported_waiting, r.reported_kv_used = e.running, e.waiting, e.kv_used_tokens
+        if e.kv_total_tokens > 0:
+            r.kv_total = e.kv_total_tokens
+        return []
+
+    def _on_replica_cache(self, e: ReplicaCache) -> list[Action]:
+        r = self._replica(e.replica_id)
+        cached = r.cached
+        if not r.exact_cache or e.cleared:
+            r.exact_cache = True
+            cached.clear()
+        for h in e.removed:
+            cached.pop(h, None)
+        for h in e.stored:
+            cached[h] = None
+        return []

@@ -1,0 +1,80 @@
+"""Work stealing: idle replicas take queued calls when the cost model says it pays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from saga.clock import VirtualClock
+from saga.scheduler.api import (
+    CallCompleted,
+    CallSubmitted,
+    Defer,
+    Dispatch,
+    Prompt,
+    ReplicaCache,
+    SessionStart,
+    Steal,
+    Usage,
+)
+from saga.scheduler.engine import Engine
+from saga.scheduler.policy import PlacementBase, PlacementRequest, ReplicaView
+from saga.scheduler.settings import EngineSettings, StealingSettings
+
+pytestmark = pytest.mark.unit
+
+
+class AlwaysFirst(PlacementBase):
+    """Test placement: always the first eligible replica (creates imbalance on purpose)."""
+
+    name = "first"
+
+    def select(self, request: PlacementRequest, replicas: Sequence[ReplicaView]) -> str | None:
+        return replicas[0].replica_id if replicas else None
+
+
+def _hashes(p: int, n: int) -> tuple[int, ...]:
+    return tuple(p * 1_000_000 + i for i in range(n))
+
+
+def test_idle_replica_steals_a_queued_call(make_engine: Callable[..., Engine]) -> None:
+    e = make_engine(replicas=2, slots=1, placement=AlwaysFirst())
+    for s in ("a", "b"):
+        e.handle(SessionStart(s, "t", "x"))
+    e.handle(CallSubmitted("ca", "a", Prompt(160, _hashes(1, 10), 16), 10))
+    acts = e.handle(CallSubmitted("cb", "b", Prompt(160, _hashes(2, 10), 16), 10))
+    steals = [a for a in acts if isinstance(a, Steal)]
+    assert len(steals) == 1
+    assert steals[0].from_replica == "r0" and steals[0].to_replica == "r1"
+    d = [a for a in acts if isinstance(a, Dispatch)]
+    assert d[-1].call_id == "cb" and d[-1].replica_id == "r1" and d[-1].reason == "steal"
+
+
+def test_no_steal_when_losing_the_cache_costs_more(
+    make_engine: Callable[..., Engine], clock: VirtualClock
+) -> None:
+    e = make_engine(replicas=2, slots=1, kv=2_000_000, placement=AlwaysFirst())
+    big = _hashes(4, 20_000)  # 320k tokens cached on r0: ~27 s to recompute elsewhere
+    e.handle(ReplicaCache("r0", stored=big))
+    e.handle(ReplicaCache("r1", stored=()))
+    for s in ("a", "b"):
+        e.handle(SessionStart(s, "t", "x"))
+    e.handle(CallSubmitted("ca", "a", Prompt(160, _hashes(1, 10), 16), 10))
+    acts = e.handle(CallSubmitted("cb", "b", Prompt(320_016, big + (7,), 16), 10))
+    assert not any(isinstance(a, Steal) for a in acts)
+    assert any(isinstance(a, Defer) for a in acts)
+    clock.advance(1)
+    done = e.handle(CallCompleted("ca", Usage(160, 0, 10)))
+    assert any(isinstance(a, Dispatch) and a.call_id == "cb" and a.replica_id == "r0" for a in done)
+
+
+def test_stealing_switch_off(make_engine: Callable[..., Engine]) -> None:
+    st = EngineSettings(stealing=StealingSettings(enabled=False))
+    e = make_engine(replicas=2, slots=1, placement=AlwaysFirst(), settings=st)
+    for s in ("a", "b"):
+        e.handle(SessionStart(s, "t", "x"))
+    e.handle(CallSubmitted("ca", "a", Prompt(160), 10))
+    acts = e.handle(CallSubmitted("cb", "b", Prompt(160), 10))
+    assert [type(a) for a in acts] == [Defer]
+    assert e.next_deadline() is None

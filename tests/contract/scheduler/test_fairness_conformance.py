@@ -46,7 +46,8 @@ CALM = ClusterPressure(
 
 
 def test_has_a_name(policy: FairnessPolicy) -> None:
-    assert isinstance(policy.name, str) and policy.name
+    assert isinstance(policy.name, str)
+    assert policy.name
 
 
 def test_admits_when_the_cluster_is_calm(policy: FairnessPolicy) -> None:
@@ -62,7 +63,8 @@ def test_verdicts_are_well_formed_under_any_pressure(policy: FairnessPolicy) -> 
             if v.verdict != "admit":
                 assert v.reason, "a deferral or rejection names its reason"
             if v.verdict == "reject":
-                assert v.reject_reason is not None and v.retry_after_s >= 0
+                assert v.reject_reason is not None
+                assert v.retry_after_s >= 0
 
 
 def test_keys_are_finite_and_total(policy: FairnessPolicy) -> None:

@@ -53,7 +53,8 @@ def policy(request: pytest.FixtureRequest) -> PlacementPolicy:
 
 
 def test_has_a_name(policy: PlacementPolicy) -> None:
-    assert isinstance(policy.name, str) and policy.name
+    assert isinstance(policy.name, str)
+    assert policy.name
 
 
 def test_no_replica_is_none_not_an_exception(policy: PlacementPolicy) -> None:

@@ -107,7 +107,7 @@ def test_tenant_mismatch(make_engine: Callable[..., Engine]) -> None:
 
 
 def test_bad_settings_name_the_field(make_engine: Callable[..., Engine]) -> None:
-    with pytest.raises(InvalidInput, match="retention.mode"):
+    with pytest.raises(InvalidInput, match=r"retention\.mode"):
         make_engine(settings=EngineSettings(retention=RetentionSettings(mode="forever")))
     with pytest.raises(InvalidInput, match="max_ttl_s"):
         make_engine(settings=EngineSettings(retention=RetentionSettings(max_ttl_s=-1)))
@@ -116,7 +116,9 @@ def test_bad_settings_name_the_field(make_engine: Callable[..., Engine]) -> None
 def test_prompt_too_long_and_no_replica_are_rejections(make_engine: Callable[..., Engine]) -> None:
     e = make_engine(kv=1000)
     (a,) = e.handle(_call("c1", None, tokens=5000))
-    assert type(a).__name__ == "Reject" and a.reason == "prompt_too_long"  # type: ignore[union-attr]
+    assert type(a).__name__ == "Reject"
+    assert a.reason == "prompt_too_long"
     e2 = make_engine(replicas=0)
     (b,) = e2.handle(_call("c1", None))
-    assert type(b).__name__ == "Reject" and b.reason == "no_replica"  # type: ignore[union-attr]
+    assert type(b).__name__ == "Reject"
+    assert b.reason == "no_replica"

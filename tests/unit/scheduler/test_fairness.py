@@ -83,10 +83,13 @@ def test_admission_defers_then_admits_and_rejects_with_reason(
     # one running, two queued on the only replica: the cluster is overloaded
     e.handle(SessionStart("new", "t", "x"))
     (d,) = e.handle(CallSubmitted("n1", "new", Prompt(100), 10))
-    assert isinstance(d, Defer) and d.reason == "overloaded"
+    assert isinstance(d, Defer)
+    assert d.reason == "overloaded"
     e.handle(SessionStart("new2", "t", "x"))
     (rj,) = e.handle(CallSubmitted("n2", "new2", Prompt(100), 10))
-    assert isinstance(rj, Reject) and rj.reason == RejectReason.OVERLOADED and rj.retry_after_s == 2.0
+    assert isinstance(rj, Reject)
+    assert rj.reason == RejectReason.OVERLOADED
+    assert rj.retry_after_s == 2.0
     assert "overloaded" in rj.message
     # a running task's next call is never refused
     clock.advance(1)
@@ -123,6 +126,7 @@ def test_tenant_over_share_is_deferred_then_rejected_with_quota() -> None:
     assert afs.admit(_qc("big", None), p, 0.0).reason == "tenant over fair share"
     full = ClusterPressure(1, 50, 2, 2, 9, 10)
     v = afs.admit(_qc("big", None), full, 0.0)
-    assert v.verdict == "reject" and v.reject_reason == RejectReason.TENANT_QUOTA
+    assert v.verdict == "reject"
+    assert v.reject_reason == RejectReason.TENANT_QUOTA
     calm = ClusterPressure(1, 0, 0, 0, 9, 10)
     assert afs.admit(_qc("big", None), calm, 0.0).verdict == "admit"

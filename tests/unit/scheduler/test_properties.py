@@ -86,7 +86,8 @@ class Driver:
                 if sid is not None:
                     self.pins.pop(sid, None)  # the call takes over the pin
             elif isinstance(a, Reject):
-                assert a.call_id in self.accepted and a.call_id not in self.inflight
+                assert a.call_id in self.accepted
+                assert a.call_id not in self.inflight
                 self.accepted.discard(a.call_id)
                 for s, c in list(self.busy.items()):
                     if c == a.call_id:

@@ -97,7 +97,8 @@ def test_next_call_reuses_pinned_session(make_engine: Callable[..., Engine], clo
     e.handle(ToolEnded("s", "bash"))
     d = e.handle(CallSubmitted("c2", "s", Prompt(17_000, _h(5, 1000), 16), 10))
     disp = next(a for a in d if isinstance(a, Dispatch))
-    assert disp.replica_id == pin.replica_id and disp.engine_session == "s"
+    assert disp.replica_id == pin.replica_id
+    assert disp.engine_session == "s"
     assert not any(isinstance(a, Release) for a in d)
 
 
@@ -144,7 +145,9 @@ def test_pinned_kv_is_bounded_and_released_by_score(
         assert r.pinned_tokens <= 50_000
         assert not e.check_invariants()
     # the biggest context (s2, needed no sooner than the others) goes first under "score"
-    assert released and released[0].session_id == "s2" and released[0].reason == "memory_pressure"
+    assert released
+    assert released[0].session_id == "s2"
+    assert released[0].reason == "memory_pressure"
 
 
 def test_fixed_mode_pins_for_max_ttl(make_engine: Callable[..., Engine], clock: VirtualClock) -> None:

@@ -46,9 +46,12 @@ def test_idle_replica_steals_a_queued_call(make_engine: Callable[..., Engine]) -
     acts = e.handle(CallSubmitted("cb", "b", Prompt(160, _hashes(2, 10), 16), 10))
     steals = [a for a in acts if isinstance(a, Steal)]
     assert len(steals) == 1
-    assert steals[0].from_replica == "r0" and steals[0].to_replica == "r1"
+    assert steals[0].from_replica == "r0"
+    assert steals[0].to_replica == "r1"
     d = [a for a in acts if isinstance(a, Dispatch)]
-    assert d[-1].call_id == "cb" and d[-1].replica_id == "r1" and d[-1].reason == "steal"
+    assert d[-1].call_id == "cb"
+    assert d[-1].replica_id == "r1"
+    assert d[-1].reason == "steal"
 
 
 def test_no_steal_when_losing_the_cache_costs_more(
@@ -61,7 +64,7 @@ def test_no_steal_when_losing_the_cache_costs_more(
     for s in ("a", "b"):
         e.handle(SessionStart(s, "t", "x"))
     e.handle(CallSubmitted("ca", "a", Prompt(160, _hashes(1, 10), 16), 10))
-    acts = e.handle(CallSubmitted("cb", "b", Prompt(320_016, big + (7,), 16), 10))
+    acts = e.handle(CallSubmitted("cb", "b", Prompt(320_016, (*big, 7), 16), 10))
     assert not any(isinstance(a, Steal) for a in acts)
     assert any(isinstance(a, Defer) for a in acts)
     clock.advance(1)

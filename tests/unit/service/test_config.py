@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from saga.cli import main
+from saga.service.config import ConfigError, embedded_default, load_file, load_text
+
+pytestmark = pytest.mark.unit
+
+HEAD = "apiVersion: saga.dev/v1alpha1\nkind: SchedulerConfig\n"
+
+
+def problems(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as ei:
+        load_text(text)
+    return ei.value.problems
+
+
+def test_embedded_default_is_valid() -> None:
+    cfg = embedded_default()
+    assert cfg.spec.state.backend == "memory"
+    assert cfg.spec.auth.anonymous_tenant == "default"
+
+
+def test_path_qualified_errors() -> None:
+    p = problems(HEAD + "spec:\n  replicas:\n    static: [http://a:1, 'b=http://b:2', nope]\n")
+    assert ("spec.replicas.static[2]", "not a URL: 'nope'") in p
+    p = problems(HEAD + "spec:\n  limits: {max_new_tokens: x, bogus: 1}\n")
+    assert ("spec.limits.max_new_tokens", "expected an integer, got 'x'") in p
+    assert ("spec.limits.bogus", "unknown field") in p
+    p = problems(
+        HEAD
+        + "spec:\n  auth: {api_keys: [{key: short, tenant: ghost}]}\n  replicas: {static: [http://a:1]}\n"
+    )
+    paths = [x[0] for x in p]
+    assert "spec.auth.api_keys[0].key" in paths
+    assert "spec.auth.api_keys[0].tenant" in paths
+    p = problems(HEAD + "spec:\n  state: {backend: etcd}\n  replicas: {static: [http://a:1]}\n")
+    assert p[0][0] == "spec.state.backend"
+
+
+def test_wrong_version_and_bad_yaml() -> None:
+    assert problems("apiVersion: v9\nkind: SchedulerConfig\n")[0][0] == "apiVersion"
+    p = problems(HEAD + "spec: [unclosed\n")
+    assert "line" in p[0][0]
+    assert problems("- a list\n")[0][1].startswith("expected a mapping")
+
+
+def test_engine_settings_are_checked(tmp_path: Path) -> None:
+    from saga.service.app import engine_settings
+
+    cfg = load_text(HEAD + "spec:\n  replicas: {static: [http://a:1]}\n  engine: {stealing: {nope: 1}}\n")
+    with pytest.raises(ConfigError, match=r"spec\.engine\.stealing\.nope: unknown field"):
+        engine_settings(cfg)
+    cfg = load_text(
+        HEAD
+        + "spec:\n  tenants: [{name: default}, {name: a, weight: 3}]\n  replicas: {static: [http://a:1]}\n"
+    )
+    assert engine_settings(cfg).fairness.weights["a"] == 3.0
+
+
+def test_serve_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(HEAD + "spec:\n  listen: {grpc: 'no-port'}\n")
+    assert main(["serve", "--check", "--config", str(bad)]) == 2
+    assert "spec.listen.grpc: not a host:port address" in capsys.readouterr().err
+    good = tmp_path / "good.yaml"
+    good.write_text(HEAD + "spec:\n  replicas: {static: [http://127.0.0.1:30000]}\n")
+    assert main(["serve", "--check", "--config", str(good)]) == 0
+    assert main(["serve", "--check", "--config", str(tmp_path / "missing.yaml")]) == 2
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_file(tmp_path / "missing.yaml")

@@ -1,0 +1,168 @@
+"""The service core against a scripted engine and an in-memory replica client (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from saga.clock import VirtualClock
+from saga.scheduler.api import (
+    Action,
+    CallSubmitted,
+    Defer,
+    Dispatch,
+    Event,
+    Prompt,
+    Reject,
+    RejectReason,
+)
+from saga.service.backend.api import ReplicaUnavailable
+from saga.service.config import embedded_default
+from saga.service.core import CallResult, CallSpec, Principal, ServiceCore
+from saga.service.errors import InvalidArgument, Rejected, Unavailable
+from saga.service.metrics import ServiceMetrics
+from saga.service.state.memory import MemoryStore
+
+pytestmark = pytest.mark.unit
+
+
+class ScriptedEngine:
+    """Answers CallSubmitted with ``verdict``; ``tick`` dispatches held calls once ``release``."""
+
+    def __init__(self) -> None:
+        self.verdict: str = "dispatch"
+        self.reject_reason = RejectReason.OVERLOADED
+        self.held: list[str] = []
+        self.release = False
+        self.events: list[Event] = []
+        self.replicas = ["r0", "r1"]
+
+    def handle(self, event: Event) -> list[Action]:
+        self.events.append(event)
+        if isinstance(event, CallSubmitted):
+            if self.verdict == "reject":
+                return [Reject(event.call_id, self.reject_reason, 7.5)]
+            if self.verdict == "defer":
+                self.held.append(event.call_id)
+                return [Defer(event.call_id, "fair_share")]
+            return [Dispatch(event.call_id, self.replicas[0], reason="test")]
+        if type(event).__name__ == "CallFailed" and getattr(event, "retryable", False):
+            return [Dispatch(event.call_id, self.replicas[1], reason="retry")]  # type: ignore[attr-defined]
+        return []
+
+    def tick(self) -> list[Action]:
+        if not self.release:
+            return []
+        out: list[Action] = [Dispatch(c, "r0", reason="admitted") for c in self.held]
+        self.held.clear()
+        return out
+
+    def next_deadline(self) -> float | None:
+        return 0.0 if self.release and self.held else None
+
+
+class MemClient:
+    def __init__(self, rid: str, fail: bool = False) -> None:
+        self.replica_id = rid
+        self.fail = fail
+        self.bodies: list[dict[str, Any]] = []
+
+    def engine_fields(self, payload: Any, **kw: Any) -> dict[str, Any]:
+        return {**payload, **{k: v for k, v in kw.items() if v is not None}}
+
+    async def health(self, **_: Any) -> bool:
+        return True
+
+
+def forwarder(result_text: str = "ok") -> Any:
+    async def fwd(client: MemClient, d: Dispatch, result: CallResult) -> AsyncIterator[str]:
+        client.bodies.append(client.engine_fields({}, rid=d.call_id, priority=d.priority))
+        if client.fail:
+            raise ReplicaUnavailable("connection refused", replica_id=client.replica_id)
+        yield f"{result_text}@{client.replica_id}"
+
+    return fwd
+
+
+def make_core(engine: ScriptedEngine, clients: dict[str, MemClient]) -> ServiceCore:
+    return ServiceCore(
+        embedded_default(),
+        engine,
+        VirtualClock(),
+        MemoryStore(),
+        clients.get,  # type: ignore[arg-type]
+        ServiceMetrics(CollectorRegistry()),
+    )
+
+
+SPEC = CallSpec(Prompt(10), 4)
+P = Principal("default")
+
+
+async def run(core: ServiceCore) -> list[Any]:
+    return [x async for x in core.run_call(P, None, SPEC, forwarder(), CallResult())]
+
+
+async def test_reject_maps_by_reason() -> None:
+    eng = ScriptedEngine()
+    core = make_core(eng, {"r0": MemClient("r0")})
+    eng.verdict = "reject"
+    with pytest.raises(Rejected) as ei:
+        await run(core)
+    assert ei.value.retry_after_s == 7.5
+    eng.reject_reason = RejectReason.PROMPT_TOO_LONG
+    with pytest.raises(InvalidArgument):
+        await run(core)
+    eng.reject_reason = RejectReason.NO_REPLICA
+    with pytest.raises(Unavailable):
+        await run(core)
+    assert (
+        core.metrics.registry.get_sample_value(
+            "saga_admission_rejections_total", {"tenant": "default", "reason": "overloaded"}
+        )
+        == 1.0
+    )
+
+
+async def test_deferred_call_waits_for_tick() -> None:
+    eng = ScriptedEngine()
+    core = make_core(eng, {"r0": MemClient("r0")})
+    await core.start()
+    try:
+        eng.verdict = "defer"
+        task = asyncio.create_task(run(core))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not task.done()
+        assert core.metrics.registry.get_sample_value("saga_queue_depth") == 1.0
+        eng.release = True
+        core._wake.set()
+        assert await asyncio.wait_for(task, 5) == ["ok@r0"]
+        assert core.metrics.registry.get_sample_value("saga_queue_depth") == 0.0
+    finally:
+        await core.stop()
+
+
+async def test_retry_on_other_replica_before_any_token() -> None:
+    eng = ScriptedEngine()
+    dead, live = MemClient("r0", fail=True), MemClient("r1")
+    core = make_core(eng, {"r0": dead, "r1": live})
+    core._healthy.update({"r0": True, "r1": True})
+    out = await run(core)
+    assert out == ["ok@r1"]
+    assert dead.bodies[0]["rid"] == live.bodies[0]["rid"]  # the same engine call, placed again
+    assert core._healthy["r0"] is False
+    await core.stop()
+
+
+async def test_oversized_prompt_is_refused_before_the_engine() -> None:
+    eng = ScriptedEngine()
+    core = make_core(eng, {})
+    big = CallSpec(Prompt(10**9), 4)
+    with pytest.raises(InvalidArgument, match="exceeds the limit"):
+        _ = [x async for x in core.run_call(P, None, big, forwarder(), CallResult())]
+    assert not any(isinstance(e, CallSubmitted) for e in eng.events)

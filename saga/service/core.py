@@ -234,6 +234,7 @@ class ServiceCore:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._opening: dict[tuple[str, str], asyncio.Task[str | None]] = {}
+        self._pinned: set[tuple[str, str]] = set()
         self._healthy: dict[str, bool] = {}
         self._tick_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -387,55 +388,71 @@ class ServiceCore:
 
     # ------------------------------------------------------------------ KV pins
 
-    def _on_pin(self, pin: Pin) -> None:
-        s = self.sessions.get(pin.session_id)
-        key = (pin.replica_id, pin.session_id)
-        if key in self._opening or (s is not None and s.pinned_on == pin.replica_id):
-            return
-        self._opening[key] = self._spawn(self._open(pin), f"pin-{pin.session_id}")
-        self.metrics.kv_pinned.labels(pin.replica_id).inc()
+    # The engine names an SGLang session on every Dispatch of a session it retains
+    # (``engine_session``); the session is opened on that replica before the first such call
+    # and stays open until the engine's ``Release``. ``Pin`` only bounds how long it stays open
+    # across a tool gap (the engine releases it by the pin's deadline).
 
-    async def _open(self, pin: Pin) -> str | None:
-        client = self._client(pin.replica_id)
-        if client is None:
-            return None
-        try:
-            timeout = max(1.0, _to_wall(self.clock, pin.until - self.clock.now()))
-            engine_session = await client.open_session(
-                pin.session_id, capacity_of_str_len=1 << 20, timeout_s=timeout
-            )
-        except BackendError as exc:
-            log.warning("open_session %s on %s failed: %s", pin.session_id, pin.replica_id, exc)
-            return None
+    def _ensure_open(
+        self, replica_id: str, session_id: str, timeout_s: float | None
+    ) -> asyncio.Task[str | None]:
+        key = (replica_id, session_id)
+        task = self._opening.get(key)
+        if task is None:
+            task = self._spawn(self._open(replica_id, session_id, timeout_s), f"open-{session_id}")
+            self._opening[key] = task
+        return task
+
+    def _on_pin(self, pin: Pin) -> None:
+        key = (pin.replica_id, pin.session_id)
+        if key not in self._pinned:
+            self._pinned.add(key)
+            self.metrics.kv_pinned.labels(pin.replica_id).inc()
+        timeout = max(1.0, _to_wall(self.clock, pin.until - self.clock.now()))
+        self._ensure_open(pin.replica_id, pin.session_id, timeout)
         s = self.sessions.get(pin.session_id)
         if s is not None:
             s.pinned_on = pin.replica_id
+            self._spawn(self._save_binding(s, pinned_until=time.time() + timeout), f"bind-{s.session_id}")
+
+    async def _open(self, replica_id: str, session_id: str, timeout_s: float | None) -> str | None:
+        client = self._client(replica_id)
+        if client is None:
+            return None
+        try:
+            engine_session = await client.open_session(
+                session_id, capacity_of_str_len=1 << 20, timeout_s=timeout_s
+            )
+        except BackendError as exc:
+            log.warning("open_session %s on %s failed: %s", session_id, replica_id, exc)
+            return None
+        s = self.sessions.get(session_id)
+        if s is not None:
             s.engine_session = engine_session
-            await self._save_binding(s, pinned_until=time.time() + timeout)
         return engine_session
 
     def _on_release(self, rel: Release) -> None:
         key = (rel.replica_id, rel.session_id)
-        opening = self._opening.pop(key, None)
-        if opening is None:
-            return  # never pinned here (or already released)
-        self.metrics.kv_pinned.labels(rel.replica_id).dec()
+        if key in self._pinned:
+            self._pinned.discard(key)
+            self.metrics.kv_pinned.labels(rel.replica_id).dec()
         s = self.sessions.get(rel.session_id)
         if s is not None and s.pinned_on == rel.replica_id:
             s.pinned_on = None
+        opening = self._opening.pop(key, None)
+        if opening is None:
+            return  # never opened there (or already released)
+        if s is not None:
             s.engine_session = None
         self._spawn(self._close(rel, opening), f"release-{rel.session_id}")
 
-    async def _close(self, rel: Release, opening: asyncio.Task[str | None] | None) -> None:
-        engine_session = rel.session_id
-        if opening is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                opened = await opening
-                if opened is None:
-                    return
-                engine_session = opened
+    async def _close(self, rel: Release, opening: asyncio.Task[str | None]) -> None:
+        try:
+            engine_session = await opening
+        except (asyncio.CancelledError, BackendError):
+            return
         client = self._client(rel.replica_id)
-        if client is None:
+        if engine_session is None or client is None:
             return
         try:
             await client.close_session(engine_session)
@@ -443,13 +460,11 @@ class ServiceCore:
             log.info("close_session %s on %s: %s", engine_session, rel.replica_id, exc)
 
     async def _engine_session_for(self, d: Dispatch) -> str | None:
-        """The SGLang session to send with ``d``: the one opened by the engine's ``Pin`` on
-        that replica (waiting for the open if it is still in flight); None if it failed."""
+        """The SGLang session to send with ``d``, opened on that replica first if needed;
+        None when the open failed (the call then runs without one)."""
         if d.engine_session is None:
             return None
-        opening = self._opening.get((d.replica_id, d.engine_session))
-        if opening is None:
-            return None
+        opening = self._ensure_open(d.replica_id, d.engine_session, None)
         try:
             return await asyncio.shield(opening)
         except (asyncio.CancelledError, BackendError):

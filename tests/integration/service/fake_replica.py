@@ -19,6 +19,8 @@ class Knobs:
     cut_after: int = 2
     chunks: int = 4
     requests: list[dict[str, Any]] = field(default_factory=list)
+    opened: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
 
 
 def _native(i: int, last: bool) -> dict[str, Any]:
@@ -98,7 +100,13 @@ def make_app(k: Knobs) -> web.Application:
         return web.json_response({})
 
     async def open_session(request: web.Request) -> web.Response:
-        return web.json_response((await request.json())["session_id"])
+        sid = (await request.json())["session_id"]
+        k.opened.append(sid)
+        return web.json_response(sid)
+
+    async def close_session(request: web.Request) -> web.Response:
+        k.closed.append((await request.json())["session_id"])
+        return web.json_response({})
 
     app = web.Application()
     for path in ("/generate", "/v1/chat/completions", "/v1/completions"):
@@ -112,7 +120,7 @@ def make_app(k: Knobs) -> web.Application:
 
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/open_session", open_session)
-    app.router.add_post("/close_session", ok)
+    app.router.add_post("/close_session", close_session)
     app.router.add_post("/abort_request", ok)
     return app
 

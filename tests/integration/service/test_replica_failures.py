@@ -92,3 +92,26 @@ async def test_garbage_from_replica_is_internal_error() -> None:
     finally:
         await svc.stop()
         await runner.cleanup()  # type: ignore[attr-defined]
+
+
+async def test_engine_sessions_opened_before_use_and_closed_at_end() -> None:
+    import asyncio
+
+    svc, runner, knobs = await _fake_stack("ok")
+    try:
+        async with AsyncSagaClient(f"127.0.0.1:{svc.grpc_port}") as c:
+            async with c.session(agent="swe", session_id="kv-1") as s:
+                await s.generate("step one", max_new_tokens=4)
+                async with s.tool("pytest"):
+                    pass
+                await s.generate("step two", max_new_tokens=4)
+            sent = [r.get("session_params", {}).get("id") for r in knobs.requests]
+            assert sent == ["kv-1", "kv-1"]  # every call names the engine session
+            assert knobs.opened[0] == "kv-1"  # opened before the first call that names it
+            async with asyncio.timeout(5):
+                while len(knobs.closed) < len(knobs.opened):  # every open is closed by the end
+                    await asyncio.sleep(0.01)
+            assert set(knobs.closed) == {"kv-1"}
+    finally:
+        await svc.stop()
+        await runner.cleanup()  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """A deterministic stand-in tokenizer: equal text prefixes give equal token-id prefixes.
 
-Text is cut into pieces ``\\s*\\S+`` (a word with its leading whitespace), each mapped to one id.
+Text is cut into pieces: a newline, a word with its leading spaces, or a run of spaces; each
+piece is one id.
 Words of the emulator's own output vocabulary (``" w<id>"``, what :func:`decode` writes) map back
 to their id, so generated text re-sent in the next turn of a conversation tokenizes to the very
 ids that were generated (and hits the cached output pages, as a real tokenizer would). Any other
@@ -15,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from saga.emulator.core.request import VOCAB_SIZE
 
-_PIECE = re.compile(r"\s*\S+|\s+")
-_OWN_WORD = re.compile(r"\s?w(\d{1,5})")
+_PIECE = re.compile(r"\n|[^\S\n]*\S+|[^\S\n]+")
+_OWN_WORD = re.compile(r" w(\d{1,5})")
 
 
 def encode(text: str) -> list[int]:

@@ -241,6 +241,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=prefix)
         settings.posting.level = logging.INFO
+        # The CRDs ship with the chart: no need to watch CRDs or namespaces at runtime (and no
+        # RBAC to list them cluster-wide).
+        settings.scanning.disabled = True
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
 

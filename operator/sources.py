@@ -23,6 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from saga.graphs.aeg import build_graphs
+from saga.graphs.ingest import IngestResult, read_traces
+from saga.graphs.trace import TraceError
 from saga.operator.kube import KubeClient
 from saga.operator.reconcile.agentworkflow import BuiltGraph, TraceSource
 
@@ -80,16 +83,13 @@ def _matches(agent_type: str, session_agent_type: str) -> bool:
 
 def build_graph(text: str, agent_type: str, trace_format: str) -> BuiltGraph:
     """Ingest ``text`` (JSON lines) and build the canonical AEG JSON for ``agent_type``."""
-    from saga.graphs.aeg import build_graphs  # type: ignore[import-not-found,unused-ignore]
-
-    from saga.graphs.trace import TraceError
 
     with tempfile.TemporaryDirectory(prefix="saga-aeg-") as tmp:
         path = Path(tmp) / "traces.jsonl"
         path.write_text(text, encoding="utf-8")
         try:
             result = _ingest(path, trace_format)
-        except TraceError as e:
+        except (TraceError, ValueError) as e:
             raise TraceBuildError(str(e)) from e
     sessions = [s for s in result.sessions if _matches(agent_type, s.agent_type)]
     graph_json = canonical_json(build_graphs(sessions).to_json())
@@ -99,14 +99,9 @@ def build_graph(text: str, agent_type: str, trace_format: str) -> BuiltGraph:
     )
 
 
-def _ingest(path: Path, trace_format: str) -> Any:
-    if trace_format == "weka":
-        from saga.graphs.ingest.weka import read_weka_traces
-
-        return read_weka_traces(path, skip_bad=True)
-    from saga.graphs.ingest import read_traces
-
-    return read_traces([path], skip_bad=True)
+def _ingest(path: Path, trace_format: str) -> IngestResult:
+    fmt = None if trace_format == "auto" else trace_format
+    return read_traces([path], skip_bad=True, fmt=fmt)
 
 
 def canonical_json(value: Any) -> str:

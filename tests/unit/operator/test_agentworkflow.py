@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,14 +34,18 @@ def graph(digest: str = "d1", sessions: int = 12, text: str = '{"nodes":[]}') ->
 def test_first_build_stores_configmap_v1() -> None:
     r = agentworkflow.reconcile(wf(), graph(), now=NOW)
     assert not isinstance(r, Invalid)
-    assert r.version == 1 and r.changed
+    assert r.version == 1
+    assert r.changed
     cm = r.configmap
-    assert cm is not None and cm["metadata"]["name"] == "coder-aeg"
+    assert cm is not None
+    assert cm["metadata"]["name"] == "coder-aeg"
     assert cm["metadata"]["annotations"]["saga.dev/graph-version"] == "1"
     assert cm["metadata"]["labels"]["saga.dev/role"] == "agent-graph"
     assert agentworkflow.graph_from_configmap(cm) == {"nodes": []}
     st = r.status
-    assert st["sessionsSeen"] == 12 and st["graphVersion"] == 1 and st["confidence"] == pytest.approx(0.4)
+    assert st["sessionsSeen"] == 12
+    assert st["graphVersion"] == 1
+    assert st["confidence"] == pytest.approx(0.4)
     ready = {c["type"]: c for c in st["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"]) == ("True", "LowConfidence")
 
@@ -72,7 +77,8 @@ def test_no_sessions_not_ready() -> None:
 def test_large_graph_is_gzipped() -> None:
     big = json.dumps({"x": "a" * (agentworkflow.CONFIGMAP_INLINE_LIMIT + 10)})
     r = agentworkflow.reconcile(wf(), graph(text=big), now=NOW)
-    assert not isinstance(r, Invalid) and r.configmap is not None
+    assert not isinstance(r, Invalid)
+    assert r.configmap is not None
     assert "graph.json" not in r.configmap["data"]
     assert agentworkflow.graph_from_configmap(r.configmap) == json.loads(big)
 
@@ -84,12 +90,30 @@ def test_redis_storage_keys() -> None:
     assert r.redis_keys == {"saga:aeg:claude-code:v1": '{"nodes":[]}', "saga:aeg:claude-code:latest": "1"}
 
 
+def test_build_graph_from_sample_trace() -> None:
+    from saga.operator.sources import build_graph
+
+    text = (Path(__file__).parents[2] / "integration/operator/data/sample_weka_traces.jsonl").read_text()
+    g = build_graph(text, "claude-code", "auto")
+    assert g.sessions_seen == 6
+    assert g.skipped == 1
+    doc = json.loads(g.graph_json)
+    assert "claude-code" in doc["graphs"]
+    assert build_graph(text, "claude-code", "weka") == g  # canonical: same traces, same digest
+    other = build_graph(text, "browser-agent", "auto")
+    assert other.sessions_seen == 0
+    assert other.digest != g.digest
+
+
 def test_sources_parse() -> None:
-    s = agentworkflow.parse_spec(wf(source={"sdkStream": {"stream": "saga:events", "url": "redis://r:6379/0"}}))
+    s = agentworkflow.parse_spec(
+        wf(source={"sdkStream": {"stream": "saga:events", "url": "redis://r:6379/0"}})
+    )
     assert not isinstance(s, Invalid)
     assert (s.source.kind, s.source.key, s.source.url) == ("sdkStream", "saga:events", "redis://r:6379/0")
     s2 = agentworkflow.parse_spec(wf(source={"redis": {"key": "traces:coder"}}))
-    assert not isinstance(s2, Invalid) and s2.source.kind == "redis"
+    assert not isinstance(s2, Invalid)
+    assert s2.source.kind == "redis"
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ def test_default_pool_renders_deployment_and_headless_service() -> None:
     want = replicapool.desired(pool())
     assert not isinstance(want, Invalid)
     d, svc = want.workload, want.service
-    assert d["kind"] == "Deployment" and d["spec"]["replicas"] == 1
+    assert d["kind"] == "Deployment"
+    assert d["spec"]["replicas"] == 1
     assert d["metadata"]["namespace"] == "ml"
     owner = d["metadata"]["ownerReferences"][0]
     assert owner == {
@@ -50,7 +51,9 @@ def test_default_pool_renders_deployment_and_headless_service() -> None:
 
 
 def test_saga_flags_always_present() -> None:
-    want = replicapool.desired(pool(extraArgs=["--mem-fraction-static", "0.85"], radixEvictionPolicy="priority"))
+    want = replicapool.desired(
+        pool(extraArgs=["--mem-fraction-static", "0.85"], radixEvictionPolicy="priority")
+    )
     assert not isinstance(want, Invalid)
     cmd = want.workload["spec"]["template"]["spec"]["containers"][0]["command"]
     for flag in ("--enable-metrics", "--enable-session-radix-cache", "--enable-priority-scheduling"):
@@ -82,7 +85,9 @@ def test_desired_is_deterministic_and_scaling_keeps_pod_template() -> None:
     a = replicapool.desired(pool(replicas=1))
     b = replicapool.desired(pool(replicas=5))
     c = replicapool.desired(pool(image="lmsysorg/sglang:v0.5.5"))
-    assert not isinstance(a, Invalid) and not isinstance(b, Invalid) and not isinstance(c, Invalid)
+    assert not isinstance(a, Invalid)
+    assert not isinstance(b, Invalid)
+    assert not isinstance(c, Invalid)
     assert a == replicapool.desired(pool(replicas=1))
     assert a.workload["spec"]["template"] == b.workload["spec"]["template"]
     assert a.workload["spec"]["template"] != c.workload["spec"]["template"]
@@ -115,19 +120,27 @@ def test_invalid_name() -> None:
     obj = pool()
     obj["metadata"]["name"] = "Bad_Name"
     got = replicapool.desired(obj)
-    assert isinstance(got, Invalid) and got.field == "metadata.name"
+    assert isinstance(got, Invalid)
+    assert got.field == "metadata.name"
 
 
 def test_status_ready_and_progressing() -> None:
     obj = pool(replicas=2)
     st = replicapool.status(obj, {"status": {"readyReplicas": 1}}, now=NOW)
-    assert st["readyReplicas"] == 1 and st["phase"] == "Progressing"
+    assert st["readyReplicas"] == 1
+    assert st["phase"] == "Progressing"
     ready = st["conditions"][0]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "ReplicasNotReady")
     obj["status"] = st
-    st2 = replicapool.status(obj, {"status": {"readyReplicas": 2, "availableReplicas": 2}}, now="2026-01-02T00:00:00Z")
+    st2 = replicapool.status(
+        obj, {"status": {"readyReplicas": 2, "availableReplicas": 2}}, now="2026-01-02T00:00:00Z"
+    )
     c = st2["conditions"][0]
-    assert (c["status"], c["reason"], c["lastTransitionTime"]) == ("True", "AllReplicasReady", "2026-01-02T00:00:00Z")
+    assert (c["status"], c["reason"], c["lastTransitionTime"]) == (
+        "True",
+        "AllReplicasReady",
+        "2026-01-02T00:00:00Z",
+    )
     obj["status"] = st2
     st3 = replicapool.status(obj, {"status": {"readyReplicas": 2}}, now="2026-01-03T00:00:00Z")
     # Same status: transition time kept (idempotent re-reconcile).
@@ -137,4 +150,5 @@ def test_status_ready_and_progressing() -> None:
 
 def test_status_without_workload() -> None:
     st = replicapool.status(pool(), None, now=NOW)
-    assert st["phase"] == "Pending" and st["conditions"][0]["reason"] == "WorkloadMissing"
+    assert st["phase"] == "Pending"
+    assert st["conditions"][0]["reason"] == "WorkloadMissing"

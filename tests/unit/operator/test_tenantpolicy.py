@@ -37,12 +37,16 @@ def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_missing_secret_gives_clear_condition_and_no_configmap() -> None:
     r = tenantpolicy.reconcile(policy(), None, now=NOW)
     assert not isinstance(r, Invalid)
-    assert r.configmap is None and not r.secret_ok
+    assert r.configmap is None
+    assert not r.secret_ok
     c = conds(r.status)
     assert c["SecretResolved"]["status"] == "False"
     assert c["SecretResolved"]["reason"] == "SecretNotFound"
     assert "ml/acme-key" in c["SecretResolved"]["message"]
-    assert "kubectl -n ml create secret generic acme-key --from-literal=api-key=" in c["SecretResolved"]["message"]
+    assert (
+        "kubectl -n ml create secret generic acme-key --from-literal=api-key="
+        in c["SecretResolved"]["message"]
+    )
     assert c["Ready"]["status"] == "False"
     assert r.status["phase"] == "WaitingForSecret"
 
@@ -51,28 +55,34 @@ def test_secret_without_key() -> None:
     r = tenantpolicy.reconcile(policy(), {"data": {"token": "eA=="}}, now=NOW)
     assert not isinstance(r, Invalid)
     c = conds(r.status)["SecretResolved"]
-    assert c["reason"] == "SecretKeyMissing" and "token" in c["message"]
+    assert c["reason"] == "SecretKeyMissing"
+    assert "token" in c["message"]
 
 
 def test_resolved_secret_publishes_policy_without_the_key() -> None:
     r = tenantpolicy.reconcile(policy(), {"data": {"api-key": "c2VjcmV0"}}, now=NOW)
     assert not isinstance(r, Invalid)
-    assert r.secret_ok and r.configmap is not None
+    assert r.secret_ok
+    assert r.configmap is not None
     assert conds(r.status)["Ready"]["status"] == "True"
     cm = r.configmap
     assert cm["metadata"]["name"] == "saga-tenant-acme"
     assert cm["metadata"]["labels"]["saga.dev/role"] == "tenant-policy"
     doc = json.loads(cm["data"]["tenant.json"])
-    assert doc["tenant"] == "acme" and doc["weight"] == 2.0
-    assert doc["slo"]["completion_time_s"] == 120.0 and doc["slo"]["deadline_factor"] == 1.5
+    assert doc["tenant"] == "acme"
+    assert doc["weight"] == 2.0
+    assert doc["slo"]["completion_time_s"] == 120.0
+    assert doc["slo"]["deadline_factor"] == 1.5
     assert doc["quotas"]["max_active_sessions"] == 50
-    assert "c2VjcmV0" not in cm["data"]["tenant.json"] and "secret" not in doc["api_key"]["sha256_16"]
+    assert "c2VjcmV0" not in cm["data"]["tenant.json"]
+    assert "secret" not in doc["api_key"]["sha256_16"]
 
 
 def test_key_rotation_changes_digest() -> None:
     a = tenantpolicy.reconcile(policy(), {"data": {"api-key": "YQ=="}}, now=NOW)
     b = tenantpolicy.reconcile(policy(), {"data": {"api-key": "Yg=="}}, now=NOW)
-    assert not isinstance(a, Invalid) and not isinstance(b, Invalid)
+    assert not isinstance(a, Invalid)
+    assert not isinstance(b, Invalid)
     assert a.configmap != b.configmap
 
 
@@ -93,4 +103,5 @@ def test_key_rotation_changes_digest() -> None:
 def test_invalid_specs(spec: dict[str, Any], field: str) -> None:
     r = tenantpolicy.reconcile(policy(**spec), None, now=NOW)
     assert isinstance(r, Invalid)
-    assert r.field == field and r.message
+    assert r.field == field
+    assert r.message

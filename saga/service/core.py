@@ -235,6 +235,7 @@ class ServiceCore:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._opening: dict[tuple[str, str], asyncio.Task[str | None]] = {}
         self._pinned: set[tuple[str, str]] = set()
+        self._closing: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self._healthy: dict[str, bool] = {}
         self._tick_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -416,6 +417,10 @@ class ServiceCore:
             self._spawn(self._save_binding(s, pinned_until=time.time() + timeout), f"bind-{s.session_id}")
 
     async def _open(self, replica_id: str, session_id: str, timeout_s: float | None) -> str | None:
+        closing = self._closing.get((replica_id, session_id))
+        if closing is not None:  # a close of the same id is in flight: the replica refuses a
+            with contextlib.suppress(Exception):  # second open of an id still open
+                await asyncio.shield(closing)
         client = self._client(replica_id)
         if client is None:
             return None
@@ -444,7 +449,11 @@ class ServiceCore:
             return  # never opened there (or already released)
         if s is not None:
             s.engine_session = None
-        self._spawn(self._close(rel, opening), f"release-{rel.session_id}")
+        task = self._spawn(self._close(rel, opening), f"release-{rel.session_id}")
+        self._closing[key] = task
+        task.add_done_callback(
+            lambda t: self._closing.pop(key, None) if self._closing.get(key) is t else None
+        )
 
     async def _close(self, rel: Release, opening: asyncio.Task[str | None]) -> None:
         try:

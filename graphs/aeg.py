@@ -124,9 +124,7 @@ class AgentExecutionGraph:
         sub_by_call: dict[int, list[SessionTrace]] = {}
         for sub in s.subagents:
             sub_by_call.setdefault(sub.after_call, []).append(sub.session)
-        tool_by_call: dict[int, ToolCall] = {}
-        for t in s.tools:
-            tool_by_call.setdefault(t.after_call, t)
+        gaps = step_gaps(s)
         # work still to come after call k: own calls k+1.. plus sub-agents forked at k or later
         sub_work = [[0.0, 0.0, 0.0] for _ in range(n)]  # (calls, new tokens, output) forked at k
         for k, subs in sub_by_call.items():
@@ -158,19 +156,12 @@ class AgentExecutionGraph:
                 node.ends[b] += 1
                 continue
             nxt = calls[k + 1]
-            tool = tool_by_call.get(k)
-            gap_start = tool.start_s if tool is not None else c.end_s
-            if k in sub_by_call:
-                name = SUBAGENT_PREFIX + sub_by_call[k][0].agent_type
-            elif tool is not None:
-                name = tool.name
-            else:
-                name = TOOL_HUMAN if c.stop == STOP_END_TURN else TOOL_UNKNOWN
+            name, gap = gaps[k]
             e = node.edges.get(name)
             if e is None:
                 e = node.edges[name] = Edge()
             e.count += 1
-            e.gap.add(max(0.0, nxt.start_s - gap_start))
+            e.gap.add(gap)
             e.new_tokens.add(new[k + 1])
             e.next_stop[nxt.stop] = e.next_stop.get(nxt.stop, 0.0) + 1
 
@@ -329,6 +320,35 @@ def build_graphs(
         if progress is not None:
             progress()
     return gs
+
+
+def step_gaps(s: SessionTrace) -> list[tuple[str, float]]:
+    """For each call but the last: the label of the gap that follows it and the time from the gap's
+    start (the tool's start, else the call's end) to the next call, in seconds (>= 0).
+
+    Label: ``agent:<type>`` when the response forked a sub-agent, else the first tool requested by
+    the call, else ``human`` after ``end_turn`` and ``tool`` otherwise.
+    """
+    forks: dict[int, str] = {}
+    for sub in s.subagents:
+        forks.setdefault(sub.after_call, SUBAGENT_PREFIX + sub.session.agent_type)
+    tools: dict[int, ToolCall] = {}
+    for t in s.tools:
+        tools.setdefault(t.after_call, t)
+    out: list[tuple[str, float]] = []
+    calls = s.calls
+    for k in range(len(calls) - 1):
+        c = calls[k]
+        tool = tools.get(k)
+        start = tool.start_s if tool is not None else c.end_s
+        if k in forks:
+            name = forks[k]
+        elif tool is not None:
+            name = tool.name
+        else:
+            name = TOOL_HUMAN if c.stop == STOP_END_TURN else TOOL_UNKNOWN
+        out.append((name, max(0.0, calls[k + 1].start_s - start)))
+    return out
 
 
 def new_tokens(s: SessionTrace) -> list[int]:

@@ -1,14 +1,17 @@
-"""``saga run``: a small emulated SGLang cluster driven by a short sample agent workload.
+"""``saga run``: the SAGA service in front of a small emulated SGLang cluster, driven by sample agents.
 
 Starts ``--replicas`` emulated replicas in this process on free loopback ports (real HTTP, the
-SGLang API), then runs ``--sessions`` agent sessions concurrently. Each session opens a radix
-session on its replica (sessions are spread round-robin; no scheduler yet), then makes
-``--calls`` chat completions whose prompt grows turn by turn (system prompt, task, the previous
-answers and a tool result each turn), separated by tool gaps drawn log-normal (median
-``--tool-median-s``). The replicas run ``--time-scale`` times faster than the wall clock, so a
-minute of agent time takes a few wall seconds. Prints a summary: sessions, calls, task
-completion time (mean / p90, model seconds), time to first token, and the cache hit rate read
-from the replicas' ``/metrics``.
+SGLang API) and the real SAGA service on the embedded default configuration (in-memory state;
+gRPC API, OpenAI-compatible endpoint and metrics on free ports), then runs ``--sessions`` agent
+sessions concurrently through SAGA: even-numbered sessions use the Python SDK over gRPC
+(``client.session(...)``, ``s.stream(...)``, ``with s.tool(...)``), odd-numbered ones the
+official ``openai`` package pointed at SAGA's ``base_url`` with an ``x-session-id`` header.
+Each session makes ``--calls`` calls whose prompt grows turn by turn (system prompt, task, the
+previous answers and a tool result each turn), separated by tool gaps drawn log-normal (median
+``--tool-median-s``). The replicas and the scheduler's clock run ``--time-scale`` times faster
+than the wall clock, so a minute of agent time takes a few wall seconds. Prints a summary:
+sessions, calls, task completion time (mean / p90, model seconds), time to first token, the
+cache hit rate read from the replicas' ``/metrics`` and SAGA's own decisions from its metrics.
 """
 
 from __future__ import annotations
@@ -74,81 +77,131 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from saga.clock import MonotonicClock
     from saga.emulator.server import start_cluster, stop_cluster
+    from saga.service.app import Service
+    from saga.service.config import embedded_default
 
     config = ReplicaConfig(page_size=16)
     replicas = await start_cluster(args.replicas, config, time_scale=args.time_scale)
+    cfg = embedded_default()
+    cfg.spec.listen.grpc = cfg.spec.listen.http = cfg.spec.listen.metrics = "127.0.0.1:0"
+    cfg.spec.replicas.static = [f"replica-{i}={r.url}" for i, r in enumerate(replicas)]
+    cfg.spec.tokens.block_size = config.page_size
+    service = Service(cfg, registry=CollectorRegistry(), clock=MonotonicClock(args.time_scale))
     wall0 = time.monotonic()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
-            rng = random.Random(args.seed)
-            jobs = [
-                _session(http, replicas[i % len(replicas)].url, i, args, random.Random(rng.random()))
-                for i in range(args.sessions)
-            ]
-            results = await asyncio.gather(*jobs)
+        await service.start()
+        await service.wait_replicas(len(replicas), timeout_s=30)
+        rng = random.Random(args.seed)
+        jobs = [
+            (_sdk_session if i % 2 == 0 else _openai_session)(service, i, args, random.Random(rng.random()))
+            for i in range(args.sessions)
+        ]
+        results = await asyncio.gather(*jobs)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             metrics = [await _scrape(http, r.url) for r in replicas]
+            saga_metrics = await _scrape(http, f"http://127.0.0.1:{service.metrics_port}")
     finally:
+        await service.stop()
         await stop_cluster(replicas)
     wall = time.monotonic() - wall0
-    _print_summary(args, results, metrics, wall)
+    _print_summary(args, results, metrics, wall, saga_metrics)
     return 0
 
 
-async def _session(
-    http: aiohttp.ClientSession, url: str, idx: int, args: argparse.Namespace, rng: random.Random
-) -> SessionResult:
+_SYSTEM = "You are a careful coding agent working in a Python repository. " * 12
+
+
+def _task(idx: int) -> str:
+    return f"Task {idx}: fix the failing parser tests without changing the public API."
+
+
+async def _gap(args: argparse.Namespace, rng: random.Random) -> None:
+    gap = rng.lognormvariate(0.0, 0.8) * args.tool_median_s  # model seconds
+    await asyncio.sleep(gap / args.time_scale)
+
+
+async def _sdk_session(service: Any, idx: int, args: argparse.Namespace, rng: random.Random) -> SessionResult:
+    """An agent on the SDK (gRPC): explicit session and tool boundaries."""
+    from saga.client import AsyncSagaClient
+
     scale = args.time_scale
-    sid = f"demo-session-{idx}"
-    async with http.post(
-        url + "/open_session", json={"capacity_of_str_len": 100_000, "session_id": sid}
-    ) as r:
-        r.raise_for_status()
-    messages: list[dict[str, str]] = [
-        {"role": "system", "content": "You are a careful coding agent working in a Python repository. " * 12},
-        {
-            "role": "user",
-            "content": f"Task {idx}: fix the failing parser tests without changing the public API.",
-        },
-    ]
     res = SessionResult(0.0, 0)
     start = time.monotonic()
-    for call in range(args.calls):
-        body = {
-            "model": "default",
-            "messages": messages,
-            "max_tokens": args.max_tokens,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "session_id": sid,
-        }
-        t0 = time.monotonic()
-        answer: list[str] = []
-        async with http.post(url + "/v1/chat/completions", json=body) as r:
-            r.raise_for_status()
-            async for line in r.content:
-                s = line.decode().strip()
-                if not s.startswith("data: ") or s == "data: [DONE]":
-                    continue
-                chunk = _json(s[6:])
-                if chunk.get("usage"):
-                    res.cached += chunk["usage"]["prompt_tokens_details"]["cached_tokens"]
-                    res.prompt += chunk["usage"]["prompt_tokens"]
-                for choice in chunk.get("choices", []):
-                    text = choice.get("delta", {}).get("content")
-                    if text:
+    context = f"<system>\n{_SYSTEM}\n<user>\n{_task(idx)}\n"
+    async with (
+        AsyncSagaClient(f"127.0.0.1:{service.grpc_port}") as client,
+        client.session(agent="swe-agent", expected_calls=args.calls) as s,
+    ):
+        for call in range(args.calls):
+            t0 = time.monotonic()
+            answer: list[str] = []
+            async for chunk in s.stream(context, max_new_tokens=args.max_tokens):
+                if chunk.text and not answer:
+                    res.ttfts.append((time.monotonic() - t0) * scale)
+                answer.append(chunk.text)
+                if chunk.usage is not None:
+                    res.cached += chunk.usage.cached_tokens
+                    res.prompt += chunk.usage.prompt_tokens
+            res.calls += 1
+            context += "<assistant>\n" + "".join(answer) + "\n"
+            if call + 1 < args.calls:
+                tool = ("pytest", "read_file", "grep", "edit_file")[call % 4]
+                async with s.tool(tool):
+                    await _gap(args, rng)
+                context += f"<tool>\n{_TOOL_RESULTS[call % len(_TOOL_RESULTS)]}\n"
+    res.task_s = (time.monotonic() - start) * scale
+    return res
+
+
+async def _openai_session(
+    service: Any, idx: int, args: argparse.Namespace, rng: random.Random
+) -> SessionResult:
+    """An agent on the official openai package: only base_url and a session header change."""
+    import openai
+
+    scale = args.time_scale
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{service.http_port}/v1",
+        api_key="sk-demo",
+        default_headers={"x-session-id": f"demo-openai-{idx}", "x-saga-agent-type": "swe-agent"},
+        max_retries=0,
+    )
+    messages: list[Any] = [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": _task(idx)}]
+    res = SessionResult(0.0, 0)
+    start = time.monotonic()
+    try:
+        for call in range(args.calls):
+            t0 = time.monotonic()
+            answer: list[str] = []
+            stream = await client.chat.completions.create(
+                model="default",
+                messages=messages,
+                max_tokens=args.max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    details = chunk.usage.prompt_tokens_details
+                    res.cached += (details.cached_tokens or 0) if details is not None else 0
+                    res.prompt += chunk.usage.prompt_tokens
+                for choice in chunk.choices:
+                    if choice.delta.content:
                         if not answer:
                             res.ttfts.append((time.monotonic() - t0) * scale)
-                        answer.append(text)
-        res.calls += 1
-        messages.append({"role": "assistant", "content": "".join(answer)})
-        if call + 1 < args.calls:
-            gap = rng.lognormvariate(0.0, 0.8) * args.tool_median_s  # model seconds
-            await asyncio.sleep(gap / scale)
-            messages.append({"role": "tool", "content": _TOOL_RESULTS[call % len(_TOOL_RESULTS)]})
+                        answer.append(choice.delta.content)
+            res.calls += 1
+            messages.append({"role": "assistant", "content": "".join(answer)})
+            if call + 1 < args.calls:
+                await _gap(args, rng)
+                messages.append({"role": "tool", "content": _TOOL_RESULTS[call % len(_TOOL_RESULTS)]})
+    finally:
+        await client.close()
     res.task_s = (time.monotonic() - start) * scale
-    async with http.post(url + "/close_session", json={"session_id": sid}) as r:
-        r.raise_for_status()
     return res
 
 
@@ -176,7 +229,11 @@ def _p90(xs: list[float]) -> float:
 
 
 def _print_summary(
-    args: argparse.Namespace, results: list[SessionResult], metrics: list[dict[str, float]], wall: float
+    args: argparse.Namespace,
+    results: list[SessionResult],
+    metrics: list[dict[str, float]],
+    wall: float,
+    saga: dict[str, float] | None = None,
 ) -> None:
     tasks = [r.task_s for r in results]
     ttfts = [t for r in results for t in r.ttfts]
@@ -196,9 +253,14 @@ def _print_summary(
         served = m.get("sglang:num_requests_total", 0)
         rate = m.get("sglang:cache_hit_rate", 0)
         rows.append((f"  replica-{i}: requests / cache hit rate", f"{served:.0f} / {rate:.1%}"))
+    if saga is not None:
+        rows.append(("SAGA: calls ok (SDK + OpenAI endpoint)", f"{saga.get('saga_calls_total', 0):.0f}"))
+        rows.append(("SAGA: KV pins across tool gaps", f"{saga.get('saga_kv_retention_total', 0):.0f}"))
+        rows.append(("SAGA: engine decisions", f"{saga.get('saga_decisions_total', 0):.0f}"))
+        rows.append(("SAGA: sessions finished", f"{saga.get('saga_tasks_total', 0):.0f}"))
     rows.append(("wall time (s)", f"{wall:.1f} at time scale {args.time_scale:g}"))
     width = max(len(k) for k, _ in rows)
-    print("SAGA demo: sample agent workload on an emulated SGLang cluster")
+    print("SAGA demo: sample agents through the SAGA service on an emulated SGLang cluster")
     print("-" * (width + 20))
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

@@ -3,18 +3,19 @@
 Per (agent type, last stop reason) the predictor precomputes, from a :class:`GraphSet`:
 
 - for every edge (gap kind) and for the mixture of all edges (used when the scheduler does not
-  know which tool is running): the **conditional quantiles** of the gap given that it has
-  already lasted ``edge(k)`` for every time bin ``k`` (``QUANTILE_LEVELS``), the survival
-  ``S(edge(k))`` and the mean new prompt tokens of the next call;
+  know which tool is running): the gap's survival ``S(edge(k))`` at every time-bin edge, its
+  quantile function tabulated at tail probabilities ``10^(-j/40)`` down to 1e-6, and the mean
+  new prompt tokens of the next call;
 - per position bucket: the probability that the session **ends** after this step, and the
   expected remaining calls, new prompt tokens, output tokens and wall time.
 
-``next_call(pos, elapsed)`` then is: find the table, the position bucket and the time bin of
-``elapsed`` (one ``log10``), and return the precomputed quantiles minus ``elapsed``. The
-continuation probability uses Bayes on the gap: a session that ended never calls again, so
-after ``elapsed`` seconds of silence ``P(continue) = (1−p_end)·S(elapsed) / ((1−p_end)·S(elapsed)
-+ p_end)``, with ``S`` interpolated log-linearly between bin edges: long silences make
-continuation less likely exactly as the heavy tail says.
+``next_call(pos, elapsed)`` then is: find the table and the position bucket, interpolate
+``S(elapsed)`` (one ``log10``), and read each requested quantile of the *remaining* gap from
+the tail table: the p-quantile of ``G | G >= e`` is the unconditional quantile at tail
+probability ``(1−p)·S(e)``, minus ``e``. The continuation probability uses Bayes on the gap: a
+session that ended never calls again, so after ``elapsed`` seconds of silence
+``P(continue) = (1−p_end)·S(e) / ((1−p_end)·S(e) + p_end)``: long silences make continuation
+less likely exactly as the heavy tail says.
 
 Back-off (cold start): each quantity is the agent's own counts plus ``backoff_weight``
 pseudo-observations of its parent: pooled graph (``"*"``) → per-tool-type prior

@@ -438,6 +438,7 @@ class Engine(EngineParts):
         hashes, unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
         r.committed.put(call.call_id, hashes, unit, p.num_tokens + call.max_new_tokens)
         r.inflight[call.call_id] = None
+        r.inflight_tokens += p.num_tokens + call.max_new_tokens
         r.note_prompt(p.block_hashes)
         call.replica = r.replica_id
         call.inflight = True
@@ -464,8 +465,9 @@ class Engine(EngineParts):
 
     def _finish(self, call: CallState) -> ReplicaState | None:
         r = self.replicas.get(call.replica) if call.replica else None
-        if r is not None:
-            r.inflight.pop(call.call_id, None)
+        if r is not None and call.call_id in r.inflight:
+            del r.inflight[call.call_id]
+            r.inflight_tokens -= call.prompt.num_tokens + call.max_new_tokens
             r.committed.remove(call.call_id)
         call.inflight = False
         return r

@@ -213,6 +213,7 @@ class EngineParts:
             e.max_running_requests,
             e.page_size,
             slot_slack=self.settings.gating.slot_slack,
+            kv_watermark=self.settings.gating.kv_watermark,
             call_s=self.settings.cost.initial_call_s,
         )
         self._eligible = None

@@ -70,8 +70,13 @@ class ReplicaView(Protocol):
         """Tokens of the prompt's leading prefix the replica holds in its cache."""
         ...
 
-    def est_wait_s(self) -> float:
-        """Modelled seconds a call placed here now waits before it runs."""
+    @property
+    def inflight_tokens(self) -> int:
+        """Prompt + output tokens of the calls in flight (the KV a decode iteration reads)."""
+        ...
+
+    def est_wait_s(self, need_tokens: int = 0) -> float:
+        """Modelled seconds a call needing ``need_tokens`` of KV placed here now waits to run."""
         ...
 
 

@@ -128,7 +128,7 @@ class PinBook:
         return None
 
     def due(self, sessions: dict[str, SessionState], now: float) -> list[SessionState]:
-        out = []
+        out: list[SessionState] = []
         h = self._heap
         while h and h[0][0] <= now:
             until, _, sid = heapq.heappop(h)

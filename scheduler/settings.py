@@ -34,6 +34,16 @@ class CostModel:
     initial_call_s: float = 6.0
     # EWMA weight of a new call-duration observation (dimensionless). 0.05: ~20 calls of memory.
     call_s_alpha: float = 0.05
+    # Decode iteration model (the replica model's, SGLang-like): one iteration costs
+    # overhead + decode_s_per_seq x running sequences + kv_read_s_per_token x their KV tokens.
+    # Defaults: the emulator's Llama-3.1-8B / H100 figures (saga.emulator.core.TimingParams).
+    iteration_overhead_s: float = 6.0e-3
+    decode_s_per_seq: float = 3.0e-5
+    kv_read_s_per_token: float = 4.9e-8
+    # Weight of the slowdown a call imposes on the calls already decoding on a replica
+    # (dimensionless; 0: selfish placement, 1: minimise total time). 0.5: half, since the
+    # others' remaining output is on average half of theirs.
+    externality_weight: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +56,7 @@ class AffinitySettings:
     load_bound: float = 0.95
     # Moving a session away from its home replica must save at least this factor of the
     # modelled cost (dimensionless hysteresis, avoids ping-pong between two equal replicas).
-    move_margin: float = 1.5
+    move_margin: float = 1.25
     # Weight of the memory-pressure penalty in seconds per unit of KV fraction above
     # ``pressure_start`` (placing more context there would evict someone's retained KV).
     pressure_penalty_s: float = 30.0

@@ -129,6 +129,8 @@ class ReplicaState:
     cached: dict[int, None] = field(default_factory=dict)  # block hashes (ordered: LRU first)
     pinned: dict[str, None] = field(default_factory=dict)  # session ids pinned here
     pinned_tokens: int = 0
+    inflight_tokens: int = 0  # prompt + max_new of the calls in flight (the KV decode reads)
+    kv_watermark: float = 1.0
 
     @property
     def inflight_count(self) -> int:
@@ -151,12 +153,13 @@ class ReplicaState:
     def has_slot(self) -> bool:
         return len(self.inflight) < self.max_running + self.slot_slack
 
-    def est_wait_s(self) -> float:
+    def est_wait_s(self, need_tokens: int = 0) -> float:
         free = self.max_running + self.slot_slack - len(self.inflight)
         ahead = len(self.queue) + max(0, self.reported_waiting - len(self.queue))
-        if free > ahead:
+        kv_free = self.kv_watermark * self.kv_total - self.committed.total
+        if free > ahead and (kv_free >= need_tokens or not self.inflight):
             return 0.0
-        return (ahead - free + 1) * self.call_s / self.max_running
+        return (ahead + 1) * self.call_s / max(1, min(len(self.inflight), self.max_running))
 
     def cached_prefix_tokens(self, block_hashes: Sequence[int], block_size: int) -> int:
         if not block_hashes or block_size <= 0:

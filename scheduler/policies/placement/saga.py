@@ -1,25 +1,33 @@
 """SAGA placement: load-bounded session affinity, sibling batching, a cost model in seconds.
 
-For every candidate replica ``r`` the modelled cost of running the call there is
+For every candidate replica ``r`` (with ``B`` calls and ``K`` KV tokens in flight) the
+modelled cost of running a call with prompt ``P`` (of which ``C_r`` is cached on ``r``),
+``N`` new tokens and context ``X = P + N`` there is, in seconds:
 
-    cost(r) = est_wait_s(r)                                   # queueing (slots, engine queue)
-            + (prompt - cached_prefix(r)) / prefill_tokens_per_s   # prefix it must recompute
-            + pressure_penalty_s x max(0, kv_after(r) - pressure_start)   # evicting others
+    wait(r)                                         engine queue / slots / KV (ReplicaView.est_wait_s)
+  + (P - C_r) x prefill_s                           prefix it must recompute
+  + N x (overhead + d x (B+1) + k x (K + X))        its own decode, slowed by the batch it joins
+  + w x B x [N x (d + k x X) + (P - C_r) x prefill_s]   the slowdown it imposes on the B others
+  + pressure_penalty_s x max(0, KV fraction after - pressure_start)   evicting retained KV
 
-where ``kv_after`` is the committed-KV fraction after adding the call's context (shared
-prefixes counted once by the engine's accounting). The filter → score → pick stages:
+with the replica model's iteration constants (``CostModel``: ``d`` per sequence, ``k`` per
+KV token read, ``w`` = ``externality_weight``). Agents are decode- and KV-read-bound at
+long contexts, so the batch term is what spreads sessions; the prefix term is what keeps
+them home. The filter → score → pick stages:
 
-1. *affinity* (fast path, no scan): the session's home replica while its load is below
-   ``affinity.load_bound``; beyond it the home is kept unless another replica is cheaper by
-   ``affinity.move_margin`` (hysteresis, so a session is not moved for a marginal gain);
-2. *batching*: a sub-agent's first call goes to the least-loaded replica of its group (parent
-   and siblings) while that load is below ``batching.max_load``: siblings share the parent's
-   prefix, and fork/join siblings then finish together;
-3. otherwise the minimum-cost replica.
+1. *batching*: a sub-agent's first call goes to the least-loaded replica of its group
+   (parent and siblings, which hold the parent's prefix) while that load is below
+   ``batching.max_load``: fork/join siblings then finish together;
+2. *score*: the cost above. Candidates are visited in order of the cost without the prefix
+   terms (a lower bound) and the scan stops once the bound exceeds the best full cost, so
+   prefix matching (a binary search over cached block hashes) runs on few replicas;
+3. *affinity*: the session's home replica (holding its KV) is kept unless its load is above
+   ``affinity.load_bound`` or the best replica is cheaper by more than ``move_margin`` x
+   (hysteresis: a session is not moved for a marginal gain, its later calls would follow).
 
-``last_reason`` names the stage that decided ("affinity", "batch", "cost"); the engine copies
-it into ``Dispatch.reason``. With affinity disabled the home gets no fast path and no margin:
-only the cost model (which still sees cached prefixes) decides.
+``last_reason`` names the stage that decided ("batch", "affinity", "cost"); the engine copies
+it into ``Dispatch.reason``. With affinity disabled there is no hysteresis: only the cost
+model (which still sees cached prefixes) decides.
 """
 
 from __future__ import annotations
@@ -44,29 +52,35 @@ class SagaPlacement(PlacementBase):
         self.cost = cost or CostModel()
         self.last_reason = ""
 
-    def cost_s(self, request: PlacementRequest, r: ReplicaView) -> float:
-        cached = r.cached_prefix_tokens(request.block_hashes, request.block_size)
-        recompute = max(0, request.prompt_tokens - cached) / self.cost.prefill_tokens_per_s
-        after = (r.committed_tokens + request.prompt_tokens + request.max_new_tokens) / r.kv_total
-        if r.replica_id == request.home and request.pinned:
-            after = (r.committed_tokens + request.max_new_tokens) / r.kv_total
+    def bound_s(self, request: PlacementRequest, r: ReplicaView) -> float:
+        """Cost without the prefix terms (a lower bound of ``cost_s``)."""
+        c = self.cost
+        n = request.max_new_tokens
+        x = request.prompt_tokens + n
+        b = r.inflight_count
+        own = n * (
+            c.iteration_overhead_s
+            + c.decode_s_per_seq * (b + 1)
+            + c.kv_read_s_per_token * (r.inflight_tokens + x)
+        )
+        ext = c.externality_weight * b * n * (c.decode_s_per_seq + c.kv_read_s_per_token * x)
+        extra = x if not (request.pinned and r.replica_id == request.home) else n
+        after = (r.committed_tokens + extra) / r.kv_total
         excess = after - self.affinity.pressure_start
         penalty = self.affinity.pressure_penalty_s * excess if excess > 0 else 0.0
-        return r.est_wait_s() + recompute + penalty
+        return r.est_wait_s(x) + own + ext + penalty
+
+    def prefix_s(self, request: PlacementRequest, r: ReplicaView) -> float:
+        cached = r.cached_prefix_tokens(request.block_hashes, request.block_size)
+        recompute = max(0, request.prompt_tokens - cached) / self.cost.prefill_tokens_per_s
+        return recompute * (1.0 + self.cost.externality_weight * r.inflight_count)
+
+    def cost_s(self, request: PlacementRequest, r: ReplicaView) -> float:
+        return self.bound_s(request, r) + self.prefix_s(request, r)
 
     def select(self, request: PlacementRequest, replicas: Sequence[ReplicaView]) -> str | None:
         if not replicas:
             return None
-        aff = self.affinity
-        home: ReplicaView | None = None
-        if aff.enabled and request.home is not None:
-            for r in replicas:
-                if r.replica_id == request.home:
-                    home = r
-                    break
-            if home is not None and home.load < aff.load_bound:
-                self.last_reason = "affinity"
-                return home.replica_id
         if self.batching.enabled and request.first_call and request.group:
             group = [r for r in replicas if r.replica_id in request.group]
             if group:
@@ -74,19 +88,29 @@ class SagaPlacement(PlacementBase):
                 if g.load < self.batching.max_load:
                     self.last_reason = "batch"
                     return g.replica_id
+        bounds = sorted(
+            ((self.bound_s(request, r), r.replica_id, r) for r in replicas), key=lambda t: (t[0], t[1])
+        )
         best: ReplicaView | None = None
         best_cost = float("inf")
-        for r in replicas:
-            c = self.cost_s(request, r)
-            if c < best_cost or (c == best_cost and best is not None and r.replica_id < best.replica_id):
+        home: ReplicaView | None = None
+        home_bound = 0.0
+        for lb, _, r in bounds:
+            if r.replica_id == request.home:
+                home, home_bound = r, lb
+            if lb >= best_cost:
+                if home is not None or request.home is None:
+                    break
+                continue
+            c = lb + self.prefix_s(request, r)
+            if c < best_cost:
                 best, best_cost = r, c
         assert best is not None
-        if (
-            home is not None
-            and home is not best
-            and self.cost_s(request, home) <= best_cost * aff.move_margin
-        ):
-            self.last_reason = "affinity"
-            return home.replica_id
-        self.last_reason = "cost"
+        aff = self.affinity
+        if aff.enabled and home is not None and home is not best and home.load < aff.load_bound:
+            home_cost = home_bound + self.prefix_s(request, home)
+            if home_cost <= best_cost * aff.move_margin:
+                self.last_reason = "affinity"
+                return home.replica_id
+        self.last_reason = "affinity" if best.replica_id == request.home else "cost"
         return best.replica_id

@@ -1,0 +1,156 @@
+"""``saga simulate``: run systems on a simulated cluster and write the comparison report.
+
+    saga simulate --workload swe_bench --replicas 64 --load 0.8 --duration-s 3600 \\
+        --systems saga,cache_aware,sticky --seed 1 --out bench/results/sim_swe
+
+Steps: build the workload (``saga.scheduler.workloads.get_workload``; the arrival rate is
+calibrated so that the offered load is ``--load`` x the cluster's capacity measured with the
+replica model's own iteration costs, ``sim.limits.emulator_demand``); compute every task's
+physical limit (``sim.limits.physical_limits``; deadlines are the tenant's ``slo_factor`` x
+that limit); train the AEG predictor on a *different* sample of the same workload (seed +
+10000) for the systems that use it; run each system (``sim.loop.Simulator``); write one
+``RunResult`` JSON per system, ``limits.json``, ``run.json`` (command, parameters, wall
+times) and the report (``report.md``, ``report.json``, PNG plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from saga.emulator.core import ReplicaConfig
+from saga.graphs.aeg import build_graphs
+from saga.graphs.predict import AEGPredictor
+from saga.scheduler.report import ReportError, build_report, write_report
+from saga.scheduler.sim.limits import emulator_demand, physical_limits
+from saga.scheduler.sim.loop import SimError, Simulator
+from saga.scheduler.sim.systems import SYSTEMS, UnknownSystem, get_system
+from saga.scheduler.workloads import WORKLOADS, WorkloadError, get_workload
+from saga.scheduler.workloads.model import Workload
+
+DEFAULT_SYSTEMS = "saga,cache_aware,sticky,affinity,thunder,round_robin,least_load,power_of_two"
+TRAIN_SEED_OFFSET = 10_000
+TRAIN_SESSIONS = 300
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "simulate",
+        help="run SAGA and baselines on a simulated cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--workload", required=True, help=f"one of {', '.join(sorted(WORKLOADS))}")
+    p.add_argument("--replicas", type=int, default=64, help="replica models (1..512), default 64")
+    p.add_argument("--load", type=float, default=0.8, help="offered load, fraction of capacity (default 0.8)")
+    p.add_argument("--systems", default=DEFAULT_SYSTEMS, help=f"comma list of: {', '.join(SYSTEMS)}")
+    p.add_argument("--seed", type=int, default=0)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--duration-s", type=float, default=None, help="session arrivals over this span (s)")
+    size.add_argument("--sessions", type=int, default=None, help="exactly this many sessions")
+    p.add_argument("--horizon-s", type=float, default=None, help="stop the simulation at this time (s)")
+    p.add_argument("--baseline", default=None, help="speedup baseline (default cache_aware if run)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run_simulate)
+
+
+def sim_config(page_size: int) -> ReplicaConfig:
+    """The emulator's default replica (Llama-3.1-8B on one H100) with the trace's page size.
+
+    The context length is raised to 1M tokens: agent traces hold prompts longer than the 128k
+    of the named model, and rejecting them would measure the model, not the scheduler.
+    """
+    return ReplicaConfig(page_size=page_size, context_length=1 << 20)
+
+
+def _progress(total: int, desc: str, quiet: bool) -> tqdm[Any]:
+    return tqdm(total=total, desc=desc, unit="task", disable=quiet or not sys.stderr.isatty(), leave=False)
+
+
+def build_workload(args: argparse.Namespace, cfg: ReplicaConfig) -> Workload:
+    params: dict[str, Any] = {"seed": args.seed, "replicas": args.replicas, "load": args.load}
+    if args.sessions is not None:
+        params["n_sessions"] = args.sessions
+    else:
+        params["duration_s"] = args.duration_s if args.duration_s is not None else 3600.0
+    params["demand"] = emulator_demand(cfg)
+    return get_workload(args.workload, **params)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    command = "saga simulate " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [])
+    try:
+        names = [n.strip() for n in args.systems.split(",") if n.strip()]
+        specs = [get_system(n) for n in names]
+        if not 1 <= args.replicas <= 512:
+            raise SimError(f"--replicas must be in 1..512, got {args.replicas}")
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        cfg = sim_config(64)
+        w = build_workload(args, cfg)
+        bs = next((s.block_size for s in w.sessions if s.block_size), 64)
+        if bs != cfg.page_size:
+            cfg = sim_config(bs)
+        t_wl = time.perf_counter() - t0
+        with _progress(len(w.sessions), "physical limits", args.no_progress) as bar:
+            limits = physical_limits(w, cfg, progress=bar.update)
+        (out / "limits.json").write_text(json.dumps(limits), encoding="utf-8")
+        predictor = None
+        if any(s.use_predictor for s in specs):
+            train = get_workload(
+                args.workload, seed=args.seed + TRAIN_SEED_OFFSET, n_sessions=TRAIN_SESSIONS, rate=1.0
+            )
+            predictor = AEGPredictor(build_graphs(train.sessions))
+        results = []
+        walls: dict[str, float] = {}
+        for spec in specs:
+            with _progress(len(w.sessions), spec.name, args.no_progress) as bar:
+                sim = Simulator(
+                    w,
+                    spec,
+                    args.replicas,
+                    cfg,
+                    seed=args.seed,
+                    load=args.load,
+                    predictor=predictor,
+                    limits=limits,
+                    horizon_s=args.horizon_s,
+                    progress=bar.update,
+                )
+                r = sim.run()
+            walls[spec.name] = r.wall_s or 0.0
+            (out / f"{spec.name}.json").write_text(r.to_json(), encoding="utf-8")
+            results.append(r)
+            done = sum(1 for o in r.outcomes if o.completed)
+            print(f"{spec.name}: {r.wall_s:.1f} s wall, {done} sessions done", file=sys.stderr)
+        baseline = args.baseline or ("cache_aware" if "cache_aware" in names else names[0])
+        report = build_report(results, baseline=baseline, limits=limits)
+        run_info = {
+            "command": command,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
+            "workload": w.name,
+            "workload_params": dict(w.params),
+            "sessions": len(w.sessions),
+            "workload_build_s": t_wl,
+            "wall_s": walls,
+            "replica_config": results[0].meta.get("replica_config") if results else None,
+        }
+        (out / "run.json").write_text(json.dumps(run_info, indent=1, default=str), encoding="utf-8")
+        for p in write_report(report, results, out, command=command, plots=not args.no_plots):
+            print(p)
+    except (UnknownSystem, SimError, WorkloadError, ReportError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,1 @@
+"""Cluster simulator: the engine plus N replica models on virtual time (``loop.py``)."""

@@ -24,7 +24,7 @@ UNBOUNDED_TOKENS = 1 << 34
 
 
 def physical_limits(
-    workload: Workload, config: ReplicaConfig, progress: Callable[[int], None] | None = None
+    workload: Workload, config: ReplicaConfig, progress: Callable[[int], object] | None = None
 ) -> dict[str, float]:
     """Session id -> physical limit in seconds, for every top-level session."""
     big = replace(config, kv_capacity_tokens=UNBOUNDED_TOKENS, context_length=UNBOUNDED_TOKENS)

@@ -76,7 +76,7 @@ class Simulator:
         limits: Mapping[str, float] | None = None,
         horizon_s: float | None = None,
         sample_period_s: float = 30.0,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], object] | None = None,
     ) -> None:
         if not 1 <= replicas <= 4096:
             raise SimError(f"replicas must be in 1..4096, got {replicas}")

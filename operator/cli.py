@@ -36,6 +36,9 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--retry-delay", type=float, default=30.0, help="seconds before retrying temporary errors"
     )
+    run.add_argument(
+        "--liveness", default=None, help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz"
+    )
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(handler=_run)
     render = sub.add_parser("render", help="print the objects a ReplicaPool/TenantPolicy YAML yields")
@@ -63,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         kube=kube,
     )
     try:
-        asyncio.run(run(settings, namespaces=tuple(args.namespace)))
+        asyncio.run(run(settings, namespaces=tuple(args.namespace), liveness_endpoint=args.liveness))
     except KeyboardInterrupt:
         return 130
     return 0

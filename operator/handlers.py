@@ -314,8 +314,12 @@ async def run(
     namespaces: tuple[str, ...] = (),
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
+    liveness_endpoint: str | None = None,
 ) -> None:
-    """Run the operator until ``stop_flag`` is set (or forever)."""
+    """Run the operator until ``stop_flag`` is set (or forever).
+
+    ``liveness_endpoint`` (e.g. ``http://0.0.0.0:8080/healthz``) serves kopf's health probe.
+    """
     await kopf.operator(
         registry=build_registry(settings),
         memo=make_memo(settings),
@@ -324,4 +328,5 @@ async def run(
         namespaces=namespaces,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
+        liveness_endpoint=liveness_endpoint,
     )

@@ -1,0 +1,288 @@
+"""Child processes of the live benchmark, their readiness, and the CPU guard.
+
+:class:`Proc` starts one command (stdout/stderr to a log file in the run folder), knows its
+pid and real command line (read back from ``/proc/<pid>/cmdline``, so the report shows what
+actually ran) and stops it with SIGTERM, then SIGKILL after ``stop_timeout_s``.
+:func:`wait_http` polls a URL until it answers 200 within a bounded timeout (never a fixed
+sleep) and fails early when the process died.
+
+CPU guard (:class:`CpuSampler`): every ``period_s`` it reads ``utime + stime`` of every
+watched pid from ``/proc/<pid>/stat`` (all threads of the process) and records the CPU used
+in that interval, in cores. A run is **invalid** when, over any window of ``window_s`` wall
+seconds, one process used more than ``per_process_limit`` cores (0.9: it saturated its core,
+so the run measured the machine, not the scheduler), or all processes together used more than
+``machine_limit`` x the machine's cores (0.9: the machine itself was saturated, so processes
+were waiting for a core). Both limits and the window are constructor arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class BenchProcessError(RuntimeError):
+    """A benchmark child process failed to start, exited early or never became ready."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def read_cmdline(pid: int) -> list[str]:
+    """The process's real argv from ``/proc`` (empty when it is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """``utime + stime`` of ``pid`` in seconds (all its threads), None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (comm) may contain spaces: split after its closing parenthesis.
+    rest = text[text.rfind(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+class Proc:
+    """One child process with a role name (``replica-0``, ``sglang-router``, ``saga``)."""
+
+    def __init__(self, role: str, argv: Sequence[str], log_path: Path, *, stop_timeout_s: float = 10.0):
+        self.role = role
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.stop_timeout_s = stop_timeout_s
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        try:
+            self.popen = subprocess.Popen(
+                self.argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except OSError as e:
+            self._log.close()
+            raise BenchProcessError(f"{role}: cannot start {self.argv[0]}: {e}") from None
+        self.cmdline = read_cmdline(self.popen.pid) or self.argv
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, n: int = 2000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        return ""
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=self.stop_timeout_s)
+        self._log.close()
+
+
+async def wait_http(
+    http: aiohttp.ClientSession,
+    url: str,
+    proc: Proc | None,
+    *,
+    timeout_s: float,
+    method: str = "GET",
+    json_body: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Poll ``url`` until it answers 200; raise :class:`BenchProcessError` on timeout or exit."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last: object = None
+    delay = 0.05
+    while True:
+        if proc is not None and not proc.alive():
+            raise BenchProcessError(
+                f"{proc.role} exited with {proc.popen.returncode} before {url} was ready:\n{proc.log_tail()}"
+            )
+        try:
+            async with http.request(
+                method, url, json=json_body, headers=headers, timeout=aiohttp.ClientTimeout(total=5)
+            ) as r:
+                await r.read()
+                last = r.status
+                if r.status == 200:
+                    return
+        except (aiohttp.ClientError, TimeoutError) as e:
+            last = e
+        if loop.time() > deadline:
+            role = proc.role if proc is not None else url
+            raise BenchProcessError(f"{role}: {url} not ready in {timeout_s:g} s (last: {last!r})")
+        await asyncio.sleep(delay)
+        delay = min(0.5, delay * 1.5)
+
+
+# ----------------------------------------------------------------------------- CPU guard
+
+
+@dataclass(slots=True)
+class CpuTrace:
+    """CPU used by one process: ``cores[i]`` over the interval ending at ``t_s[i]`` (wall)."""
+
+    role: str
+    pid: int
+    t_s: list[float] = field(default_factory=list)
+    cores: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuVerdict:
+    valid: bool
+    reasons: tuple[str, ...]
+    peak_by_role: Mapping[str, float]  # highest window mean per role, cores
+    mean_by_role: Mapping[str, float]  # whole-run mean per role, cores
+    machine_peak: float  # highest window mean of all processes together, cores
+    machine_cores: int
+    window_s: float
+
+
+class CpuSampler:
+    """Samples the CPU use of watched pids; see the module docstring for the verdict."""
+
+    def __init__(
+        self,
+        *,
+        period_s: float = 0.5,
+        window_s: float = 5.0,
+        per_process_limit: float = 0.9,
+        machine_limit: float = 0.9,
+        machine_cores: int | None = None,
+    ) -> None:
+        self.period_s = period_s
+        self.window_s = window_s
+        self.per_process_limit = per_process_limit
+        self.machine_limit = machine_limit
+        self.machine_cores = machine_cores or os.cpu_count() or 1
+        self.traces: dict[str, CpuTrace] = {}
+        self._last: dict[str, tuple[float, float]] = {}
+
+    def watch(self, role: str, pid: int) -> None:
+        self.traces[role] = CpuTrace(role, pid)
+        c = cpu_seconds(pid)
+        if c is not None:
+            self._last[role] = (time.monotonic(), c)
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        for role, tr in self.traces.items():
+            c = cpu_seconds(tr.pid)
+            prev = self._last.get(role)
+            if c is None:
+                continue
+            if prev is not None and now > prev[0]:
+                tr.t_s.append(now)
+                tr.cores.append(max(0.0, (c - prev[1]) / (now - prev[0])))
+            self._last[role] = (now, c)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.period_s)
+        self.sample()
+
+    def verdict(self) -> CpuVerdict:
+        return cpu_verdict(
+            list(self.traces.values()),
+            window_s=self.window_s,
+            per_process_limit=self.per_process_limit,
+            machine_limit=self.machine_limit,
+            machine_cores=self.machine_cores,
+        )
+
+
+def _windows(t: Sequence[float], v: Sequence[float], window_s: float) -> list[float]:
+    """Means of ``v`` over consecutive windows of ``window_s`` (time-weighted by interval)."""
+    if not t:
+        return []
+    out: list[float] = []
+    start = t[0]
+    acc = dur = 0.0
+    prev = t[0] - (t[1] - t[0] if len(t) > 1 else window_s)
+    for ti, vi in zip(t, v, strict=True):
+        dt = max(1e-9, ti - prev)
+        acc += vi * dt
+        dur += dt
+        prev = ti
+        if ti - start >= window_s:
+            out.append(acc / dur)
+            start, acc, dur = ti, 0.0, 0.0
+    if dur > 0 and (not out or dur >= window_s / 2):
+        out.append(acc / dur)
+    return out
+
+
+def cpu_verdict(
+    traces: Sequence[CpuTrace],
+    *,
+    window_s: float,
+    per_process_limit: float,
+    machine_limit: float,
+    machine_cores: int,
+) -> CpuVerdict:
+    """Pure verdict over sampled traces (see the module docstring)."""
+    reasons: list[str] = []
+    peak: dict[str, float] = {}
+    mean: dict[str, float] = {}
+    for tr in traces:
+        w = _windows(tr.t_s, tr.cores, window_s)
+        peak[tr.role] = max(w, default=0.0)
+        mean[tr.role] = sum(tr.cores) / len(tr.cores) if tr.cores else 0.0
+        if peak[tr.role] > per_process_limit:
+            reasons.append(
+                f"{tr.role} (pid {tr.pid}) used {peak[tr.role]:.2f} cores over a {window_s:g} s window "
+                f"(limit {per_process_limit:g})"
+            )
+    # Machine total: sum the processes sample by sample (they are sampled together).
+    n = min((len(tr.cores) for tr in traces if tr.cores), default=0)
+    machine_peak = 0.0
+    if n:
+        ref = next(tr for tr in traces if tr.cores)
+        total = [sum(tr.cores[i] for tr in traces if len(tr.cores) >= n) for i in range(n)]
+        machine_peak = max(_windows(ref.t_s[:n], total, window_s), default=0.0)
+        if machine_peak > machine_limit * machine_cores:
+            reasons.append(
+                f"all processes together used {machine_peak:.2f} of {machine_cores} cores over a "
+                f"{window_s:g} s window (limit {machine_limit:g} x {machine_cores})"
+            )
+    return CpuVerdict(
+        valid=not reasons,
+        reasons=tuple(reasons),
+        peak_by_role=peak,
+        mean_by_role=mean,
+        machine_peak=machine_peak,
+        machine_cores=machine_cores,
+        window_s=window_s,
+    )

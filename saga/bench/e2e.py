@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 from tqdm import tqdm
 
-from saga.bench.procs import CpuSampler, CpuVerdict, read_cmdline
+from saga.bench.procs import CpuSampler, CpuVerdict, pid_listens_on, read_cmdline
 from saga.bench.replay import ReplayConfig, Replayer, ReplicaSampler
 from saga.bench.systems import (
     ROUTER_POLICIES,
@@ -152,6 +152,7 @@ async def run_system(
         proc = front.procs[0]
         peer["cmdline_at_end"] = read_cmdline(proc.pid) or proc.cmdline
         peer["url"] = front.url
+        peer["pid_listens_on_port"] = pid_listens_on(proc.pid, int(front.url.rsplit(":", 1)[1]))
         peer["calls_sent"] = replayer.calls_sent
         totals = sampler.totals()
         peer["replica_requests"] = totals["sglang:num_requests"]
@@ -406,10 +407,10 @@ def render_bench_md(sm: dict[str, Any]) -> str:
         )
     L += ["", "## Live run: peers and replicas (replicas' own /metrics)", ""]
     L += [
-        "| run | front-end process | calls sent | requests replicas served "
+        "| run | front-end process | owns the port | calls sent | requests replicas served "
         "| replica hit rate | evicted tokens |"
     ]
-    L += ["|---|---|---:|---:|---:|---:|"]
+    L += ["|---|---|---|---:|---:|---:|---:|"]
     for k, p in sm["peers"].items():
         rt = sm["replicas"][k]["totals"]
         name = " ".join(str(a) for a in p.get("cmdline_at_end", []))
@@ -417,7 +418,8 @@ def render_bench_md(sm: dict[str, Any]) -> str:
         cmd = f"{name} <- " + " ".join(argv[1:6]) + (" ..." if len(argv) > 6 else "")
         cmd = cmd.replace("|", "\\|")
         L.append(
-            f"| {k} | pid {p.get('pid')}: `{cmd[:160]}` | {p.get('calls_sent')} "
+            f"| {k} | pid {p.get('pid')}: `{cmd[:160]}` | {'yes' if p.get('pid_listens_on_port') else 'NO'} "
+            f"| {p.get('calls_sent')} "
             f"| {rt['sglang:num_requests']:.0f} | {_p(rt['hit_rate'])} | {rt['sglang:evicted_tokens']:.0f} |"
         )
     L += [

@@ -64,6 +64,34 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
+def pid_listens_on(pid: int, port: int) -> bool:
+    """True when ``pid`` owns a TCP socket listening on ``port`` (``/proc/net/tcp{,6}`` + fds).
+
+    Proves which process really served a front-end port (the report's peer check)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f[9])
+    if not inodes:
+        return False
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    return False
+
+
 class Proc:
     """One child process with a role name (``replica-0``, ``sglang-router``, ``saga``)."""
 

@@ -1,0 +1,93 @@
+"""``saga bench e2e`` at a tiny scale: it runs, the report has every section, and the peers
+really were SAGA and the sglang-router processes (no performance assertion)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from saga.bench.cli import build_workload, register
+from saga.bench.e2e import E2ESettings, run_e2e
+from saga.scheduler.report import RunResult
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(
+        importlib.util.find_spec("sglang_router") is None, reason="sglang-router not installed"
+    ),
+]
+
+SECTIONS = (
+    "## Per system",
+    "### Per tenant",
+    "## Live run: validity (CPU guard)",
+    "## Live run: peers and replicas (replicas' own /metrics)",
+    "## Speedups",
+    "Simulator agreement",
+    "## Issue targets (one run)",
+    "### SLO attainment per tenant",
+)
+
+
+def _args(tmp: Path) -> object:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(
+        ["bench", "e2e", "--replicas", "2", "--sessions", "3", "--size", "tiny", "--out", str(tmp)]
+    )
+
+
+async def test_tiny_run_writes_every_section_through_the_real_router(tmp_path: Path) -> None:
+    systems: tuple[str, ...] = ("saga", "cache_aware", "manual")
+    if shutil.which("redis-server") is not None:
+        systems = ("saga", "saga-redis", "cache_aware", "manual")
+    args = _args(tmp_path)
+    w = build_workload("swe_bench", args)  # type: ignore[arg-type]
+    s = E2ESettings(
+        systems=systems,
+        replicas=2,
+        load=0.8,
+        time_scale=4.0,
+        seed=1,
+        out_dir=tmp_path,
+        command="pytest tiny",
+        page_size=64,
+        progress=False,
+    )
+    summary = await run_e2e([w], s, echo=lambda _: None)
+
+    md = (tmp_path / "report.md").read_text()
+    for section in SECTIONS:
+        assert section in md, section
+    assert sorted(p.name for p in tmp_path.glob("*-completion_cdf.png"))
+    assert list(tmp_path.glob("*-speedup.png"))
+    assert list(tmp_path.glob("*-hit_rate.png"))
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert set(bench["cpu"]) == {f"swe_bench/{x}" for x in systems}
+    assert bench["versions"]["sglang-router"] != "not installed"
+
+    total_calls = sum(x.total_calls for x in w.sessions)
+    for system in systems:
+        r = RunResult.from_json((tmp_path / f"swe_bench-{system}.json").read_text())
+        assert len([o for o in r.outcomes if not o.is_subagent]) == len(w.sessions)
+        assert all(o.completed for o in r.outcomes), summary["replicas"][f"swe_bench/{system}"]["errors"]
+        peer = bench["peers"][f"swe_bench/{system}"]
+        assert peer["pid_listens_on_port"], peer  # the process we started served the port we called
+        assert peer["calls_sent"] == total_calls
+        # every call reached a replica (the front end forwarded it; replicas count it themselves)
+        assert bench["replicas"][f"swe_bench/{system}"]["totals"]["sglang:num_requests"] == total_calls
+        argv = " ".join(peer["argv"])
+        if system in ("cache_aware", "manual"):
+            assert "sglang_router.launch_router" in argv
+            assert f"--policy {system}" in argv
+            assert "router" in " ".join(peer["cmdline_at_end"])  # the live process is the router
+            assert str(peer["port"]) in peer["url"]
+        else:
+            assert "saga.bench.serve_scaled" in argv

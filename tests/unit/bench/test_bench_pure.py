@@ -1,0 +1,96 @@
+"""Pure parts of ``saga bench``: prompts reproduce prefix structure, the CPU guard's verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from saga.bench.procs import CpuTrace, cpu_verdict
+from saga.bench.prompts import CHARS_PER_TOKEN, ID_HI, ID_LO, PromptBuilder, prompt_token_ids, token_ids
+from saga.emulator.core import tokenizer
+from saga.graphs.trace import LLMCall, SessionTrace
+
+pytestmark = pytest.mark.unit
+
+
+def _session(sid: str, calls: list[tuple[int, tuple[int, ...]]]) -> SessionTrace:
+    return SessionTrace(
+        session_id=sid,
+        agent_type="t",
+        calls=tuple(
+            LLMCall(start_s=float(i), duration_s=0.5, prompt_tokens=n, output_tokens=4, block_hashes=h)
+            for i, (n, h) in enumerate(calls)
+        ),
+        block_size=4,
+    )
+
+
+def test_equal_block_hashes_give_equal_token_prefixes() -> None:
+    a = _session("a", [(10, (1, 2)), (14, (1, 2, 3))])
+    b = _session("b", [(9, (1, 5))])
+    pb = PromptBuilder()
+    a0, a1, b0 = (prompt_token_ids(pb.call_text(s, i)) for s, i in ((a, 0), (a, 1), (b, 0)))
+    assert (len(a0), len(a1), len(b0)) == (10, 14, 9)
+    assert a1[:8] == a0[:8]  # blocks 1, 2 shared inside the session
+    assert b0[:4] == a0[:4]  # block 1 shared across sessions
+    assert b0[4:8] != a0[4:8]  # block 5 != block 2
+    assert a1[8:] != a0[8:]  # tails are per call
+
+
+def test_text_tokenizes_back_to_the_ids_at_fixed_width() -> None:
+    ids = token_ids(12345, 300)
+    assert all(ID_LO <= t < ID_HI for t in ids)
+    text = PromptBuilder().block_text(12345, 300)
+    assert len(text) == CHARS_PER_TOKEN * 300
+    assert tokenizer.encode(text) == ids  # the emulator's tokenizer maps the words back
+    assert token_ids(12345, 10) == ids[:10]  # prefix-stable stream
+
+
+def test_session_without_hashes_is_append_only() -> None:
+    s = SessionTrace(
+        session_id="x",
+        agent_type="t",
+        calls=(LLMCall(0.0, 1.0, 5, 1), LLMCall(2.0, 1.0, 9, 1)),
+    )
+    pb = PromptBuilder()
+    first, second = prompt_token_ids(pb.call_text(s, 0)), prompt_token_ids(pb.call_text(s, 1))
+    assert second[:5] == first
+
+
+def _trace(role: str, cores: list[float], period: float = 1.0) -> CpuTrace:
+    return CpuTrace(role, 1, [period * (i + 1) for i in range(len(cores))], cores)
+
+
+def test_cpu_guard_flags_a_saturated_process() -> None:
+    v = cpu_verdict(
+        [_trace("router", [0.2] * 10 + [0.98] * 10), _trace("saga", [0.3] * 20)],
+        window_s=5.0,
+        per_process_limit=0.9,
+        machine_limit=0.9,
+        machine_cores=4,
+    )
+    assert not v.valid
+    assert "router" in v.reasons[0]
+    assert v.peak_by_role["router"] == pytest.approx(0.98)
+
+
+def test_cpu_guard_flags_a_saturated_machine_and_passes_a_quiet_one() -> None:
+    busy = [_trace(f"replica-{i}", [0.7] * 12) for i in range(3)]
+    v = cpu_verdict(busy, window_s=5.0, per_process_limit=0.9, machine_limit=0.9, machine_cores=2)
+    assert not v.valid
+    assert "all processes" in v.reasons[0]
+    assert v.machine_peak == pytest.approx(2.1)
+    quiet = [_trace(f"replica-{i}", [0.2] * 12) for i in range(3)]
+    ok = cpu_verdict(quiet, window_s=5.0, per_process_limit=0.9, machine_limit=0.9, machine_cores=2)
+    assert ok.valid
+    assert not ok.reasons
+
+
+def test_a_short_spike_below_the_window_does_not_invalidate() -> None:
+    v = cpu_verdict(
+        [_trace("saga", [0.1] * 4 + [1.0] + [0.1] * 5)],
+        window_s=5.0,
+        per_process_limit=0.9,
+        machine_limit=0.9,
+        machine_cores=2,
+    )
+    assert v.valid

@@ -47,6 +47,12 @@ def register(subparsers: Any) -> None:
     e.add_argument("--kv-capacity-tokens", type=int, default=None)
     e.add_argument("--out", required=True, help="report folder")
     e.add_argument("--no-simulate", action="store_true", help="skip the simulator agreement")
+    e.add_argument(
+        "--replica-url",
+        action="append",
+        default=[],
+        help="use this running replica instead of emulated ones (repeatable; real SGLang, bench/gpu)",
+    )
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(handler=run_bench_e2e)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
@@ -133,6 +139,8 @@ def run_bench_e2e(args: argparse.Namespace) -> int:
     if bad or not systems:
         print(f"saga bench e2e: unknown system(s) {bad}; known: {', '.join(SYSTEMS)}", file=sys.stderr)
         return 2
+    if args.replica_url:
+        args.replicas = len(args.replica_url)
     if args.replicas < 1 or not args.time_scale > 0 or not args.load > 0 or args.sessions < 1:
         print(
             "saga bench e2e: need --replicas >= 1, --sessions >= 1, --load > 0, --time-scale > 0",
@@ -156,6 +164,7 @@ def run_bench_e2e(args: argparse.Namespace) -> int:
         page_size=next((s.block_size for w in workloads for s in w.sessions if s.block_size), 64),
         progress=not args.no_progress,
         simulate=not args.no_simulate,
+        external_replicas=tuple(args.replica_url),
     )
     with contextlib.suppress(ImportError):
         import uvloop

@@ -42,6 +42,7 @@ from saga.bench.systems import (
     SAGA_SYSTEMS,
     EmulatorSettings,
     api_key,
+    external_cluster,
     sglang_router_version,
     start_cluster,
     start_front,
@@ -80,6 +81,9 @@ class E2ESettings:
     cpu_window_s: float = 5.0
     progress: bool = True
     simulate: bool = True  # also run the simulator on the same workload (agreement)
+    # Replicas already running (real SGLang on a GPU machine, bench/gpu): used instead of
+    # emulated ones; their caches are flushed (POST /flush_cache) before every system.
+    external_replicas: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -116,7 +120,10 @@ async def run_system(
         context_length=cfg.context_length,
     )
     tag = f"{w.name}-{system}"
-    cluster = await start_cluster(s.replicas, emu, log_dir, http, tag)
+    if s.external_replicas:
+        cluster = await external_cluster(s.external_replicas, http)
+    else:
+        cluster = await start_cluster(s.replicas, emu, log_dir, http, tag)
     front = None
     try:
         tenants = {t: spec.weight for t, spec in w.tenants.items()}

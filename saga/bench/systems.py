@@ -85,6 +85,15 @@ async def start_cluster(
     return Cluster(procs, urls)
 
 
+async def external_cluster(urls: Sequence[str], http: aiohttp.ClientSession) -> Cluster:
+    """Replicas started elsewhere (real SGLang): wait for /health, then flush their caches."""
+    out = {f"replica-{i}": u.rstrip("/") for i, u in enumerate(urls)}
+    for url in out.values():
+        await wait_http(http, url + "/health", None, timeout_s=READY_TIMEOUT_S)
+        await wait_http(http, url + "/flush_cache", None, timeout_s=READY_TIMEOUT_S, method="POST")
+    return Cluster([], out)
+
+
 @dataclass(slots=True)
 class Front:
     """The system under test: its processes (SAGA or the router, maybe redis) and its URL."""

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# saga bench e2e against REAL SGLang replicas on a GPU machine (unattended).
+#
+#   bench/gpu/run.sh [OUT_DIR]          # env: GPUS (default: all), SHAPE (8b|tiny), SESSIONS,
+#                                       #      LOAD, SIZE, WORKLOADS, SGLANG_SPEC, EXTRA_SGLANG_ARGS
+#
+# 1. installs sglang (pip, pinned by SGLANG_SPEC) if it is missing;
+# 2. writes a local model folder (bench/gpu/make_model.py: Llama config + word-level
+#    tokenizer; weights are dummy, so no model hub is needed);
+# 3. starts one `python -m sglang.launch_server` per GPU with --load-format dummy,
+#    --enable-metrics, and --enable-session-radix-cache / --enable-priority-scheduling when this
+#    SGLang version has them (checked in --help, never assumed);
+# 4. runs `saga bench e2e --replica-url ...` (every system: SAGA, SAGA+Redis, the real
+#    sglang-router cache_aware/round_robin/manual; caches flushed between systems) at time
+#    scale 1 (real GPUs run in real time);
+# 5. writes everything (report, server logs, nvidia-smi, pip freeze) under OUT_DIR and stops
+#    the servers on exit.
+#
+# Status: written for this project's GPU runs; NOT run on the 2-core CPU machine it was
+# developed on (no GPU there). See docs/bench.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+OUT="${1:-$ROOT/bench/results/e2e_gpu_$(date +%Y-%m-%d_%H%M%S)}"
+SHAPE="${SHAPE:-8b}"
+SESSIONS="${SESSIONS:-32}"
+LOAD="${LOAD:-0.8}"
+SIZE="${SIZE:-full}"
+WORKLOADS="${WORKLOADS:-swe_bench webarena multi_tenant}"
+SGLANG_SPEC="${SGLANG_SPEC:-sglang>=0.5,<0.6}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT/logs"
+exec > >(tee -a "$OUT/run.log") 2>&1
+echo "date: $(date -Is)  host: $(hostname)  out: $OUT"
+
+cd "$ROOT"
+if ! "$PY" -c "import saga" 2>/dev/null; then "$PY" -m pip install -e ".[dev]"; fi
+if ! "$PY" -c "import sglang" 2>/dev/null; then "$PY" -m pip install "$SGLANG_SPEC"; fi
+nvidia-smi > "$OUT/nvidia-smi.txt" || true
+"$PY" -m pip freeze > "$OUT/pip-freeze.txt"
+
+MODEL="$OUT/model"
+"$PY" bench/gpu/make_model.py "$MODEL" --shape "$SHAPE"
+
+HELP="$("$PY" -m sglang.launch_server --help 2>/dev/null || true)"
+FLAGS=(--load-format dummy --enable-metrics --host 127.0.0.1 --context-length 262144)
+for f in --enable-session-radix-cache --enable-priority-scheduling; do
+  if grep -q -- "$f" <<<"$HELP"; then FLAGS+=("$f"); else echo "note: this sglang has no $f"; fi
+done
+# shellcheck disable=SC2206
+FLAGS+=(${EXTRA_SGLANG_ARGS:-})
+
+if [[ -z "${GPUS:-}" ]]; then GPUS="$(nvidia-smi --query-gpu=index --format=csv,noheader | paste -sd, -)"; fi
+IFS=',' read -r -a GPU_LIST <<<"$GPUS"
+PIDS=()
+URLS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait || true; }
+trap cleanup EXIT
+port=31000
+for g in "${GPU_LIST[@]}"; do
+  CUDA_VISIBLE_DEVICES="$g" "$PY" -m sglang.launch_server --model-path "$MODEL" --port "$port" \
+    "${FLAGS[@]}" > "$OUT/logs/sglang-gpu$g.log" 2>&1 &
+  PIDS+=($!)
+  URLS+=(--replica-url "http://127.0.0.1:$port")
+  port=$((port + 1))
+done
+echo "started ${#PIDS[@]} SGLang servers: ${URLS[*]}"
+for u in "${URLS[@]}"; do
+  [[ "$u" == --replica-url ]] && continue
+  for _ in $(seq 1 180); do curl -sf "$u/health" >/dev/null && break; sleep 5; done
+  curl -sf "$u/health" >/dev/null || { echo "server $u not healthy after 15 min"; exit 1; }
+done
+
+WL=()
+for w in $WORKLOADS; do WL+=(--workload "$w"); done
+"$PY" -m saga.cli bench e2e "${WL[@]}" "${URLS[@]}" --sessions "$SESSIONS" --load "$LOAD" \
+  --size "$SIZE" --time-scale 1 --out "$OUT" --no-progress || echo "saga bench e2e exited with $?"
+echo "done: $OUT/report.md"

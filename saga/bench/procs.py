@@ -12,7 +12,9 @@ in that interval, in cores. A run is **invalid** when, over any window of ``wind
 seconds, one process used more than ``per_process_limit`` cores (0.9: it saturated its core,
 so the run measured the machine, not the scheduler), or all processes together used more than
 ``machine_limit`` x the machine's cores (0.9: the machine itself was saturated, so processes
-were waiting for a core). Both limits and the window are constructor arguments.
+were waiting for a core). The whole machine's busy time (``/proc/stat``, every user's
+processes, pseudo-role ``@machine``) counts against the same machine limit: a run disturbed by
+other work on the machine is invalid too. Both limits and the window are constructor arguments.
 """
 
 from __future__ import annotations
@@ -90,6 +92,19 @@ def pid_listens_on(pid: int, port: int) -> bool:
             if link.startswith("socket:[") and link[8:-1] in inodes:
                 return True
     return False
+
+
+MACHINE = "@machine"  # pseudo-role: the whole machine's busy CPU from /proc/stat
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all cores spent busy (everything but idle and iowait) since boot."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    v = [int(x) for x in first[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
 
 
 class Proc:
@@ -222,10 +237,17 @@ class CpuSampler:
         if c is not None:
             self._last[role] = (time.monotonic(), c)
 
+    def watch_machine(self) -> None:
+        """Also sample the whole machine (other users' processes count against validity)."""
+        self.traces[MACHINE] = CpuTrace(MACHINE, 0)
+        c = machine_busy_seconds()
+        if c is not None:
+            self._last[MACHINE] = (time.monotonic(), c)
+
     def sample(self) -> None:
         now = time.monotonic()
         for role, tr in self.traces.items():
-            c = cpu_seconds(tr.pid)
+            c = machine_busy_seconds() if role == MACHINE else cpu_seconds(tr.pid)
             prev = self._last.get(role)
             if c is None:
                 continue
@@ -284,6 +306,8 @@ def cpu_verdict(
     reasons: list[str] = []
     peak: dict[str, float] = {}
     mean: dict[str, float] = {}
+    machine = next((tr for tr in traces if tr.role == MACHINE), None)
+    traces = [tr for tr in traces if tr.role != MACHINE]
     for tr in traces:
         w = _windows(tr.t_s, tr.cores, window_s)
         peak[tr.role] = max(w, default=0.0)
@@ -305,6 +329,15 @@ def cpu_verdict(
                 f"all processes together used {machine_peak:.2f} of {machine_cores} cores over a "
                 f"{window_s:g} s window (limit {machine_limit:g} x {machine_cores})"
             )
+    if machine is not None and machine.cores:
+        whole = max(_windows(machine.t_s, machine.cores, window_s), default=0.0)
+        peak[MACHINE] = whole
+        if whole > machine_limit * machine_cores and not any("all processes" in r for r in reasons):
+            reasons.append(
+                f"the machine (all users' processes, /proc/stat) was busy {whole:.2f} of {machine_cores} "
+                f"cores over a {window_s:g} s window (limit {machine_limit:g} x {machine_cores})"
+            )
+        machine_peak = max(machine_peak, whole)
     return CpuVerdict(
         valid=not reasons,
         reasons=tuple(reasons),

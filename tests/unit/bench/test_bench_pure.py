@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from saga.bench.procs import CpuTrace, cpu_verdict
+from saga.bench.procs import MACHINE, CpuTrace, cpu_verdict
 from saga.bench.prompts import CHARS_PER_TOKEN, ID_HI, ID_LO, PromptBuilder, prompt_token_ids, token_ids
 from saga.emulator.core import tokenizer
 from saga.graphs.trace import LLMCall, SessionTrace
@@ -94,3 +94,11 @@ def test_a_short_spike_below_the_window_does_not_invalidate() -> None:
         machine_cores=2,
     )
     assert v.valid
+
+
+def test_a_busy_machine_invalidates_even_when_our_processes_are_quiet() -> None:
+    quiet = [_trace("saga", [0.1] * 12), _trace(MACHINE, [1.95] * 12)]
+    v = cpu_verdict(quiet, window_s=5.0, per_process_limit=0.9, machine_limit=0.9, machine_cores=2)
+    assert not v.valid
+    assert "all users" in v.reasons[0]
+    assert MACHINE not in [r.split()[0] for r in v.reasons if "pid" in r]

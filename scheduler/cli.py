@@ -21,6 +21,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from saga.graphs.predict import AEGPredictor
 from saga.scheduler.report import ReportError, build_report, write_report
 from saga.scheduler.sim.limits import emulator_demand, physical_limits
 from saga.scheduler.sim.loop import SimError, Simulator
+from saga.scheduler.sim.profiles import DEFAULT_PROFILE, PROFILES
 from saga.scheduler.sim.systems import SYSTEMS, UnknownSystem, get_system
 from saga.scheduler.workloads import WORKLOADS, WorkloadError, get_workload
 from saga.scheduler.workloads.model import Workload
@@ -59,18 +61,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--horizon-s", type=float, default=None, help="stop the simulation at this time (s)")
     p.add_argument("--baseline", default=None, help="speedup baseline (default cache_aware if run)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--replica-profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)}")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_simulate)
 
 
-def sim_config(page_size: int) -> ReplicaConfig:
-    """The emulator's default replica (Llama-3.1-8B on one H100) with the trace's page size.
-
-    The context length is raised to 1M tokens: agent traces hold prompts longer than the 128k
-    of the named model, and rejecting them would measure the model, not the scheduler.
-    """
-    return ReplicaConfig(page_size=page_size, context_length=1 << 20)
+def sim_config(profile: str, page_size: int) -> ReplicaConfig:
+    """The named replica profile (``sim/profiles.py``) with the trace's page size."""
+    if profile not in PROFILES:
+        raise SimError(f"unknown replica profile {profile!r}; known: {', '.join(PROFILES)}")
+    return replace(PROFILES[profile], page_size=page_size)
 
 
 def _progress(total: int, desc: str, quiet: bool) -> tqdm[Any]:
@@ -97,11 +98,11 @@ def run_simulate(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        cfg = sim_config(64)
+        cfg = sim_config(args.replica_profile, 64)
         w = build_workload(args, cfg)
         bs = next((s.block_size for s in w.sessions if s.block_size), 64)
         if bs != cfg.page_size:
-            cfg = sim_config(bs)
+            cfg = sim_config(args.replica_profile, bs)
         t_wl = time.perf_counter() - t0
         with _progress(len(w.sessions), "physical limits", args.no_progress) as bar:
             limits = physical_limits(w, cfg, progress=bar.update)

@@ -119,31 +119,26 @@ class EngineParts:
             acts += self._release(s, "moved")
         own = s.pin.tokens if s.pin is not None else 0
         cap = rs.max_pinned_fraction * r.kv_total
+        mine = ret.release_score(rs.release_order, s, pred, now)
         if r.pinned_tokens - own + s.context_tokens > cap:
-            mine = ret.release_score(rs.release_order, s, pred, now)
             for other in self._release_order(r, exclude=s.session_id):
                 if r.pinned_tokens - own + s.context_tokens <= cap:
                     break
-                o_pred = ret.predict(self.predictor, other, now)
-                if ret.release_score(rs.release_order, other, o_pred, now) <= mine:
+                if other.pin is None or other.pin.score <= mine:
                     break
                 acts += self._release(other, "memory_pressure")
             if r.pinned_tokens - own + s.context_tokens > cap:
                 return acts + self._release(s, "memory_pressure")
         until = now + ttl
-        self._pins.add(s, r, until, now, self._gran)
+        self._pins.add(s, r, until, now, self._gran, mine)
         s.open_on = r.replica_id
         acts.append(Pin(s.session_id, r.replica_id, until))
         return acts
 
     def _release_order(self, r: ReplicaState, exclude: str) -> list[SessionState]:
-        now = self.clock.now()
-        order = self.settings.retention.release_order
+        """Sessions pinned on ``r``, the one to release first first (scores taken at pin time)."""
         cands = [self.sessions[x] for x in r.pinned if x != exclude and x in self.sessions]
-        return sorted(
-            cands,
-            key=lambda o: -ret.release_score(order, o, ret.predict(self.predictor, o, now), now),
-        )
+        return sorted(cands, key=lambda o: -(o.pin.score if o.pin is not None else 0.0))
 
     def _make_room(self, r: ReplicaState, call: CallState) -> list[Action]:
         if not self.settings.retention.enabled or not r.pinned:
@@ -171,7 +166,8 @@ class EngineParts:
             if ttl is not None:
                 s.pin.extensions += 1
                 until = now + ttl
-                self._pins.add(s, r, until, now, self._gran)
+                score = ret.release_score(rs.release_order, s, pred, now)
+                self._pins.add(s, r, until, now, self._gran, score)
                 return [Pin(s.session_id, r.replica_id, until)]
         return self._release(s, "expired")
 

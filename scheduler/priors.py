@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from saga.graphs.api import QUANTILE_LEVELS, NextCallPrediction, RemainingWork, SessionPosition
 from saga.graphs.trace import SessionTrace
@@ -83,16 +84,12 @@ class _LogNormal:
         return 0.5 * math.erfc(z / math.sqrt(2))
 
 
+_STD_NORMAL = NormalDist()
+
+
 def _inv_norm(p: float) -> float:
-    """Acklam-free bisection on erfc: accurate enough for conditioning (p in (0,1))."""
-    lo, hi = -8.0, 8.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if 0.5 * math.erfc(-mid / math.sqrt(2)) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    """Standard normal quantile."""
+    return _STD_NORMAL.inv_cdf(p)
 
 
 class PriorPredictor:

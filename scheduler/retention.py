@@ -79,7 +79,7 @@ def release_score(order: str, s: SessionState, pred: NextCallPrediction | None, 
     if order == "largest":
         return float(tokens)
     if order == "oldest":
-        return now - (s.pin.since if s.pin else now)
+        return -(s.pin.since if s.pin else now)  # pinned earliest = released first
     if pred is None:
         return float(tokens)
     p = max(1e-3, pred.prob_next_within(pred.gap_quantiles_s[-1]))
@@ -93,15 +93,19 @@ class PinBook:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
 
-    def add(self, s: SessionState, r: ReplicaState, until: float, now: float, granularity: int) -> None:
+    def add(
+        self, s: SessionState, r: ReplicaState, until: float, now: float, granularity: int, score: float = 0.0
+    ) -> None:
+        """Pin (or re-pin) ``s`` on ``r`` until ``until``; ``score``: its release priority."""
         if s.pin is None:
-            s.pin = PinState(r.replica_id, until, now, tokens=s.context_tokens)
+            s.pin = PinState(r.replica_id, until, now, tokens=s.context_tokens, score=score)
             r.pinned[s.session_id] = None
             r.pinned_tokens += s.context_tokens
         else:
             r.pinned_tokens += s.context_tokens - s.pin.tokens
             s.pin.tokens = s.context_tokens
             s.pin.until = until
+            s.pin.score = score
         if s.active_call is None:
             _commit_context(s, r, granularity)
         self._seq += 1

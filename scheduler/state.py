@@ -106,6 +106,7 @@ class PinState:
     since: float
     extensions: int = 0
     tokens: int = 0  # context tokens counted in the replica's pinned_tokens
+    score: float = 0.0  # release priority computed when pinned (higher: released first)
 
 
 @dataclass(slots=True)

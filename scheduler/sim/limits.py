@@ -1,11 +1,12 @@
-"""Physical limit: each session replayed alone on an idle replica with an infinite cache.
+"""Physical limit (each session alone on an idle replica with an infinite cache) and load.
 
-The session (with its sub-agents) runs through the very same simulator loop and replica
-model as every system, on one replica whose KV pool and context length are unbounded
-(2^34 tokens), with round-robin placement and nothing else; no other session exists. So the
-limit uses the replica model's exact iteration-time arithmetic (prefill, decode and KV-read
-costs) and the same replay rules as the runs it is compared with. Its only pessimism: the
-first call computes the agent's shared system prompt, which a warm cluster would hold.
+:func:`physical_limits` replays each session with ``workloads.demand.replay_end_s`` (the
+replay rules the simulator follows) where a call takes exactly what the replica model's
+iteration arithmetic gives at batch size one (:func:`alone_call_s`): its uncached prompt
+(infinite cache, the agent's shared prefix warm) prefilled in chunks, each chunk attending
+the prefix before it, then ``output - 1`` decode iterations whose KV read grows by a token
+each. :func:`simulated_limits` obtains the same figure by running each session alone through
+the simulator itself on one unbounded replica (slow; the tests check the two agree).
 """
 
 from __future__ import annotations
@@ -17,13 +18,43 @@ from saga.emulator.core import ReplicaConfig
 from saga.graphs.trace import SessionTrace
 from saga.scheduler.sim.loop import Simulator
 from saga.scheduler.sim.systems import BASELINES
-from saga.scheduler.workloads.demand import new_prefill_tokens
+from saga.scheduler.workloads.demand import new_prefill_tokens, replay_end_s
 from saga.scheduler.workloads.model import Workload
 
 UNBOUNDED_TOKENS = 1 << 34
 
 
+def alone_call_s(prompt: int, new: int, output: int, config: ReplicaConfig) -> float:
+    """Seconds a call takes alone on an idle replica of ``config`` (the model's arithmetic)."""
+    t = config.timing
+    new = max(1, min(new, prompt)) if prompt > 0 else 1
+    cached = max(0, prompt - new)
+    total = 0.0
+    done = 0
+    while done < new:
+        take = min(config.chunked_prefill_size, new - done)
+        total += t.fixed_overhead_s + t.prefill_s_per_token * take + t.kv_read_s_per_token * (cached + done)
+        done += take
+    n = max(0, output - 1)
+    r = t.kv_read_s_per_token
+    total += n * (t.fixed_overhead_s + t.decode_s_per_seq + r * (prompt + 1)) + r * n * (n - 1) / 2
+    return total
+
+
 def physical_limits(
+    workload: Workload, config: ReplicaConfig, progress: Callable[[int], object] | None = None
+) -> dict[str, float]:
+    """Session id -> physical limit in seconds, for every top-level session."""
+    out: dict[str, float] = {}
+    for s in workload.sessions:
+        end = replay_end_s(s, lambda new, c: alone_call_s(c.prompt_tokens, new, c.output_tokens, config))
+        out[s.session_id] = max(end, 1e-6)
+        if progress is not None:
+            progress(1)
+    return out
+
+
+def simulated_limits(
     workload: Workload, config: ReplicaConfig, progress: Callable[[int], object] | None = None
 ) -> dict[str, float]:
     """Session id -> physical limit in seconds, for every top-level session."""

@@ -94,23 +94,26 @@ class SagaPlacement(PlacementBase):
         best: ReplicaView | None = None
         best_cost = float("inf")
         home: ReplicaView | None = None
-        home_bound = 0.0
-        for lb, _, r in bounds:
-            if r.replica_id == request.home:
-                home, home_bound = r, lb
-            if lb >= best_cost:
-                if home is not None or request.home is None:
+        home_cost = 0.0
+        if request.home is not None:  # seed the search with the home: it usually wins
+            for lb, rid, r in bounds:
+                if rid == request.home:
+                    home, home_cost = r, lb + self.prefix_s(request, r)
+                    best, best_cost = home, home_cost
                     break
+        for lb, _, r in bounds:
+            if lb >= best_cost:
+                break  # sorted by the bound: no later replica can be cheaper
+            if r is home:
                 continue
             c = lb + self.prefix_s(request, r)
             if c < best_cost:
                 best, best_cost = r, c
         assert best is not None
         aff = self.affinity
-        if aff.enabled and home is not None and home is not best and home.load < aff.load_bound:
-            home_cost = home_bound + self.prefix_s(request, home)
-            if home_cost <= best_cost * aff.move_margin:
-                self.last_reason = "affinity"
-                return home.replica_id
+        keep_home = aff.enabled and home is not None and home is not best and home.load < aff.load_bound
+        if keep_home and home is not None and home_cost <= best_cost * aff.move_margin:
+            self.last_reason = "affinity"
+            return home.replica_id
         self.last_reason = "affinity" if best.replica_id == request.home else "cost"
         return best.replica_id

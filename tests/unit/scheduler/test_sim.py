@@ -1,0 +1,92 @@
+"""The cluster simulator on small workloads: completion, determinism, limits, pins, CLI."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from saga.cli import main as saga_main
+from saga.graphs.trace import LLMCall, SessionTrace, SubAgent, ToolCall
+from saga.scheduler.sim.limits import physical_limits, simulated_limits
+from saga.scheduler.sim.loop import Simulator
+from saga.scheduler.sim.profiles import PROFILES
+from saga.scheduler.sim.systems import SYSTEMS, get_system
+from saga.scheduler.workloads.model import TenantSpec, Workload
+
+pytestmark = pytest.mark.unit
+
+CFG = replace(PROFILES["llama8b-h100"], page_size=16, kv_capacity_tokens=60_000)
+
+
+def _session(sid: str, start: float, n: int, base: int, sub: SessionTrace | None = None) -> SessionTrace:
+    calls = []
+    hashes: tuple[int, ...] = tuple(range(10_000, 10_064))  # shared 1k-token system prompt
+    t = 0.0
+    for i in range(n):
+        hashes = hashes + tuple(base * 1000 + i * 100 + j for j in range(20))
+        calls.append(LLMCall(t, 1.0, len(hashes) * 16, 40, block_hashes=hashes, stop="tool_use"))
+        t += 1.0 + 2.0 + i  # call, then a tool gap growing with the step
+    tools = tuple(ToolCall("bash", c.end_s, c.end_s + 2.0 + i, i) for i, c in enumerate(calls[:-1]))
+    subs = (SubAgent(0, calls[0].end_s + 0.5, sub),) if sub is not None else ()
+    return SessionTrace(sid, "coder", tuple(calls), tools, subs, tenant="t", start_s=start, block_size=16)
+
+
+def _workload() -> Workload:
+    sub = replace(_session("w0.sub", 0.0, 3, 99), parent_id="w0", agent_type="helper")
+    sessions = tuple(_session(f"w{i}", 0.5 * i, 4 + i % 3, i + 1, sub if i == 0 else None) for i in range(8))
+    return Workload("tiny", sessions, {"t": TenantSpec(slo_factor=2.0)}, seed=0)
+
+
+def _run(name: str, w: Workload, limits: dict[str, float]) -> tuple[float, ...]:
+    r = Simulator(w, get_system(name), 2, CFG, limits=limits).run()
+    r.validate()
+    assert all(o.completed for o in r.outcomes), name
+    assert r.meta["pin_deadline_violations"] == 0
+    tops = {o.session_id: o for o in r.outcomes if not o.is_subagent}
+    assert set(tops) == {s.session_id for s in w.sessions}
+    for sid, o in tops.items():
+        assert o.completion_s >= limits[sid] * 0.99, (name, sid)
+    assert any(o.is_subagent for o in r.outcomes)
+    return tuple(o.end_s for o in r.outcomes)
+
+
+@pytest.mark.parametrize("name", sorted(SYSTEMS))
+def test_every_system_completes_every_session_above_the_limit(name: str) -> None:
+    w = _workload()
+    limits = physical_limits(w, CFG)
+    assert _run(name, w, limits) == _run(name, w, limits)  # deterministic
+
+
+def test_analytic_limits_match_a_lone_replay() -> None:
+    w = _workload()
+    a = physical_limits(w, CFG)
+    b = simulated_limits(w, CFG)
+    for sid in a:
+        assert a[sid] == pytest.approx(b[sid], rel=0.02)
+
+
+def test_saga_keeps_sessions_home_and_pins() -> None:
+    w = _workload()
+    r = Simulator(w, get_system("saga"), 2, CFG).run()
+    rr = Simulator(w, get_system("round_robin"), 2, CFG).run()
+    saga_cached = sum(o.cached_tokens for o in r.outcomes)
+    rr_cached = sum(o.cached_tokens for o in rr.outcomes)
+    assert saga_cached > rr_cached
+    assert sum(o.recomputed_tokens for o in r.outcomes) <= sum(o.recomputed_tokens for o in rr.outcomes)
+
+
+def test_saga_simulate_cli_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    rc = saga_main(
+        [
+            "simulate", "--workload", "webarena", "--replicas", "2", "--sessions", "6", "--seed", "3",
+            "--systems", "saga,sticky", "--out", str(out), "--no-plots", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    for name in ("report.md", "report.json", "saga.json", "sticky.json", "limits.json", "run.json"):
+        assert (out / name).is_file(), name
+    assert "saga" in (out / "report.md").read_text()
+    assert saga_main(["simulate", "--workload", "webarena", "--systems", "nope", "--out", str(out)]) == 2

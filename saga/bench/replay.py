@@ -30,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +48,19 @@ from saga.scheduler.workloads.demand import new_prefill_tokens
 
 class CallFailed(RuntimeError):
     pass
+
+
+_WIRE_BAD = re.compile(r"[^A-Za-z0-9._:-]")
+
+
+def wire_session_id(sid: str) -> str:
+    """The session id as sent in headers: ``[A-Za-z0-9._:-]{1,128}`` (SAGA's rule; workload ids
+    such as ``heavy-0/swe-1-0`` contain ``/``). ``/`` becomes ``:``, any other character ``_``;
+    ids longer than 128 are cut and suffixed with a CRC so they stay unique."""
+    out = _WIRE_BAD.sub(lambda m: ":" if m.group() == "/" else "_", sid) or "_"
+    if len(out) > 128:
+        out = f"{out[:119]}-{zlib.crc32(sid.encode()):08x}"
+    return out
 
 
 @dataclass(slots=True)
@@ -198,9 +213,10 @@ class Replayer:
         return ok
 
     def _headers(self, s: SessionTrace, tenant: str) -> dict[str, str]:
+        sid = wire_session_id(s.session_id)
         h = {
-            "x-session-id": s.session_id,
-            "x-smg-routing-key": s.session_id,
+            "x-session-id": sid,
+            "x-smg-routing-key": sid,
             "x-saga-agent-type": s.agent_type or "agent",
         }
         key = self.cfg.api_keys.get(tenant)

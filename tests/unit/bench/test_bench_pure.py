@@ -102,3 +102,16 @@ def test_a_busy_machine_invalidates_even_when_our_processes_are_quiet() -> None:
     assert not v.valid
     assert "all users" in v.reasons[0]
     assert MACHINE not in [r.split()[0] for r in v.reasons if "pid" in r]
+
+
+def test_wire_session_ids_follow_the_header_rule_and_stay_unique() -> None:
+    import re
+
+    from saga.bench.replay import wire_session_id
+
+    ids = ["heavy-0/swe-1-0", "a b", "x" * 300, "x" * 299 + "y", "ok-1.2:3"]
+    wire = [wire_session_id(i) for i in ids]
+    assert all(re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", w) for w in wire)
+    assert len(set(wire)) == len(ids)
+    assert wire[0] == "heavy-0:swe-1-0"
+    assert wire[-1] == "ok-1.2:3"

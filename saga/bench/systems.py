@@ -29,13 +29,14 @@ from typing import Any
 import aiohttp
 import yaml
 
-from saga.bench.procs import Proc, free_port, wait_http
+from saga.bench.procs import BenchProcessError, Proc, free_port, wait_http
 from saga.bench.prompts import CHARS_PER_TOKEN
 
 ROUTER_POLICIES = ("cache_aware", "round_robin", "manual")
 SAGA_SYSTEMS = ("saga", "saga-redis")
 SYSTEMS = SAGA_SYSTEMS + ROUTER_POLICIES
 READY_TIMEOUT_S = 60.0
+PORT_RETRIES = 3  # relaunches of a replica whose free port was taken before it bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +63,38 @@ async def start_cluster(
 ) -> Cluster:
     procs: list[Proc] = []
     urls: dict[str, str] = {}
-    try:
-        for i in range(n):
-            port = free_port()
-            argv = [
+
+    def launch(i: int) -> tuple[Proc, str]:
+        port = free_port()
+        argv = [
                 sys.executable, "-m", "saga.cli", "emulate", "--replicas", "1",
                 "--host", "127.0.0.1", "--port", str(port), "--time-scale", str(emu.time_scale),
                 "--page-size", str(emu.page_size), "--context-length", str(emu.context_length),
-            ]  # fmt: skip
-            if emu.kv_capacity_tokens is not None:
-                argv += ["--kv-capacity-tokens", str(emu.kv_capacity_tokens)]
-            if emu.enable_priority_scheduling:
-                argv.append("--enable-priority-scheduling")
-            procs.append(Proc(f"replica-{i}", argv, log_dir / f"{tag}-replica-{i}.log"))
-            urls[f"replica-{i}"] = f"http://127.0.0.1:{port}"
-        for p, url in zip(procs, urls.values(), strict=True):
-            await wait_http(http, url + "/health", p, timeout_s=READY_TIMEOUT_S)
+        ]  # fmt: skip
+        if emu.kv_capacity_tokens is not None:
+            argv += ["--kv-capacity-tokens", str(emu.kv_capacity_tokens)]
+        if emu.enable_priority_scheduling:
+            argv.append("--enable-priority-scheduling")
+        return Proc(f"replica-{i}", argv, log_dir / f"{tag}-replica-{i}.log"), f"http://127.0.0.1:{port}"
+
+    try:
+        for i in range(n):
+            p, url = launch(i)
+            procs.append(p)
+            urls[f"replica-{i}"] = url
+        for i in range(n):
+            for attempt in range(PORT_RETRIES + 1):
+                try:
+                    await wait_http(
+                        http, urls[f"replica-{i}"] + "/health", procs[i], timeout_s=READY_TIMEOUT_S
+                    )
+                    break
+                except BenchProcessError:
+                    # Another process took the free port between our probe and the bind: retry.
+                    if attempt == PORT_RETRIES or "address already in use" not in procs[i].log_tail():
+                        raise
+                    procs[i].stop()
+                    procs[i], urls[f"replica-{i}"] = launch(i)
     except BaseException:
         for p in procs:
             p.stop()

@@ -1,0 +1,133 @@
+"""Headline table and ablation table from ``saga simulate`` result folders.
+
+Reads every ``bench/results/sim_*/`` folder (``<system>.json`` RunResults + ``limits.json`` +
+``run.json``), and writes ``bench/results/sim_summary.md``: per workload, SAGA's geometric-mean
+speedup in task completion time over cache_aware and over the best sticky/affinity baseline
+(sticky, affinity, thunder), its ratio to the physical limit, SLO attainment per tenant,
+Jain indices and throughput relative to the best baseline; the geometric mean over the
+workloads; and, for ``sim_ablation_*`` folders, the completion-time increase when each
+mechanism is removed.
+
+    python bench/sim_summary.py [--results bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from saga.scheduler.report import ALL, build_report, load_results
+from saga.scheduler.report.model import RunResult
+
+STICKY_FAMILY = ("sticky", "affinity", "thunder")
+
+
+def speedup(base: RunResult, sys_: RunResult) -> float | None:
+    b = {o.session_id: o.completion_s for o in base.outcomes if o.completed and not o.is_subagent}
+    ratios = [
+        max(b[o.session_id], 1e-9) / max(o.completion_s, 1e-9)
+        for o in sys_.outcomes
+        if o.completed and not o.is_subagent and o.session_id in b
+    ]
+    return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None
+
+
+def gm(xs: list[float]) -> float | None:
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
+
+
+def f(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default="bench/results")
+    args = ap.parse_args(argv)
+    root = Path(args.results)
+    lines = ["# SAGA simulation: headline and ablation", ""]
+    head = [
+        "| workload | sessions | SAGA vs cache_aware | SAGA vs best sticky (which) | SAGA T/limit | "
+        "SAGA SLO (worst tenant) | Jain tasks / tenants | SAGA tok/s vs best baseline |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    vs_ca: list[float] = []
+    vs_st: list[float] = []
+    ablation: list[str] = []
+    commands: list[str] = []
+    for d in sorted(root.glob("sim_*")):
+        if not d.is_dir() or not (d / "limits.json").is_file():
+            continue
+        results = load_results(
+            sorted(
+                str(p) for p in d.glob("*.json") if p.name not in ("limits.json", "run.json", "report.json")
+            )
+        )
+        limits = {k: float(v) for k, v in json.loads((d / "limits.json").read_text()).items()}
+        run = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
+        commands.append(f"- `{run.get('command', '?')}` ({run.get('date', '?')}, {run.get('machine', '?')})")
+        by = {r.system: r for r in results}
+        if "saga" not in by:
+            continue
+        rep = build_report(results, baseline=None, limits=limits)
+        stats = {(g.system, g.tenant): g for g in rep.scenarios[0].stats}
+        saga = by["saga"]
+        if d.name.startswith("sim_ablation"):
+            ablation.append(f"### {d.name}\n")
+            ablation.append("| system | mean T (s) | vs SAGA (completion-time increase) | T/limit | SLO |")
+            ablation.append("|---|---:|---:|---:|---:|")
+            for name, r in by.items():
+                g = stats[(name, ALL)]
+                sp = speedup(r, saga)  # > 1: saga faster than this system
+                inc = None if sp is None else (sp - 1) * 100
+                cells = [name, f(g.mean_s, "{:.1f}"), f(inc, "{:+.1f}%"), f(g.limit_ratio)]
+                cells.append(f(g.slo_attainment, "{:.1%}"))
+                ablation.append("| " + " | ".join(cells) + " |")
+            ablation.append("")
+            continue
+        sp_ca = speedup(by["cache_aware"], saga) if "cache_aware" in by else None
+        st = [(n, speedup(by[n], saga)) for n in STICKY_FAMILY if n in by]
+        st = [(n, s) for n, s in st if s is not None]
+        best_st = min(st, key=lambda t: t[1]) if st else None  # the baseline SAGA beats least
+        g = stats[("saga", ALL)]
+        tenant_slo = [
+            x.slo_attainment
+            for (s, t), x in stats.items()
+            if s == "saga" and t != ALL and x.slo_attainment is not None
+        ]
+        tput = {n: stats[(n, ALL)].tokens_per_s for n in by if n != "saga"}
+        best_tp = max(tput.values()) if tput else None
+        if sp_ca:
+            vs_ca.append(sp_ca)
+        if best_st:
+            vs_st.append(best_st[1])
+        best_name = best_st[0] if best_st else "–"
+        worst_slo = min(tenant_slo) if tenant_slo else None
+        tp_ratio = g.tokens_per_s / best_tp if best_tp else None
+        head.append(
+            " | ".join(
+                [
+                    f"| {saga.workload}",
+                    str(len(limits)),
+                    f"{f(sp_ca)}x",
+                    f"{f(best_st[1] if best_st else None)}x ({best_name})",
+                    f(g.limit_ratio),
+                    f"{f(g.slo_attainment, '{:.1%}')} ({f(worst_slo, '{:.1%}')})",
+                    f"{f(g.jain_tasks, '{:.3f}')} / {f(g.jain_tenants, '{:.3f}')}",
+                    f"{f(tp_ratio)} |",
+                ]
+            )
+        )
+    head.append(f"| **geometric mean** | | **{f(gm(vs_ca))}x** | **{f(gm(vs_st))}x** | | | | |")
+    lines += [*head, "", "## Ablation (one mechanism removed)", "", *ablation, "## Commands", "", *commands]
+    out = root / "sim_summary.md"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

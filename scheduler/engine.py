@@ -85,6 +85,7 @@ from saga.scheduler.state import CallState, ReplicaState, SessionState, sample_h
 
 MAX_ATTEMPTS = 3  # dispatches of one call before a retryable failure becomes final
 PENDING_RETRY_PER_EVENT = 8  # deferred calls re-examined after each completion
+DRAIN_WINDOW = 64  # held calls of one replica ranked by the fairness policy at each dispatch
 
 
 class Engine(EngineParts):
@@ -287,6 +288,7 @@ class Engine(EngineParts):
                 raise TenantMismatch(f"tenant {e.tenant!r} used session {s.session_id!r} of {s.tenant!r}")
             tenant = s.tenant
         call = CallState(e.call_id, e.session_id, tenant, p, e.max_new_tokens, e.priority, self.clock.now())
+        call.sampled, call.unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
         self.calls[call.call_id] = call
         if s is not None and not s.admitted:
             verdict = self.fairness.admit(self._qc(call), self._pressure(tenant), call.submitted_at)
@@ -395,7 +397,7 @@ class Engine(EngineParts):
         if not r.has_slot():
             return False
         p = call.prompt
-        hashes, unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
+        hashes, unit = call.sampled, call.unit
         need = p.num_tokens + call.max_new_tokens
         extra = r.committed.extra_for(hashes, unit, need)
         if call.session_id is not None and call.session_id in r.committed:
@@ -407,9 +409,9 @@ class Engine(EngineParts):
         while r.queue and r.has_slot():
             q = r.queue
             i = 0
-            if len(q) > 1:
+            if len(q) > 1:  # fairness order over the head of the queue (bounded work per dispatch)
                 now = self.clock.now()
-                keys = [self.fairness.queue_key(self._qc(self.calls[c]), now) for c in q]
+                keys = [self.fairness.queue_key(self._qc(self.calls[c]), now) for c in q[:DRAIN_WINDOW]]
                 i = keys.index(min(keys))
             call = self.calls[q[i]]
             if not self._fits(r, call):
@@ -435,7 +437,7 @@ class Engine(EngineParts):
                 s.open_on = r.replica_id
                 engine_session = s.session_id
         p = call.prompt
-        hashes, unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
+        hashes, unit = call.sampled, call.unit
         r.committed.put(call.call_id, hashes, unit, p.num_tokens + call.max_new_tokens)
         r.inflight[call.call_id] = None
         r.inflight_tokens += p.num_tokens + call.max_new_tokens

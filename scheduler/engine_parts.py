@@ -31,6 +31,9 @@ from saga.scheduler.settings import EngineSettings
 from saga.scheduler.state import CallState, ReplicaState, SessionState
 from saga.scheduler.stealing import best_steal
 
+STEAL_MISSES = 4  # thieves without a worthwhile steal before a pass gives up
+STEAL_VICTIMS = 8  # most-queued replicas a thief examines
+
 
 class EngineParts:
     settings: EngineSettings
@@ -75,10 +78,11 @@ class EngineParts:
     # ------------------------------------------------------------------ stealing
 
     def _steal_pass(self, limit: int) -> list[Action]:
+        """Up to ``limit`` steals; gives up after ``STEAL_MISSES`` thieves found nothing worth it."""
         acts: list[Action] = []
-        n = 0
+        n = misses = 0
         for thief in self._eligible_replicas():
-            if n >= limit or self._queued_total == 0:
+            if n >= limit or misses >= STEAL_MISSES or self._queued_total == 0:
                 break
             if thief.queue or not thief.has_slot():
                 continue
@@ -86,10 +90,13 @@ class EngineParts:
             if got:
                 acts += got
                 n += 1
+            else:
+                misses += 1
         return acts
 
     def _steal_into(self, thief: ReplicaState) -> list[Action]:
-        victims = [v for v in self.replicas.values() if v.queue]
+        victims = sorted((v for v in self.replicas.values() if v.queue), key=lambda v: -len(v.queue))
+        victims = victims[:STEAL_VICTIMS]
         plan = best_steal(thief, victims, self.calls, self.settings.cost, self.settings.stealing, self._fits)
         if plan is None:
             return []

@@ -233,3 +233,5 @@ class CallState:
     first_token_at: float | None = None
     dispatched_at: float | None = None
     attempts: int = 0
+    sampled: tuple[int, ...] = ()  # prompt hashes sampled for SharedTokens (computed once)
+    unit: int = 0  # tokens each sampled hash stands for

@@ -247,7 +247,7 @@ class Simulator:
         self._calls[cid] = plan
         ps = self.config.page_size
         n = max(1, c.prompt_tokens)
-        hashes = c.block_hashes[: n // ps] if run.trace.block_size else ()
+        hashes = _keys(c.block_hashes, n // ps) if run.trace.block_size else ()
         prompt = api.Prompt(n, hashes, ps if hashes else 0)
         self._apply(
             self.engine.handle(api.CallSubmitted(cid, sid, prompt, c.output_tokens, tenant=run.trace.tenant))
@@ -309,7 +309,7 @@ class Simulator:
                 m.open_session(sid, now)
         ps = self.config.page_size
         n = max(1, c.prompt_tokens)
-        keys = c.block_hashes[: n // ps] if run.trace.block_size else ()
+        keys = _keys(c.block_hashes, n // ps) if run.trace.block_size else ()
         req = Request.from_page_keys(a.call_id, keys, n, c.output_tokens, session_id=sid, priority=a.priority)
         m.submit(req, now)
         plan.replica = a.replica_id
@@ -413,6 +413,11 @@ class Simulator:
                 "sessions_not_completed": sum(1 for o in outcomes if not o.completed),
             },
         )
+
+
+def _keys(hashes: tuple[int, ...], limit: int) -> tuple[int, ...]:
+    """The prompt's full-page keys (no copy when they already fit)."""
+    return hashes if len(hashes) <= limit else hashes[:limit]
 
 
 def _jsonable(d: Any) -> Any:

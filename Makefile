@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.saga-installed
+# The checkout has a top-level operator/ folder (the package saga.operator). Never let the
+# current directory onto sys.path, or it would shadow the standard library's `operator`.
+export PYTHONSAFEPATH := 1
 
 .PHONY: run test lint typecheck importlint unit integration e2e proto bench clean system-deps
 

@@ -14,3 +14,13 @@ Layout:
 - :mod:`saga.operator.handlers`: thin kopf handlers over the reconcile functions.
 - :mod:`saga.operator.cli`: ``saga operator run``.
 """
+
+if __name__ == "operator":  # pragma: no cover - only when the repo root shadows the stdlib
+    # This folder is meant to be imported as ``saga.operator``. Being imported as the top-level
+    # ``operator`` means the repository root is on ``sys.path`` (``python -m``/``-c`` run from the
+    # checkout) and is hiding the standard library's ``operator`` module.
+    raise ImportError(
+        "the repository's operator/ folder is shadowing Python's standard 'operator' module: "
+        "run Python with -P or PYTHONSAFEPATH=1 when the current directory is the SAGA checkout "
+        "(the Makefile does), or use the installed `saga` command"
+    )

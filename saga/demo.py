@@ -257,7 +257,12 @@ def _print_summary(
         rows.append(("SAGA: calls ok (SDK + OpenAI endpoint)", f"{saga.get('saga_calls_total', 0):.0f}"))
         rows.append(("SAGA: KV pins across tool gaps", f"{saga.get('saga_kv_retention_total', 0):.0f}"))
         rows.append(("SAGA: engine decisions", f"{saga.get('saga_decisions_total', 0):.0f}"))
-        rows.append(("SAGA: sessions finished", f"{saga.get('saga_tasks_total', 0):.0f}"))
+        rows.append(
+            (
+                "SAGA: sessions ended (SDK; OpenAI sessions end when idle)",
+                f"{saga.get('saga_tasks_total', 0):.0f}",
+            )
+        )
     rows.append(("wall time (s)", f"{wall:.1f} at time scale {args.time_scale:g}"))
     width = max(len(k) for k, _ in rows)
     print("SAGA demo: sample agents through the SAGA service on an emulated SGLang cluster")

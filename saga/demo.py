@@ -259,7 +259,7 @@ def _print_summary(
         rows.append(("SAGA: engine decisions", f"{saga.get('saga_decisions_total', 0):.0f}"))
         rows.append(
             (
-                "SAGA: sessions ended (SDK; OpenAI sessions end when idle)",
+                "SAGA: sessions ended (SDK)",
                 f"{saga.get('saga_tasks_total', 0):.0f}",
             )
         )

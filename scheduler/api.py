@@ -56,6 +56,10 @@ class WorkflowHints:
     deadline_s: float | None = None  # task-completion deadline relative to the session start
     parent_session_id: str | None = None  # set for sub-agents (fork/join)
     priority: int | None = None
+    # The replica the session is already bound to, when another scheduler process placed it
+    # (read from the shared state store). The engine starts the session with that home when the
+    # replica is known and healthy, so its next call follows its KV; ignored otherwise.
+    home_replica: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,10 @@ class CallSubmitted:
     max_new_tokens: int
     tenant: str = "default"
     priority: int | None = None
+    # The replica the session is bound to in the shared state store when another scheduler
+    # process moved it since this engine last placed it; adopted as the session's home when
+    # known and healthy (as ``WorkflowHints.home_replica``), ignored otherwise.
+    home_replica: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

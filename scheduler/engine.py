@@ -225,6 +225,7 @@ class Engine(EngineParts):
         if h.parent_session_id is not None and h.parent_session_id in self.sessions:
             s.parent = h.parent_session_id
             self.sessions[s.parent].children.add(s.session_id)
+        self._adopt_home(s, h.home_replica)
         rem = self.predictor.remaining(ret.position_of(s, s.parent is not None))
         s.expected_s = rem.expected_time_s
         s.remaining_s = rem.expected_time_s
@@ -237,6 +238,13 @@ class Engine(EngineParts):
         self.sessions[s.session_id] = s
         self._live_by_tenant[s.tenant] += 1
         return []
+
+    def _adopt_home(self, s: SessionState, replica_id: str | None) -> None:
+        """Another scheduler process bound ``s`` to ``replica_id`` (shared state store): make it
+        the session's home when this engine knows that replica and it is healthy."""
+        r = self.replicas.get(replica_id) if replica_id is not None else None
+        if r is not None and r.healthy:
+            s.home = r.replica_id
 
     def _on_session_end(self, e: SessionEnd) -> list[Action]:
         s = self._session(e.session_id)
@@ -287,6 +295,7 @@ class Engine(EngineParts):
             if e.tenant not in ("default", s.tenant):
                 raise TenantMismatch(f"tenant {e.tenant!r} used session {s.session_id!r} of {s.tenant!r}")
             tenant = s.tenant
+            self._adopt_home(s, e.home_replica)
         call = CallState(e.call_id, e.session_id, tenant, p, e.max_new_tokens, e.priority, self.clock.now())
         call.sampled, call.unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
         self.calls[call.call_id] = call

@@ -231,7 +231,9 @@ class ServiceCore(SessionBook):
                         raise NoClient(dispatch.replica_id)
                     if session is not None and session.replica_id != dispatch.replica_id:
                         session.replica_id = dispatch.replica_id
-                        self._spawn(self._save_binding(session), f"bind-{session.session_id}")
+                        # Saved before the call runs, so that the session's next call follows
+                        # it whichever process receives it (one store write per placement).
+                        await self._save_binding(session)
                     es = await self.kv.engine_session_for(dispatch)
                     d = Dispatch(call_id, dispatch.replica_id, dispatch.priority, es, dispatch.reason)
                     async for item in forward(client, d, result):
@@ -315,12 +317,14 @@ class ServiceCore(SessionBook):
     async def _submit(
         self, call_id: str, pending: Pending, tenant: str, session: LiveSession | None, spec: CallSpec
     ) -> Dispatch:
+        home = await self._sync_binding(session) if session is not None else None
         event = CallSubmitted(
             call_id,
             session.session_id if session else None,
             spec.prompt,
             spec.max_new_tokens,
             tenant=tenant,
+            home_replica=home,
         )
         try:
             self._engine(event)

@@ -16,6 +16,7 @@ are ended by :meth:`SessionBook.sweep_idle`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 from collections import OrderedDict
@@ -113,12 +114,7 @@ class SessionBook(EngineDriver):
         slo = hints.deadline_s or (t_cfg.slo_s if t_cfg and t_cfg.slo_s > 0 else None)
         now = self.clock.now()
         if hints.deadline_s is None and slo is not None:
-            hints = WorkflowHints(
-                expected_calls=hints.expected_calls,
-                deadline_s=slo,
-                parent_session_id=hints.parent_session_id,
-                priority=hints.priority,
-            )
+            hints = dataclasses.replace(hints, deadline_s=slo)
         try:
             self._engine(SessionStart(sid, tenant, agent_type, hints))
         except InvalidInput as exc:
@@ -144,7 +140,10 @@ class SessionBook(EngineDriver):
                 raise PermissionDenied(f"session {session_id!r} belongs to another tenant")
             s = self.sessions.get(session_id)  # another task may have adopted it meanwhile
             if s is None:
-                s = self._add_local(session_id, binding.tenant, binding.agent_type, WorkflowHints())
+                # The engine starts it on the stored replica (when it knows it and it is healthy)
+                # so the call follows the session's KV, whichever process placed it.
+                hints = WorkflowHints(home_replica=binding.replica_id)
+                s = self._add_local(session_id, binding.tenant, binding.agent_type, hints)
                 s.binding_version = binding.version
                 s.replica_id = binding.replica_id
         if s.tenant != principal.tenant:
@@ -272,10 +271,28 @@ class SessionBook(EngineDriver):
         except StateError as exc:
             log.warning("state store: binding of %s not saved: %s", s.session_id, exc)
             return
-        if out.binding is not None:
+        if out.won and out.binding is not None:
             s.binding_version = out.binding.version
-            if not out.won:  # another process placed it first: adopt its replica
-                s.replica_id = out.binding.replica_id
+        # Lost: another process placed or moved it first. The running call stays where it is;
+        # the next call reads the newer binding (``_sync_binding``) and its engine adopts it.
+
+    async def _sync_binding(self, s: LiveSession) -> str | None:
+        """Re-read ``s``'s binding before a call: when another process wrote it since this one
+        did (its version moved), adopt the stored replica and return it for the engine
+        (``CallSubmitted.home_replica``); None when nothing changed or the store is unreachable
+        (the local view is then used, as in a Redis outage)."""
+        try:
+            b = await self.store.get_binding(s.session_id)
+        except StateError as exc:
+            log.debug("state store: binding of %s not read: %s", s.session_id, exc)
+            return None
+        if b is None or b.version <= s.binding_version:
+            return None
+        s.binding_version = b.version
+        if b.replica_id is None or b.replica_id == s.replica_id:
+            return None
+        s.replica_id = b.replica_id
+        return b.replica_id
 
     async def _store_call(self, aw: Awaitable[Any]) -> Any:
         try:

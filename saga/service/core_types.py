@@ -3,7 +3,8 @@
 Split out of :mod:`saga.service.core` so that the core's parts (engine driver, session book,
 KV keeper, call path) and the transports import one small module. Nothing here does I/O.
 
-``SESSION_ID_RE`` bounds session ids (1-128 characters of ``[A-Za-z0-9._:-]``) so that ids are
+``SESSION_ID_RE`` bounds session ids (1-128 characters of ``[A-Za-z0-9._:/-]``, ``/`` for
+sub-agent ids like ``parent/child``; no whitespace or control characters) so that ids are
 safe in Redis keys, metric-free logs and SGLang session ids; ``TOOL_RE`` bounds tool names.
 """
 
@@ -21,7 +22,8 @@ from saga.scheduler.api import Dispatch, Prompt, Reject, RejectReason, Usage
 from saga.service.backend.api import ReplicaClient
 from saga.service.errors import InvalidArgument, Rejected, ServiceError, Unavailable
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9._:/\-]{1,128}$")  # "/" for sub-agent ids (parent/child)
+SESSION_ID_RULE = "session_id must be 1-128 characters of [A-Za-z0-9._:/-]"
 TOOL_RE = re.compile(r"^[A-Za-z0-9._:/\- ]{1,64}$")
 
 

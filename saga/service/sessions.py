@@ -37,7 +37,15 @@ from saga.scheduler.api import (
     Usage,
     WorkflowHints,
 )
-from saga.service.core_types import SESSION_ID_RE, TOOL_RE, LiveSession, Principal, SessionView, to_wall
+from saga.service.core_types import (
+    SESSION_ID_RE,
+    SESSION_ID_RULE,
+    TOOL_RE,
+    LiveSession,
+    Principal,
+    SessionView,
+    to_wall,
+)
 from saga.service.driver import EngineDriver
 from saga.service.errors import (
     AlreadyExists,
@@ -88,8 +96,8 @@ class SessionBook(EngineDriver):
         tenant = self.resolve_tenant(principal, tenant)
         if not agent_type or len(agent_type) > 128:
             raise InvalidArgument("agent_type must be 1-128 characters")
-        if session_id and not SESSION_ID_RE.match(session_id):
-            raise InvalidArgument("session_id must be 1-128 characters of [A-Za-z0-9._:-]")
+        if session_id and not SESSION_ID_RE.fullmatch(session_id):
+            raise InvalidArgument(SESSION_ID_RULE)
         if hints.deadline_s is not None and not hints.deadline_s > 0:
             raise InvalidArgument("hints.deadline_s must be > 0 seconds")
         if len(self.sessions) >= self.config.spec.limits.max_sessions:
@@ -127,8 +135,8 @@ class SessionBook(EngineDriver):
     async def session(self, principal: Principal, session_id: str) -> LiveSession:
         """The open session ``session_id`` of the caller's tenant, adopting it from the state
         store when another scheduler process started it."""
-        if not session_id or not SESSION_ID_RE.match(session_id):
-            raise InvalidArgument("session_id must be 1-128 characters of [A-Za-z0-9._:-]")
+        if not session_id or not SESSION_ID_RE.fullmatch(session_id):
+            raise InvalidArgument(SESSION_ID_RULE)
         s = self.sessions.get(session_id)
         if s is None:
             binding = await self._store_call(self.store.get_binding(session_id))

@@ -19,6 +19,7 @@ from saga.scheduler.api import (
     Prompt,
     Reject,
     RejectReason,
+    WorkflowHints,
 )
 from saga.service.backend.api import ReplicaUnavailable
 from saga.service.config import embedded_default
@@ -166,3 +167,21 @@ async def test_oversized_prompt_is_refused_before_the_engine() -> None:
     with pytest.raises(InvalidArgument, match="exceeds the limit"):
         _ = [x async for x in core.run_call(P, None, big, forwarder(), CallResult())]
     assert not any(isinstance(e, CallSubmitted) for e in eng.events)
+
+
+@pytest.mark.parametrize("sid", ["parent/child", "a/b/c", "team:x/run-1.2", "x" * 128])
+async def test_session_ids_accept_sub_agent_paths(sid: str) -> None:
+    core = make_core(ScriptedEngine(), {"r0": MemClient("r0")})
+    assert (
+        await core.start_session(P, tenant="", agent_type="a", hints=WorkflowHints(), session_id=sid) == sid
+    )
+    assert (await core.session(P, sid)).session_id == sid
+
+
+@pytest.mark.parametrize("sid", ["a b", "a\tb", "a\nb", "ab\n", "a\x00b", "a\x7fb", "x" * 129, "päth"])
+async def test_session_ids_reject_whitespace_control_and_overlong(sid: str) -> None:
+    core = make_core(ScriptedEngine(), {"r0": MemClient("r0")})
+    with pytest.raises(InvalidArgument, match="session_id"):
+        await core.start_session(P, tenant="", agent_type="a", hints=WorkflowHints(), session_id=sid)
+    with pytest.raises(InvalidArgument, match="session_id"):
+        await core.session(P, sid)

@@ -139,6 +139,11 @@ class Engine(EngineParts):
 
     # ------------------------------------------------------------------ protocol
 
+    def set_predictor(self, predictor: Predictor | None) -> None:
+        """Use ``predictor`` from the next decision on (None: the built-in prior). Sessions keep
+        their state; later retention and cost estimates ask the new predictor (graph hot reload)."""
+        self.predictor = predictor or self.prior
+
     def handle(self, event: Event) -> list[Action]:
         h = self._handlers.get(type(event))
         if h is None:

@@ -3,7 +3,8 @@ core, gRPC API, OpenAI endpoint, metrics server, and the periodic chores.
 
 :class:`Service` is what ``saga serve`` runs and what the integration tests start on free
 ports (``port 0`` in ``spec.listen``; the bound ports are read back from the instance).
-Periodic chores: a heartbeat in the state store every ``HEARTBEAT_S`` (so operators see the
+Periodic chores: graph hot reload (``spec.graphs``, :mod:`saga.service.graphs_reload`), a
+heartbeat in the state store every ``HEARTBEAT_S`` (so operators see the
 scheduler processes sharing a Redis) and a sweep ending sessions idle longer than
 ``limits.idle_session_timeout_s``.
 """
@@ -28,6 +29,7 @@ from saga.service.backend.discovery import EndpointSliceDiscovery, StaticDiscove
 from saga.service.backend.pool import ReplicaPool
 from saga.service.config import ConfigError, SchedulerConfig, _build, host_port
 from saga.service.core import EngineClient, ServiceCore, default_process_id
+from saga.service.graphs_reload import GraphReloader
 from saga.service.grpc_api import start_grpc_server
 from saga.service.metrics import ServiceMetrics, start_metrics_server
 from saga.service.openai_api import start_http_server
@@ -102,6 +104,8 @@ class Service:
         self._http: web.AppRunner | None = None
         self._metrics: web.AppRunner | None = None
         self._chores: list[asyncio.Task[None]] = []
+        # Graph hot reload (spec.graphs); None when no source is configured.
+        self.graphs: GraphReloader | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -112,6 +116,13 @@ class Service:
             cfg, self.engine, self.clock, self.store, self._client, self.metrics, process_id=pid
         )
         self.core = core
+        g = spec.graphs
+        if g.directory is not None or g.from_store:
+            if isinstance(self.engine, Engine):
+                self.graphs = GraphReloader(g, self.engine.set_predictor, store=self.store)
+                await self.graphs.poll()  # graphs in place before the first call
+            else:
+                log.warning("spec.graphs ignored: the injected engine has no set_predictor")
         r = spec.replicas
         timeouts = ClientTimeouts(
             connect_s=r.connect_timeout_s,
@@ -137,6 +148,8 @@ class Service:
             asyncio.create_task(self._heartbeat(), name="saga-heartbeat"),
             asyncio.create_task(self._sweep(), name="saga-idle-sweep"),
         ]
+        if self.graphs is not None:
+            self._chores.append(asyncio.create_task(self.graphs.run(), name="saga-graph-reload"))
 
     def _client(self, replica_id: str) -> EngineClient | None:
         if self.pool is None:

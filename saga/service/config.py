@@ -154,6 +154,22 @@ class OpenAISettings:
 
 
 @dataclass(slots=True)
+class GraphSettings:
+    # Folder of AEG documents (one GraphSet JSON per file, ``*.json`` or ``*.json.gz``, searched
+    # recursively; Kubernetes' ``..data`` entries skipped): where the operator's ``<name>-aeg``
+    # ConfigMaps are mounted. None: no folder is read. Files are compared by content digest, so
+    # a ConfigMap's atomic symlink swap is picked up and an unchanged file costs no rebuild.
+    directory: str | None = None
+    # Also read the state store's graph documents (StateStore.graph_versions/get_graph), one
+    # GraphSet JSON per agent type, reloaded when a type's version changes. Off by default: the
+    # embedded default has no publisher.
+    from_store: bool = False
+    # Seconds between polls of the folder and the store. 10 s: graphs change on the operator's
+    # resync (60 s) and kubelet's ConfigMap sync (~60 s); a poll reads a few small files.
+    poll_interval_s: float = 10.0
+
+
+@dataclass(slots=True)
 class ServiceSpec:
     listen: ListenSettings = field(default_factory=ListenSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -163,6 +179,7 @@ class ServiceSpec:
     limits: LimitSettings = field(default_factory=LimitSettings)
     tokens: TokenSettings = field(default_factory=TokenSettings)
     openai: OpenAISettings = field(default_factory=OpenAISettings)
+    graphs: GraphSettings = field(default_factory=GraphSettings)
     # Settings passed to the scheduler engine (see saga.scheduler's settings); free-form here,
     # checked by the engine when it is built.
     engine: dict[str, Any] = field(default_factory=dict)
@@ -377,6 +394,11 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
         p.append(("spec.openai.models", "must list at least one non-empty model id"))
     if not 1 <= s.openai.default_max_tokens <= lim.max_new_tokens:
         p.append(("spec.openai.default_max_tokens", "must be in [1, spec.limits.max_new_tokens]"))
+    g = s.graphs
+    if g.directory is not None and not g.directory.strip():
+        p.append(("spec.graphs.directory", "must be a folder path or null"))
+    if not 0.01 <= g.poll_interval_s <= 86400:
+        p.append(("spec.graphs.poll_interval_s", f"must be in [0.01, 86400], got {g.poll_interval_s}"))
     if p:
         raise ConfigError(p, source)
     return cfg

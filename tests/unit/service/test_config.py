@@ -72,3 +72,19 @@ def test_serve_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["serve", "--check", "--config", str(tmp_path / "missing.yaml")]) == 2
     with pytest.raises(ConfigError, match="cannot read"):
         load_file(tmp_path / "missing.yaml")
+
+
+def test_graphs_section_defaults_and_errors() -> None:
+    g = embedded_default().spec.graphs
+    assert (g.directory, g.from_store, g.poll_interval_s) == (None, False, 10.0)
+    base = HEAD + "spec:\n  replicas: {static: [http://a:1]}\n"
+    cfg = load_text(base + "  graphs: {directory: /etc/saga/graphs, from_store: true, poll_interval_s: 2}\n")
+    assert cfg.spec.graphs.directory == "/etc/saga/graphs"
+    assert cfg.spec.graphs.from_store is True
+    assert cfg.spec.graphs.poll_interval_s == 2
+    p = problems(base + "  graphs: {from_store: yes please}\n")  # phase 1: types
+    assert ("spec.graphs.from_store", "expected true or false, got 'yes please'") in p
+    p = problems(base + "  graphs: {directory: '', poll_interval_s: 0}\n")  # phase 2: values
+    assert ("spec.graphs.directory", "must be a folder path or null") in p
+    assert ("spec.graphs.poll_interval_s", "must be in [0.01, 86400], got 0.0") in p
+    assert ("spec.graphs.fromStore", "unknown field") in problems(base + "  graphs: {fromStore: true}\n")

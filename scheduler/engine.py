@@ -36,7 +36,7 @@ Without a ``Predictor`` the engine uses ``priors.PriorPredictor`` (BRIEF §2 pri
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from saga.clock import Clock
@@ -246,10 +246,22 @@ class Engine(EngineParts):
 
     def _adopt_home(self, s: SessionState, replica_id: str | None) -> None:
         """Another scheduler process bound ``s`` to ``replica_id`` (shared state store): make it
-        the session's home when this engine knows that replica and it is healthy."""
+        the session's home when this engine knows that replica and it is healthy. This engine never
+        saw the session's prefix there, so the next call's prompt is noted as cached on the home
+        (:meth:`_note_adopted_prefix`): placement then weighs the KV the other process left there
+        instead of judging another replica cheaper under load and moving the session."""
         r = self.replicas.get(replica_id) if replica_id is not None else None
         if r is not None and r.healthy:
             s.home = r.replica_id
+            s.home_adopted = True
+
+    def _note_adopted_prefix(self, s: SessionState, block_hashes: Sequence[int]) -> None:
+        """The approximate cache view of an adopted home learns the session's prompt blocks (a
+        replica with an exact view from KV events already knows them: ``note_prompt`` skips)."""
+        s.home_adopted = False
+        r = self.replicas.get(s.home) if s.home is not None else None
+        if r is not None:
+            r.note_prompt(block_hashes)
 
     def _on_session_end(self, e: SessionEnd) -> list[Action]:
         s = self._session(e.session_id)
@@ -301,6 +313,8 @@ class Engine(EngineParts):
                 raise TenantMismatch(f"tenant {e.tenant!r} used session {s.session_id!r} of {s.tenant!r}")
             tenant = s.tenant
             self._adopt_home(s, e.home_replica)
+            if s.home_adopted:
+                self._note_adopted_prefix(s, p.block_hashes)
         call = CallState(e.call_id, e.session_id, tenant, p, e.max_new_tokens, e.priority, self.clock.now())
         call.sampled, call.unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
         self.calls[call.call_id] = call

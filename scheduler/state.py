@@ -200,6 +200,8 @@ class SessionState:
     deadline: float | None = None  # absolute
     ended: bool = False
     home: str | None = None  # replica of its last dispatched call
+    # home adopted from another process (hint); its next call's prompt is noted as cached there
+    home_adopted: bool = False
     context_tokens: int = 0  # prompt + output of its last call
     context_hashes: tuple[int, ...] = ()
     block_size: int = 0

@@ -7,7 +7,7 @@ cluster is started for every system, so each one starts with cold caches.
 Systems (names used on the command line and in the report):
 
 - ``saga``: the SAGA service, embedded default (in-memory state), via
-  ``python -m saga.bench.serve_scaled`` (``saga serve`` with the run's time-scale clock).
+  ``saga serve --time-scale K`` (the scheduler's clock runs at the replicas' time scale).
 - ``saga-redis``: the same with ``spec.state.backend: redis`` on a throw-away ``redis-server``.
 - ``cache_aware``, ``round_robin``, ``manual``: the real ``sglang-router`` (PyPI, Rust) via
   ``python -m sglang_router.launch_router --worker-urls ... --policy P`` with its defaults;
@@ -212,8 +212,8 @@ async def _start_saga(
     path = log_dir / f"{system}-config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     argv = [
-        sys.executable, "-m", "saga.bench.serve_scaled",
-        "--config", str(path), "--time-scale", str(time_scale),
+        sys.executable, "-m", "saga.cli", "serve",
+        "--config", str(path), "--time-scale", str(time_scale), "--log-level", "WARNING",
     ]  # fmt: skip
     front = Front(system, f"http://127.0.0.1:{http_port}", redis=redis)
     try:

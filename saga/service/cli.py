@@ -16,6 +16,7 @@ import signal
 import sys
 from typing import Any
 
+from saga.clock import MonotonicClock
 from saga.service.config import EMBEDDED_DEFAULT, ConfigError, SchedulerConfig, embedded_default, load_file
 
 
@@ -28,6 +29,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--print-default", action="store_true", help="print the embedded default config and exit")
     p.add_argument(
         "--replica", action="append", default=[], help="replica URL (overrides spec.replicas.static)"
+    )
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="run the scheduler's clock K times faster than the wall clock (benchmarks against "
+        "emulated replicas started with the same --time-scale; default 1: real time)",
     )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(handler=_serve)
@@ -48,6 +56,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.print_default:
         sys.stdout.write(EMBEDDED_DEFAULT)
         return 0
+    if not args.time_scale > 0:
+        print("saga serve: --time-scale must be > 0", file=sys.stderr)
+        return 2
     try:
         cfg = _load(args)
     except ConfigError as exc:
@@ -63,17 +74,17 @@ def _serve(args: argparse.Namespace) -> int:
         import uvloop
 
         uvloop.install()
-    return asyncio.run(run(cfg))
+    return asyncio.run(run(cfg, time_scale=args.time_scale))
 
 
-async def run(cfg: SchedulerConfig, ready: asyncio.Event | None = None) -> int:
+async def run(cfg: SchedulerConfig, ready: asyncio.Event | None = None, time_scale: float = 1.0) -> int:
     from saga.service.app import Service
 
-    svc = Service(cfg)
+    svc = Service(cfg, clock=MonotonicClock(time_scale))
     await svc.start()
     print(
         f"saga serve: gRPC on port {svc.grpc_port}, OpenAI endpoint on http port {svc.http_port}, "
-        f"metrics on port {svc.metrics_port}",
+        f"metrics on port {svc.metrics_port}" + (f" (clock x{time_scale:g})" if time_scale != 1.0 else ""),
         flush=True,
     )
     stop = asyncio.Event()

@@ -90,4 +90,5 @@ async def test_tiny_run_writes_every_section_through_the_real_router(tmp_path: P
             assert "router" in " ".join(peer["cmdline_at_end"])  # the live process is the router
             assert str(peer["port"]) in peer["url"]
         else:
-            assert "saga.bench.serve_scaled" in argv
+            assert "-m saga.cli serve" in argv
+            assert "--time-scale" in argv

@@ -31,7 +31,19 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--namespace", action="append", default=[], help="watch only this namespace (repeatable)"
     )
-    run.add_argument("--redis-url", default="", help="default Redis for trace sources and graph storage")
+    run.add_argument(
+        "--redis-url", default="", help="default Redis for trace sources and the state store (graphs)"
+    )
+    run.add_argument(
+        "--graph-bundle",
+        default="saga-graphs",
+        help="name of the graph bundle ConfigMap the scheduler mounts",
+    )
+    run.add_argument(
+        "--graph-bundle-namespace",
+        default="",
+        help="namespace of the graph bundle (the scheduler's); empty: no bundle is kept",
+    )
     run.add_argument("--resync-interval", type=float, default=60.0, help="seconds between re-reconciles")
     run.add_argument(
         "--retry-delay", type=float, default=30.0, help="seconds before retrying temporary errors"
@@ -63,6 +75,8 @@ def _run(args: argparse.Namespace) -> int:
         resync_interval_s=args.resync_interval,
         retry_delay_s=args.retry_delay,
         redis_url=args.redis_url,
+        graph_bundle_name=args.graph_bundle,
+        graph_bundle_namespace=args.graph_bundle_namespace,
         kube=kube,
     )
     try:

@@ -58,6 +58,11 @@ class OperatorSettings:
     retry_delay_s: float = 30.0
     # Default Redis URL for trace sources and graph storage that name none ("" = none).
     redis_url: str = ""
+    # The graph bundle (one ConfigMap, one key per agent type) that ConfigMap-stored workflows
+    # are also published into, for the scheduler to mount at spec.graphs.directory. The chart
+    # sets both (<release>-graphs in the release namespace). Empty namespace: no bundle.
+    graph_bundle_name: str = "saga-graphs"
+    graph_bundle_namespace: str = ""
     # kopf's own storage keys live under this prefix (finalizer, progress, last-handled spec).
     prefix: str = "operator.saga.dev"
     kube: KubeConfig | None = None  # None: in-cluster ServiceAccount
@@ -161,15 +166,36 @@ async def reconcile_agentworkflow(body: kopf.Body, patch: kopf.Patch, memo: Any)
     except sources.TraceBuildError as e:
         _fail_invalid(body, patch, Invalid("spec.source", f"traces cannot be read: {e}", reason="BadTraces"))
         return
-    result = agentworkflow.reconcile(body, graph, now=_now())
+    url = spec.redis_url or settings.redis_url
+    stored = None
+    if spec.storage == "redis":
+        if not url:
+            raise _retry(
+                body,
+                patch,
+                "StoreUnavailable",
+                "no Redis URL: set spec.storage.redisUrl or the operator's --redis-url",
+                settings.retry_delay_s,
+            )
+        try:
+            stored = await sources.read_stored(url, spec.store_namespace, spec.agent_type)
+        except sources.SourceUnavailable as e:
+            raise _retry(body, patch, "StoreUnavailable", str(e), settings.retry_delay_s) from e
+    result = agentworkflow.reconcile(body, graph, now=_now(), stored=stored)
     if isinstance(result, Invalid):  # parse_spec passed above, so this cannot happen
         _fail_invalid(body, patch, result)
         return
     try:
         if result.configmap is not None:
             await kube.apply(result.configmap)
-        else:
-            await sources.store_redis(spec.redis_url or settings.redis_url, result.redis_keys)
+        if result.store_put is not None:
+            put = result.store_put
+            got = await sources.put_stored(url, spec.store_namespace, put)
+            if got != put.expected_version + 1:  # another writer moved the version: re-read
+                raise sources.SourceUnavailable(
+                    f"graph of {spec.agent_type!r} changed in the store meanwhile (v{got}); retrying"
+                )
+        await _sync_bundle(body, spec, graph, memo)
     except (TransientApiError, sources.SourceUnavailable) as e:
         raise _retry(body, patch, "StoreUnavailable", str(e), settings.retry_delay_s) from e
     if result.changed:
@@ -182,15 +208,47 @@ async def reconcile_agentworkflow(body: kopf.Body, patch: kopf.Patch, memo: Any)
     patch.status.update(result.status)
 
 
+async def _sync_bundle(
+    body: kopf.Body, spec: agentworkflow.WorkflowSpec, graph: agentworkflow.BuiltGraph, memo: Any
+) -> None:
+    """Put the workflow's graph into the graph bundle (ConfigMap storage) or take it out."""
+    kube, settings = _kube(memo), _settings(memo)
+    name, ns = settings.graph_bundle_name, settings.graph_bundle_namespace
+    if not ns or not name:
+        return
+    current = await kube.get("v1", "ConfigMap", ns, name)
+    if spec.storage == "configMap":
+        want, conflict = agentworkflow.bundle_patch(body, graph, current, name=name, namespace=ns)
+        if conflict is not None:
+            kopf.warn(body, reason="AgentTypeTaken", message=conflict)
+    else:
+        want = agentworkflow.bundle_removal(body, spec.agent_type, current)
+    if want is None:
+        return
+    try:
+        await kube.apply(want)
+    except TransientApiError:
+        raise
+    except ApiError as e:  # e.g. the bundle would exceed 1 MiB: the workflow's own CM stands
+        kopf.warn(body, reason="BundleRejected", message=f"ConfigMap {ns}/{name}: {e}")
+
+
 async def delete_agentworkflow(body: Mapping[str, Any], memo: Any) -> None:
     kube, settings = _kube(memo), _settings(memo)
     ns = str(body["metadata"]["namespace"])
-    await kube.delete("v1", "ConfigMap", ns, agentworkflow.configmap_name(body))
-    spec = agentworkflow.parse_spec(body)
-    if not isinstance(spec, Invalid) and spec.storage == "redis":
-        url = spec.redis_url or settings.redis_url
-        if url:
-            await sources.delete_redis(url, f"{spec.redis_prefix}{spec.agent_type}:")
+    try:
+        await kube.delete("v1", "ConfigMap", ns, agentworkflow.configmap_name(body))
+        spec = agentworkflow.parse_spec(body)
+        bundle_ns, bundle_name = settings.graph_bundle_namespace, settings.graph_bundle_name
+        if not isinstance(spec, Invalid) and bundle_ns and bundle_name:
+            current = await kube.get("v1", "ConfigMap", bundle_ns, bundle_name)
+            removal = agentworkflow.bundle_removal(body, spec.agent_type, current)
+            if removal is not None:
+                await kube.apply(removal)
+    except TransientApiError as e:
+        raise kopf.TemporaryError(str(e), delay=settings.retry_delay_s) from e
+    # storage: redis: the state store has no delete; the last graph document stays (the
+    # scheduler keeps predicting with it). See docs/operator.md "Known limits".
 
 
 # --------------------------------------------------------------------------- TenantPolicy

@@ -1,4 +1,4 @@
-"""I/O for ``AgentWorkflow``: fetch trace text, build the graph, store graphs in Redis.
+"""I/O for ``AgentWorkflow``: fetch trace text, build the graph, publish it to the state store.
 
 - :func:`fetch_traces`: the JSON-lines text of a workflow's traces from a ConfigMap key, a
   Redis string key, or the newest ``max_entries`` entries of a Redis stream (the SDK event
@@ -10,16 +10,17 @@
   ``saga.graphs.aeg.build_graphs`` and serialize it canonically (sorted keys) so that the
   digest, and hence the version, only changes when the graph does. CPU-bound: the handler
   runs it in a worker thread.
-- :func:`store_redis`: ``SET`` the versioned keys (the version key first, ``:latest`` last,
-  so a reader never sees ``:latest`` point at a missing version).
+- :func:`read_stored` / :func:`put_stored` (``storage: redis``): the agent type's graph
+  document in the state store (``saga.service.state``'s :class:`RedisStore`, fail-closed:
+  an outage raises :class:`SourceUnavailable` and the handler retries), the one layout the
+  scheduler reads with ``spec.graphs.from_store``. The put is a compare-and-set on the
+  version the reconcile function was given.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from saga.graphs.aeg import build_graphs
 from saga.graphs.ingest import IngestResult, read_traces
 from saga.graphs.trace import TraceError
 from saga.operator.kube import KubeClient
-from saga.operator.reconcile.agentworkflow import BuiltGraph, TraceSource
+from saga.operator.reconcile.agentworkflow import BuiltGraph, StoredGraph, StorePut, TraceSource, graph_digest
 
 
 class SourceUnavailable(Exception):
@@ -93,7 +94,7 @@ def build_graph(text: str, agent_type: str, trace_format: str) -> BuiltGraph:
             raise TraceBuildError(str(e)) from e
     sessions = [s for s in result.sessions if _matches(agent_type, s.agent_type)]
     graph_json = canonical_json(build_graphs(sessions).to_json())
-    digest = hashlib.sha256(graph_json.encode()).hexdigest()[:16]
+    digest = graph_digest(graph_json)
     return BuiltGraph(
         graph_json=graph_json, digest=digest, sessions_seen=len(sessions), skipped=result.skipped
     )
@@ -111,25 +112,38 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-async def store_redis(url: str, keys: Mapping[str, str]) -> None:
-    import redis.asyncio as aioredis
+def _store(url: str, namespace: str) -> Any:
+    from saga.service.state.redis_store import RedisStore
 
-    client = aioredis.from_url(url)
+    return RedisStore(url, process_id="saga-operator", namespace=namespace, on_outage="fail")
+
+
+async def read_stored(url: str, namespace: str, agent_type: str) -> StoredGraph | None:
+    """Version and digest of the agent type's graph document in the state store (None: absent)."""
+    from saga.service.state.api import StateError
+
+    store = _store(url, namespace)
     try:
-        for k in sorted(keys, key=lambda k: k.endswith(":latest")):
-            await client.set(k, keys[k])
-    except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as e:
-        raise SourceUnavailable(f"Redis at {url}: {e}") from e
+        doc = await store.get_graph(agent_type)
+    except StateError as e:
+        raise SourceUnavailable(f"state store at {url}: {e}") from e
     finally:
-        await client.aclose()
+        await store.close()
+    if doc is None:
+        return None
+    return StoredGraph(doc.version, graph_digest(canonical_json(doc.document)))
 
 
-async def delete_redis(url: str, prefix: str) -> int:
-    import redis.asyncio as aioredis
+async def put_stored(url: str, namespace: str, put: StorePut) -> int:
+    """Compare-and-set ``put``; the stored version (``expected_version + 1`` when written)."""
+    from saga.service.state.api import StateError
 
-    client = aioredis.from_url(url)
+    store = _store(url, namespace)
     try:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        return int(await client.delete(*keys)) if keys else 0
+        return int(
+            await store.put_graph(put.agent_type, dict(put.document), expected_version=put.expected_version)
+        )
+    except StateError as e:
+        raise SourceUnavailable(f"state store at {url}: {e}") from e
     finally:
-        await client.aclose()
+        await store.close()

@@ -9,11 +9,27 @@ Reconcile has three steps; only the middle one is done here (pure), the handler 
    sessions of ``spec.agentType`` and its sub-agent types, build the AEG) and decide the
    version (:func:`next_version`): the version goes up by one exactly when the graph's content
    digest changes, so re-running reconcile on the same traces is a no-op;
-3. store it: a ConfigMap ``<name>-aeg`` (``graph.json``; ``graph.json.gz`` in ``binaryData``
-   when the JSON exceeds :data:`CONFIGMAP_INLINE_LIMIT`) labelled ``saga.dev/role=agent-graph``,
-   ``saga.dev/agent-type=<type>`` and annotated with the version and digest, or Redis keys
-   ``<prefix><agentType>:v<version>`` and ``<prefix><agentType>:latest``. The scheduler watches
-   the label (or polls ``:latest``) and swaps graphs without a restart.
+3. store it, one path per ``spec.storage.type``:
+
+   * ``configMap``: a ConfigMap ``<name>-aeg`` (``graph.json``; ``graph.json.gz`` in
+     ``binaryData`` when the JSON exceeds :data:`CONFIGMAP_INLINE_LIMIT`) labelled
+     ``saga.dev/role=agent-graph``, ``saga.dev/agent-type=<type>`` and annotated with the
+     version and digest (the workflow's own record, owned by it), **and** the workflow's key
+     in the graph bundle (:func:`bundle_patch`): one ConfigMap with a fixed name (the chart's
+     ``<release>-graphs``) in the scheduler's namespace, one key ``<type>.json`` (or
+     ``<type>.json.gz``) per agent type, labelled ``saga.dev/role=agent-graph-bundle``. The
+     chart mounts it under the scheduler's ``spec.graphs.directory``; kubelet swaps the files
+     atomically and the scheduler's reloader picks the change up without a restart. Each key's
+     writer is recorded in the annotation ``graphs.saga.dev/<key>`` (``<ns>/<name>``): a second
+     workflow of the same agent type does not take the key over (:attr:`WorkflowResult.
+     bundle_conflict`), and deleting a workflow removes only its own key
+     (:func:`bundle_removal`).
+   * ``redis``: the state store's graph document of the agent type (``StateStore.put_graph``
+     on a ``RedisStore`` under ``spec.storage.storeNamespace``, default ``saga``: keys
+     ``saga:g:<type>`` and ``saga:gv``), the layout the scheduler reads with
+     ``spec.graphs.from_store``. The store assigns versions; :func:`reconcile` is given what
+     is stored (:class:`StoredGraph`) and asks for a compare-and-set put only when the digest
+     differs, so the version in the status is the store's.
 
 Status: ``sessionsSeen``, ``graphVersion``, ``graphDigest``, ``confidence``, ``graphRef`` and
 conditions ``GraphBuilt`` and ``Ready``.
@@ -28,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,7 +77,9 @@ SOURCE_KINDS = ("configMap", "redis", "sdkStream")
 STORAGE_KINDS = ("configMap", "redis")
 FORMATS = ("auto", "eventlog", "weka", "otel", "mooncake")  # saga.graphs.ingest readers
 DEFAULT_MIN_SESSIONS = 30  # paper authors' cold-start threshold
-DEFAULT_REDIS_PREFIX = "saga:aeg:"
+DEFAULT_STORE_NAMESPACE = "saga"  # RedisStore namespace = the scheduler's state.key_prefix "saga:"
+BUNDLE_ROLE = "agent-graph-bundle"
+BUNDLE_OWNER_PREFIX = "graphs.saga.dev/"  # annotation graphs.saga.dev/<key> = "<ns>/<name>"
 DEFAULT_STREAM_MAX = 10000  # newest stream entries read per reconcile (bounds memory and time)
 # ConfigMaps hold at most 1 MiB in total; above this the graph is gzipped into binaryData.
 CONFIGMAP_INLINE_LIMIT = 900 * 1024
@@ -81,7 +100,7 @@ class WorkflowSpec:
     source: TraceSource
     trace_format: str
     storage: str
-    redis_prefix: str
+    store_namespace: str
     redis_url: str
     min_sessions: int
 
@@ -97,12 +116,34 @@ class BuiltGraph:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredGraph:
+    """What the state store holds for the agent type: its version and content digest."""
+
+    version: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class StorePut:
+    """A compare-and-set ``put_graph``: written exactly when the store returns ``expected + 1``."""
+
+    agent_type: str
+    document: Json
+    expected_version: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowResult:
     status: Json
     configmap: Json | None  # None when stored in Redis
-    redis_keys: Mapping[str, str]  # key -> value to SET (empty when stored in a ConfigMap)
+    store_put: StorePut | None  # the state-store write (redis storage, graph changed), else None
     version: int
     changed: bool  # a new graph version was produced
+
+
+def graph_digest(graph_json: str) -> str:
+    """Content digest of canonical graph JSON (16 hex digits of SHA-256)."""
+    return hashlib.sha256(graph_json.encode()).hexdigest()[:16]
 
 
 def parse_spec(obj: Mapping[str, Any]) -> WorkflowSpec | Invalid:
@@ -153,10 +194,16 @@ def parse_spec(obj: Mapping[str, Any]) -> WorkflowSpec | Invalid:
     stype = storage.get("type", "configMap")
     if stype not in STORAGE_KINDS:
         return Invalid("spec.storage.type", f"must be one of {', '.join(STORAGE_KINDS)}, got {stype!r}")
-    prefix = storage.get("redisKeyPrefix", DEFAULT_REDIS_PREFIX)
+    if "redisKeyPrefix" in storage:
+        return Invalid(
+            "spec.storage.redisKeyPrefix",
+            "removed: graphs go to the state store's graph documents; use storeNamespace "
+            "(the scheduler's spec.state.key_prefix without the trailing ':', default 'saga')",
+        )
+    store_ns = storage.get("storeNamespace", DEFAULT_STORE_NAMESPACE)
     redis_url = storage.get("redisUrl", "")
-    if not isinstance(prefix, str) or not isinstance(redis_url, str):
-        return Invalid("spec.storage", "redisKeyPrefix and redisUrl must be strings")
+    if not isinstance(store_ns, str) or not store_ns or not isinstance(redis_url, str):
+        return Invalid("spec.storage", "storeNamespace must be a non-empty string and redisUrl a string")
     min_sessions = as_int(s, "minSessions", DEFAULT_MIN_SESSIONS, "spec", minimum=1)
     if isinstance(min_sessions, Invalid):
         return min_sessions
@@ -165,7 +212,7 @@ def parse_spec(obj: Mapping[str, Any]) -> WorkflowSpec | Invalid:
         source=source,
         trace_format=str(fmt),
         storage=str(stype),
-        redis_prefix=prefix,
+        store_namespace=store_ns,
         redis_url=redis_url,
         min_sessions=min_sessions,
     )
@@ -185,27 +232,37 @@ def next_version(previous_status: Mapping[str, Any] | None, digest: str) -> tupl
     return prev_version + 1, True
 
 
-def reconcile(obj: Mapping[str, Any], graph: BuiltGraph, *, now: str) -> WorkflowResult | Invalid:
-    """Desired storage and status for a workflow whose graph was just built."""
+def reconcile(
+    obj: Mapping[str, Any], graph: BuiltGraph, *, now: str, stored: StoredGraph | None = None
+) -> WorkflowResult | Invalid:
+    """Desired storage and status for a workflow whose graph was just built.
+
+    ``stored``: what the state store holds for the agent type (redis storage only; the handler
+    reads it first). Versions then come from the store: unchanged digest → its version, no
+    write; otherwise a put expecting its version (0 when absent).
+    """
     spec = parse_spec(obj)
     if isinstance(spec, Invalid):
         return spec
     prev = obj.get("status") or {}
     prev = prev if isinstance(prev, Mapping) else {}
-    version, changed = next_version(prev, graph.digest)
     gen = generation_of(obj)
     confidence = round(min(1.0, graph.sessions_seen / spec.min_sessions), 4)
+    put: StorePut | None = None
     if spec.storage == "configMap":
+        version, changed = next_version(prev, graph.digest)
         ref = f"configmap/{configmap_name(obj)}"
         cm = graph_configmap(obj, spec, graph, version)
-        redis_keys: dict[str, str] = {}
     else:
-        ref = f"redis/{spec.redis_prefix}{spec.agent_type}:v{version}"
         cm = None
-        redis_keys = {
-            f"{spec.redis_prefix}{spec.agent_type}:v{version}": graph.graph_json,
-            f"{spec.redis_prefix}{spec.agent_type}:latest": str(version),
-        }
+        if stored is not None and stored.digest == graph.digest:
+            version = stored.version
+            changed = prev.get("graphDigest") != graph.digest or prev.get("graphVersion") != version
+        else:
+            expected = stored.version if stored is not None else 0
+            version, changed = expected + 1, True
+            put = StorePut(spec.agent_type, json.loads(graph.graph_json), expected)
+        ref = f"redis/{spec.store_namespace}:g:{spec.agent_type}@v{version}"
     built = condition(
         "GraphBuilt",
         True,
@@ -254,9 +311,7 @@ def reconcile(obj: Mapping[str, Any], graph: BuiltGraph, *, now: str) -> Workflo
         status["lastBuildTime"] = now
     else:
         status["lastBuildTime"] = prev["lastBuildTime"]
-    return WorkflowResult(
-        status=status, configmap=cm, redis_keys=redis_keys, version=version, changed=changed
-    )
+    return WorkflowResult(status=status, configmap=cm, store_put=put, version=version, changed=changed)
 
 
 def graph_configmap(obj: Mapping[str, Any], spec: WorkflowSpec, graph: BuiltGraph, version: int) -> Json:
@@ -295,3 +350,108 @@ def graph_from_configmap(cm: Mapping[str, Any]) -> Json:
     packed = base64.b64decode((cm.get("binaryData") or {})["graph.json.gz"])
     loaded = json.loads(gzip.decompress(packed))
     return loaded
+
+
+# --------------------------------------------------------------------------- graph bundle
+
+
+def bundle_key(agent_type: str) -> str:
+    """The bundle's key stem of an agent type (ConfigMap keys allow no ``/``)."""
+    return agent_type.replace("/", ".")
+
+
+def _bundle_owner(obj: Mapping[str, Any]) -> str:
+    m = meta(obj)
+    return f"{m.get('namespace', 'default')}/{m.get('name', '')}"
+
+
+def _bundle_meta(name: str, namespace: str, annotations: Mapping[str, str | None]) -> Json:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": {LABEL_ROLE: BUNDLE_ROLE, LABEL_MANAGED_BY: MANAGED_BY},
+        "annotations": dict(annotations),
+    }
+
+
+def bundle_patch(
+    obj: Mapping[str, Any],
+    graph: BuiltGraph,
+    current: Mapping[str, Any] | None,
+    *,
+    name: str,
+    namespace: str,
+) -> tuple[Json | None, str | None]:
+    """The graph bundle's desired change for a workflow stored in a ConfigMap.
+
+    Returns ``(object, conflict)``: ``object`` is the ConfigMap to create or merge-patch
+    (None when the bundle already holds this graph), ``conflict`` a message when another
+    workflow already owns the agent type's key (the bundle is then left alone). ``current``
+    is the bundle as read (None: absent). A ``null`` entry in the patch removes the key of
+    the other encoding (``.json`` ↔ ``.json.gz``) when the graph crossed the inline limit.
+    """
+    spec = parse_spec(obj)
+    if isinstance(spec, Invalid):
+        return None, None
+    stem = bundle_key(spec.agent_type)
+    owner_key = BUNDLE_OWNER_PREFIX + stem
+    me = _bundle_owner(obj)
+    cur = current or {}
+    cur_meta = meta(cur)
+    owner = (cur_meta.get("annotations") or {}).get(owner_key)
+    if owner not in (None, me):
+        return None, (
+            f"agent type {spec.agent_type!r} is already published in ConfigMap {namespace}/{name} "
+            f"by AgentWorkflow {owner}; one workflow per agent type"
+        )
+    data = dict(cur.get("data") or {})
+    binary = dict(cur.get("binaryData") or {})
+    want_data: dict[str, str | None] = {}
+    want_binary: dict[str, str | None] = {}
+    if len(graph.graph_json.encode()) <= CONFIGMAP_INLINE_LIMIT:
+        if data.get(f"{stem}.json") != graph.graph_json:
+            want_data[f"{stem}.json"] = graph.graph_json
+        if f"{stem}.json.gz" in binary:
+            want_binary[f"{stem}.json.gz"] = None
+    else:
+        packed = base64.b64encode(gzip.compress(graph.graph_json.encode(), mtime=0)).decode()
+        if binary.get(f"{stem}.json.gz") != packed:
+            want_binary[f"{stem}.json.gz"] = packed
+        if f"{stem}.json" in data:
+            want_data[f"{stem}.json"] = None
+    if not want_data and not want_binary and owner == me:
+        return None, None
+    out: Json = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _bundle_meta(name, namespace, {owner_key: me}),
+    }
+    if want_data:
+        out["data"] = want_data
+    if want_binary:
+        out["binaryData"] = want_binary
+    return out, None
+
+
+def bundle_removal(obj: Mapping[str, Any], agent_type: str, current: Mapping[str, Any] | None) -> Json | None:
+    """The merge patch that removes ``obj``'s key from the bundle (deleted workflow, or one
+    switched to redis storage); None when the bundle holds no key written by ``obj``."""
+    if current is None:
+        return None
+    stem = bundle_key(agent_type)
+    owner_key = BUNDLE_OWNER_PREFIX + stem
+    cur_meta = meta(current)
+    if (cur_meta.get("annotations") or {}).get(owner_key) != _bundle_owner(obj):
+        return None
+    out: Json = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _bundle_meta(
+            str(cur_meta.get("name", "")), str(cur_meta.get("namespace", "")), {owner_key: None}
+        ),
+    }
+    if f"{stem}.json" in (current.get("data") or {}):
+        out["data"] = {f"{stem}.json": None}
+    if f"{stem}.json.gz" in (current.get("binaryData") or {}):
+        out["binaryData"] = {f"{stem}.json.gz": None}
+    return out

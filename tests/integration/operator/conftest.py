@@ -121,7 +121,11 @@ async def cluster() -> AsyncIterator[Cluster]:
             emulator.resources[key] = info
         cl = Cluster(emulator, server)
         settings = OperatorSettings(
-            resync_interval_s=1.0, retry_delay_s=0.5, kube=KubeConfig.for_server(cl.url, verify_tls=False)
+            resync_interval_s=1.0,
+            retry_delay_s=0.5,
+            kube=KubeConfig.for_server(cl.url, verify_tls=False),
+            graph_bundle_name="saga-graphs",
+            graph_bundle_namespace=NS,
         )
         stop = asyncio.Event()
         ready = asyncio.Event()

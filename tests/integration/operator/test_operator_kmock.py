@@ -143,6 +143,17 @@ async def test_agentworkflow_builds_graph_configmap(cluster: Cluster) -> None:
     assert cm["metadata"]["labels"]["saga.dev/role"] == "agent-graph"
     graph = json.loads(cm["data"]["graph.json"])
     assert graph  # a non-empty AEG document from saga.graphs
+    # The graph bundle the chart mounts into the scheduler holds the same document.
+    bundle = await cluster.wait_for(
+        "graph bundle",
+        lambda: (
+            (b := cluster.get("v1/configmaps", "saga-graphs"))
+            and "claude-code.json" in b.get("data", {})
+            and b
+        ),
+    )
+    assert bundle["metadata"]["labels"]["saga.dev/role"] == "agent-graph-bundle"
+    assert json.loads(bundle["data"]["claude-code.json"]) == graph
     wf = await cluster.wait_for(
         "workflow status",
         lambda: (
@@ -175,6 +186,23 @@ async def test_agentworkflow_builds_graph_configmap(cluster: Cluster) -> None:
     assert (cluster.get("v1/configmaps", "coder-aeg") or {})["metadata"]["annotations"][
         "saga.dev/graph-version"
     ] == "2"
+    v2 = json.loads((cluster.get("v1/configmaps", "coder-aeg") or {})["data"]["graph.json"])
+    await cluster.wait_for(
+        "bundle at v2",
+        lambda: (
+            json.loads((cluster.get("v1/configmaps", "saga-graphs") or {})["data"]["claude-code.json"]) == v2
+        ),
+    )
+
+    # Deleting the workflow takes its key out of the bundle (the bundle itself stays).
+    await cluster.delete(API, "agentworkflows", "coder")
+    await cluster.wait_for(
+        "bundle key removed",
+        lambda: (
+            "claude-code.json" not in ((cluster.get("v1/configmaps", "saga-graphs") or {}).get("data") or {})
+        ),
+    )
+    assert cluster.get("v1/configmaps", "saga-graphs") is not None
 
 
 async def test_agentworkflow_missing_source_is_retried(cluster: Cluster) -> None:

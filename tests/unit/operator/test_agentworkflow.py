@@ -83,11 +83,71 @@ def test_large_graph_is_gzipped() -> None:
     assert agentworkflow.graph_from_configmap(r.configmap) == json.loads(big)
 
 
-def test_redis_storage_keys() -> None:
-    r = agentworkflow.reconcile(wf(storage={"type": "redis"}), graph(), now=NOW)
+def test_redis_storage_puts_a_store_document_versioned_by_the_store() -> None:
+    obj = wf(storage={"type": "redis"})
+    r = agentworkflow.reconcile(obj, graph(), now=NOW)
     assert not isinstance(r, Invalid)
     assert r.configmap is None
-    assert r.redis_keys == {"saga:aeg:claude-code:v1": '{"nodes":[]}', "saga:aeg:claude-code:latest": "1"}
+    assert r.store_put == agentworkflow.StorePut("claude-code", {"nodes": []}, 0)
+    assert (r.version, r.changed) == (1, True)
+    assert r.status["graphRef"] == "redis/saga:g:claude-code@v1"
+    # The store already holds this digest at v4 (another operator run wrote it): no put, v4.
+    obj["status"] = r.status
+    same = agentworkflow.reconcile(obj, graph(), now=NOW, stored=agentworkflow.StoredGraph(4, "d1"))
+    assert not isinstance(same, Invalid)
+    assert (same.store_put, same.version, same.status["graphVersion"]) == (None, 4, 4)
+    # A new digest: compare-and-set from the stored version.
+    new = agentworkflow.reconcile(obj, graph("d2"), now=NOW, stored=agentworkflow.StoredGraph(4, "d1"))
+    assert not isinstance(new, Invalid)
+    assert new.store_put is not None
+    assert new.store_put.expected_version == 4
+    assert (new.version, new.changed) == (5, True)
+
+
+def test_redis_key_prefix_is_gone() -> None:
+    r = agentworkflow.reconcile(wf(storage={"type": "redis", "redisKeyPrefix": "x:"}), graph(), now=NOW)
+    assert isinstance(r, Invalid)
+    assert r.field == "spec.storage.redisKeyPrefix"
+
+
+def test_bundle_gets_one_key_per_agent_type_and_removal_only_own() -> None:
+    obj = wf()
+    want, conflict = agentworkflow.bundle_patch(obj, graph(), None, name="saga-graphs", namespace="saga")
+    assert conflict is None
+    assert want is not None
+    assert want["metadata"]["name"] == "saga-graphs"
+    assert want["metadata"]["namespace"] == "saga"
+    assert want["metadata"]["labels"]["saga.dev/role"] == "agent-graph-bundle"
+    assert want["data"] == {"claude-code.json": '{"nodes":[]}'}
+    assert want["metadata"]["annotations"] == {"graphs.saga.dev/claude-code": "ml/coder"}
+    assert "ownerReferences" not in want["metadata"]  # shared by every workflow
+    # Already in the bundle: nothing to write (idempotent resync).
+    current = {**want, "data": {**want["data"], "other.json": "{}"}}
+    assert agentworkflow.bundle_patch(obj, graph(), current, name="saga-graphs", namespace="saga") == (
+        None,
+        None,
+    )
+    # Another workflow of the same agent type does not take the key over.
+    other = wf()
+    other["metadata"] = {**other["metadata"], "name": "coder2", "uid": "u4"}
+    taken, msg = agentworkflow.bundle_patch(other, graph("d9"), current, name="saga-graphs", namespace="saga")
+    assert taken is None
+    assert msg is not None
+    assert "ml/coder" in msg
+    assert agentworkflow.bundle_removal(other, "claude-code", current) is None
+    # Deleting the owner removes its key and annotation only.
+    removal = agentworkflow.bundle_removal(obj, "claude-code", current)
+    assert removal is not None
+    assert removal["data"] == {"claude-code.json": None}
+    assert removal["metadata"]["annotations"] == {"graphs.saga.dev/claude-code": None}
+    # A graph above the inline limit moves to binaryData and the .json key is dropped.
+    big = json.dumps({"x": "a" * (agentworkflow.CONFIGMAP_INLINE_LIMIT + 10)})
+    moved, _ = agentworkflow.bundle_patch(
+        obj, graph("d3", text=big), current, name="saga-graphs", namespace="saga"
+    )
+    assert moved is not None
+    assert moved["data"] == {"claude-code.json": None}
+    assert set(moved["binaryData"]) == {"claude-code.json.gz"}
 
 
 def test_build_graph_from_sample_trace() -> None:

@@ -156,9 +156,10 @@ class OpenAISettings:
 @dataclass(slots=True)
 class GraphSettings:
     # Folder of AEG documents (one GraphSet JSON per file, ``*.json`` or ``*.json.gz``, searched
-    # recursively; Kubernetes' ``..data`` entries skipped): where the operator's ``<name>-aeg``
-    # ConfigMaps are mounted. None: no folder is read. Files are compared by content digest, so
-    # a ConfigMap's atomic symlink swap is picked up and an unchanged file costs no rebuild.
+    # recursively; Kubernetes' ``..data`` entries skipped): where the operator's graph bundle
+    # ConfigMap is mounted (the Helm chart sets it). None: no folder is read. Files are compared
+    # by content digest, so a ConfigMap's atomic symlink swap is picked up and an unchanged file
+    # costs no rebuild.
     directory: str | None = None
     # Also read the state store's graph documents (StateStore.graph_versions/get_graph), one
     # GraphSet JSON per agent type, reloaded when a type's version changes. Off by default: the

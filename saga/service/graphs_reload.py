@@ -4,12 +4,12 @@ Where graphs come from (``spec.graphs``, docs/config.md):
 
 * **a folder** (``directory``): every ``*.json`` / ``*.json.gz`` file below it (recursively;
   names starting with ``..`` are skipped: Kubernetes' ``..data`` and timestamped folders of a
-  ConfigMap volume) holds one ``saga.graphs/GraphSet`` document: the ``graph.json`` (or
-  ``graph.json.gz``) key of the operator's ``<name>-aeg`` ConfigMaps, mounted one folder per
-  ConfigMap or remapped to ``<name>.json`` in a projected volume. Other files (the ConfigMap's
-  ``version`` key) are ignored. Each file is read whole every poll and compared by SHA-256
-  digest: kubelet updates a mounted ConfigMap by an atomic symlink swap, so a reader sees the
-  old or the new content, never a mix, and an unchanged file costs neither a parse nor a rebuild.
+  ConfigMap volume) holds one ``saga.graphs/GraphSet`` document: a ``<agentType>.json`` (or
+  ``.json.gz``) key of the operator's graph bundle ConfigMap, which the Helm chart mounts here
+  (docs/operator.md "Graphs"). Other files are ignored. Each file is read whole every poll
+  and compared by SHA-256 digest: kubelet updates a mounted ConfigMap by an atomic symlink
+  swap, so a reader sees the old or the new content, never a mix, and an unchanged file costs
+  neither a parse nor a rebuild.
 * **the state store** (``from_store``): :meth:`StateStore.graph_versions` (one round trip) and
   :meth:`StateStore.get_graph` for the agent types whose version moved.
 

@@ -124,7 +124,48 @@ def test_operator_rbac_is_least_privilege() -> None:
     ) == [
         "agents",
         "ml",
+        "saga-system",  # the graph bundle only: create, and get/patch by name
     ]
+    bundle_role = next(r for r in by_kind(ns_docs, "Role") if r["metadata"]["name"] == "saga-operator-graphs")
+    assert bundle_role["metadata"]["namespace"] == "saga-system"
+    assert {tuple(r["verbs"]): r.get("resourceNames") for r in bundle_role["rules"]} == {
+        ("create",): None,
+        ("get", "patch"): ["saga-graphs"],
+    }
+
+
+def _scheduler(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    dep = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "saga-scheduler")
+    cm = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "saga-scheduler")
+    return dep["spec"]["template"]["spec"], yaml.safe_load(cm["data"]["config.yaml"])["spec"]
+
+
+def test_scheduler_mounts_the_graph_bundle_the_operator_writes() -> None:
+    docs = render({})
+    pod, spec = _scheduler(docs)
+    vol = next(v for v in pod["volumes"] if v["name"] == "graphs")
+    assert vol["configMap"] == {"name": "saga-graphs", "optional": True}
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "graphs")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/var/lib/saga/graphs", True)
+    assert spec["graphs"] == {"directory": "/var/lib/saga/graphs", "from_store": True, "poll_interval_s": 10}
+    op = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "saga-operator")
+    args = op["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--graph-bundle=saga-graphs" in args
+    assert "--graph-bundle-namespace=saga-system" in args
+
+    pod, spec = _scheduler(
+        render({"redis": {"enabled": False}, "graphs": {"mountPath": "/g", "pollIntervalSeconds": 3}})
+    )
+    assert spec["graphs"] == {"directory": "/g", "from_store": False, "poll_interval_s": 3}
+
+    docs = render({"graphs": {"enabled": False}})
+    pod, spec = _scheduler(docs)
+    assert "graphs" not in spec
+    assert all(v["name"] != "graphs" for v in pod["volumes"])
+    op = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "saga-operator")
+    assert not any(
+        a.startswith("--graph-bundle") for a in op["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
 
 
 def test_scheduler_config_is_a_valid_schedulerconfig(tmp_path: Path) -> None:
@@ -157,6 +198,8 @@ def test_scheduler_config_is_a_valid_schedulerconfig(tmp_path: Path) -> None:
         {"image": {"pullPolicy": "Sometimes"}},
         {"schedulr": {}},  # typo at the top level
         {"operator": {"watchNamespaces": ["Bad_NS"]}},
+        {"graphs": {"mountPath": "relative/path"}},
+        {"graphs": {"pollIntervalSeconds": 0}},
     ],
 )
 def test_invalid_values_rejected_by_schema(bad: dict[str, Any]) -> None:

@@ -57,3 +57,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.redis.externalUrl -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The graph bundle ConfigMap: the operator writes it, the scheduler mounts it. */}}
+{{- define "saga.graphBundleName" -}}
+{{- printf "%s-graphs" (include "saga.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

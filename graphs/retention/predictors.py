@@ -15,6 +15,7 @@ questions whatever its implementation costs.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 
 from saga.graphs.api import NextCallPrediction, Predictor, RemainingWork, SessionPosition
@@ -38,6 +39,23 @@ def held_out_predictors(wl: Workload, factory: PredictorFactory) -> list[Predict
     return out
 
 
+def usual_tools(wl: Workload) -> dict[str, str]:
+    """The tool name that most often follows a response with each stop reason.
+
+    A trace has no tool after a stream's *last* call, so taking the position's tool from the
+    trace would reveal that the stream ends. Positions use this map instead when no tool
+    follows, as a serving system would: it knows the stop reason, not whether the user will
+    come back.
+    """
+    counts: dict[str, Counter[str]] = {}
+    for st in wl.streams:
+        calls = st.trace.calls
+        for t in st.trace.tools:
+            if 0 <= t.after_call < len(calls):
+                counts.setdefault(calls[t.after_call].stop, Counter())[t.name] += 1
+    return {stop: c.most_common(1)[0][0] for stop, c in counts.items()}
+
+
 class PredictionCache:
     """Memoised held-out ``next_call`` answers for the streams of a workload."""
 
@@ -48,6 +66,7 @@ class PredictionCache:
         self._memo: dict[tuple[int, int], NextCallPrediction] = {}
         self._pos: dict[int, SessionPosition] = {}
         self.queries = 0
+        self._usual_tool = usual_tools(wl)
 
     def position(self, r: int) -> SessionPosition:
         """Where request ``r``'s stream stands once ``r`` has been answered."""
@@ -58,6 +77,10 @@ class PredictionCache:
             ci = int(wl.req_call[r])
             call = st.trace.calls[ci]
             tool = next((t.name for t in st.trace.tools if t.after_call == ci), None)
+            if tool is None:
+                # the trace records no tool after a stream's last call; reading that would tell
+                # the policy the stream ends (the future), so use what usually follows the stop
+                tool = self._usual_tool.get(call.stop)
             pos = SessionPosition(
                 agent_type=st.trace.agent_type,
                 steps_done=ci + 1,

@@ -11,6 +11,13 @@ stream. Because every page of a stream's live context is lost together when the 
 returns to find a hole (the next prompt recomputes everything after it), the value of a page is
 the same for all pages of a context; P per page is the value density.
 
+By default (``feature_model``) the distribution comes from
+:class:`~saga.graphs.retention.gapmix.FeatureGapModel` (held-out population gaps per stop reason,
+output-token bin and sub-agent) mixed with the stream's own past gaps (``own_weight``,
+``own_prior``) and rescaled by its own time scale (``personal_weight``, ``personal_prior``);
+see :mod:`saga.graphs.retention.gapmix`. With ``feature_model=False`` it comes from the held-out
+``Predictor`` through the :class:`PredictionCache`.
+
 Structure used on top of the predictions:
 
 1. **Superseded branches first.** A leaf that is not on its stream's latest prompt (the context
@@ -37,11 +44,29 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from saga.graphs.api import NextCallPrediction
 from saga.graphs.retention.cache import CacheState
+from saga.graphs.retention.gapmix import FeatureGapModel, StreamGaps, density, prediction
 from saga.graphs.retention.policies.base import StreamPolicy
 from saga.graphs.retention.predictors import PredictionCache
 from saga.graphs.retention.workload import Workload
+from saga.graphs.trace import LLMCall, SessionTrace
+
+
+def fold_models(wl: Workload, out_bins: int) -> list[FeatureGapModel]:
+    """One feature model per fold, each fitted on the sessions of the other folds only."""
+    folds = max(1, wl.settings.folds)
+    by_fold: list[list[SessionTrace]] = [[] for _ in range(folds)]
+    for s in wl.streams:
+        if s.parent < 0:
+            by_fold[s.fold].append(s.trace)
+    return [
+        FeatureGapModel([s for j in range(folds) if j != k for s in by_fold[j]], out_bins=out_bins)
+        for k in range(folds)
+    ]
 
 
 def hit_density(pred: NextCallPrediction, horizon_s: float) -> float:
@@ -74,6 +99,13 @@ class SagaRetentionSettings:
     # (0 = off) and the prior strength in pseudo-gaps that shrinks it towards 1.
     personal_weight: float = 1.0
     personal_prior: float = 3.0
+    # Feature model (gapmix.py): population gaps per (stop, output-token bin, sub-agent) mixed
+    # with the stream's own past gaps of the same stop reason. Off = the held-out predictor.
+    feature_model: bool = True
+    out_bins: int = 4  # output-token bins of the feature model (1 = stop reason only)
+    own_weight: float = 0.5  # largest weight of the stream's own gaps in the mixture
+    own_prior: float = 5.0  # own weight = own_weight · n / (n + own_prior) after n own gaps
+    quantile_density: bool = True  # density from the mixture's quantiles (as hit_density) or exact
 
 
 class SagaPolicy(StreamPolicy):
@@ -97,6 +129,11 @@ class SagaPolicy(StreamPolicy):
         self._prev_end = [0.0] * n
         self._resid_sum = [0.0] * n
         self._resid_n = [0] * n
+        if s.feature_model:
+            self._models = fold_models(wl, s.out_bins)
+            self._own: list[dict[str, StreamGaps]] = [{} for _ in range(n)]
+            self._scale_state = [StreamGaps([]) for _ in range(n)]
+            self._own_arr: dict[tuple[int, str], npt.NDArray[np.float64]] = {}
 
     @property
     def horizon_s(self) -> float:
@@ -109,6 +146,11 @@ class SagaPolicy(StreamPolicy):
         si = int(self.wl.req_stream[r])
         prev = int(tr.last_req[si])
         super().on_request(r, t)
+        if self.settings.feature_model:
+            if prev >= 0:
+                self._observe_gap(si, prev, max(0.0, t - float(self._prev_end[si])))
+            self._prev_end[si] = float(tr.last_end[si])
+            return
         if self.settings.personal_weight > 0 and prev >= 0:
             # the gap that just ended, against what the population model expected for it
             gap = max(0.0, t - float(self._prev_end[si]))
@@ -117,6 +159,34 @@ class SagaPolicy(StreamPolicy):
             self._resid_sum[si] += resid
             self._resid_n[si] += 1
         self._prev_end[si] = float(tr.last_end[si])
+
+    def _call(self, r: int) -> tuple[LLMCall, bool]:
+        wl = self.wl
+        st = wl.streams[int(wl.req_stream[r])]
+        return st.trace.calls[int(wl.req_call[r])], st.parent >= 0
+
+    def _observe_gap(self, si: int, prev: int, gap: float) -> None:
+        call, sub = self._call(prev)
+        ctx = self._models[self.wl.streams[si].fold].context(call, sub)
+        self._scale_state[si].add(gap, ctx.median)
+        own = self._own[si].setdefault(call.stop, StreamGaps([]))
+        own.add(gap, ctx.median)
+        self._own_arr.pop((si, call.stop), None)
+
+    def _mix_density(self, si: int, r: int, e: float, h: float) -> float:
+        s = self.settings
+        call, sub = self._call(r)
+        ctx = self._models[self.wl.streams[si].fold].context(call, sub)
+        f = self._scale_state[si].scale(s.personal_prior) ** s.personal_weight
+        own = self._own[si].get(call.stop)
+        arr = self._own_arr.get((si, call.stop))
+        if arr is None:
+            arr = np.sort(np.asarray(own.gaps if own else [], dtype=np.float64))
+            self._own_arr[(si, call.stop)] = arr
+        w = s.own_weight * len(arr) / (len(arr) + s.own_prior) if len(arr) else 0.0
+        if s.quantile_density:
+            return hit_density(prediction(ctx, arr, f, w, e), h)
+        return density(ctx, arr, f, w, e, h)
 
     def _scale(self, si: int) -> float:
         """Per-stream time scale: how much slower (> 1) or faster this stream's gaps have been."""
@@ -129,6 +199,16 @@ class SagaPolicy(StreamPolicy):
     def _density(self, si: int, t: float) -> float:
         tr = self.tracker
         r = int(tr.last_req[si])
+        if self.settings.feature_model:
+            h = self.horizon_s
+            hb = int(math.log2(max(h, 1e-3)) * 4)
+            eb = self.predictions.bin_of(tr.gap_elapsed(si, t))
+            key = (r, eb, hb)
+            d = self._memo.get(key)
+            if d is None:
+                e = 0.0 if eb == 0 else 2.0 ** ((eb - 1) / self.predictions.bins_per_octave) - 1.0
+                d = self._memo[key] = self._mix_density(si, r, e, 2.0 ** (hb / 4))
+            return self._with_children(si, r, d, t, h)
         f = self._scale(si)
         h = self.horizon_s / f
         hb = int(math.log2(max(h, 1e-3)) * 4)
@@ -139,6 +219,10 @@ class SagaPolicy(StreamPolicy):
             pred = self.predictions.next_call(r, e)
             d = self._memo[key] = hit_density(pred, 2.0 ** (hb / 4))
         d /= f
+        return self._with_children(si, r, d, t, h)
+
+    def _with_children(self, si: int, r: int, d: float, t: float, h: float) -> float:
+        tr = self.tracker
         if self.settings.use_subagents:
             for c in tr.children[si]:
                 rc = int(tr.last_req[c])

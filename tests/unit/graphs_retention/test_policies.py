@@ -9,6 +9,7 @@ from saga.graphs.retention.policies import (
     LRUPolicy,
     OraclePolicy,
     SagaPolicy,
+    SagaRetentionSettings,
     TTLPolicy,
     WeightedScorePolicy,
 )
@@ -20,6 +21,10 @@ from .conftest import FakePredictor, make_session
 
 pytestmark = pytest.mark.unit
 TRACE = ReplaySettings(arrivals="trace", folds=1)
+
+
+# the tests with a hand-written predictor drive SAGA by the Predictor, not the feature model
+PREDICTOR_MODE = SagaRetentionSettings(feature_model=False)
 
 
 def three_streams(stop_x: str = STOP_TOOL_USE, stop_y: str = STOP_END_TURN) -> list:
@@ -65,7 +70,10 @@ def test_weighted_score_hand_computed() -> None:
 def test_saga_keeps_the_stream_predicted_to_return() -> None:
     # "fast" X returns within 1 s (high hit density), "slow" Y and Z never: Y then Z are evicted.
     wl = build_workload(three_streams(), TRACE)
-    assert replay(wl, 2, SagaPolicy(PredictionCache(wl, [FakePredictor()]))).recomputed_pages == 4
+    assert (
+        replay(wl, 2, SagaPolicy(PredictionCache(wl, [FakePredictor()]), PREDICTOR_MODE)).recomputed_pages
+        == 4
+    )
     # roles swapped (X predicted never to return, Y fast): x goes at t=2, then at t=3 X's miss
     # evicts z (never returns), not y, so y hits at t=4: 3 + 1 = 4 (LRU would evict y: 5)
     sessions = three_streams()
@@ -77,7 +85,10 @@ def test_saga_keeps_the_stream_predicted_to_return() -> None:
         sessions[2],
     ]
     wl2 = build_workload(swapped, TRACE)
-    assert replay(wl2, 2, SagaPolicy(PredictionCache(wl2, [FakePredictor()]))).recomputed_pages == 4
+    assert (
+        replay(wl2, 2, SagaPolicy(PredictionCache(wl2, [FakePredictor()]), PREDICTOR_MODE)).recomputed_pages
+        == 4
+    )
     assert replay(wl2, 2, LRUPolicy()).recomputed_pages == 5
 
 
@@ -102,7 +113,7 @@ def test_dead_branches_go_first_under_saga() -> None:
     )
     b = make_session("b", [(0.0, [20, 21], STOP_TOOL_USE)], start_s=2.0, agent_type="fast")
     wl = build_workload([a, b], TRACE)
-    res = replay(wl, 5, SagaPolicy(PredictionCache(wl, [FakePredictor()])))
+    res = replay(wl, 5, SagaPolicy(PredictionCache(wl, [FakePredictor()]), PREDICTOR_MODE))
     # misses: 3 (first) + 1 (page 5) + 2 (b) + 1 (page 6) = 7, no re-miss of 1 or 5
     assert res.recomputed_pages == 7
 

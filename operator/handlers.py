@@ -198,6 +198,8 @@ async def reconcile_agentworkflow(body: kopf.Body, patch: kopf.Patch, memo: Any)
         await _sync_bundle(body, spec, graph, memo)
     except (TransientApiError, sources.SourceUnavailable) as e:
         raise _retry(body, patch, "StoreUnavailable", str(e), settings.retry_delay_s) from e
+    except ApiError as e:  # e.g. a 409 from a concurrent writer: retry soon, not at kopf's back-off
+        raise _retry(body, patch, "ApplyFailed", str(e), settings.retry_delay_s) from e
     if result.changed:
         kopf.info(
             body,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saga.service.pb import pb2
+
+if TYPE_CHECKING:
+    from saga.client.eventlog import EventLogWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,4 +109,24 @@ def chunk(c: Any) -> Chunk:
         c.finish_reason,
         usage(c.usage) if c.HasField("usage") else None,
         c.replica_id,
+    )
+
+
+def log_llm_call(
+    eventlog: EventLogWriter | None,
+    session_id: str,
+    start: float,
+    usage: Usage | None,
+    ttft_s: float | None = None,
+) -> None:
+    """Record a finished call in the SDK's event log (no-op without a log, session or usage)."""
+    if eventlog is None or not session_id or usage is None:
+        return
+    eventlog.llm_call(
+        session_id,
+        start,
+        prompt_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        ttft_s=ttft_s,
     )

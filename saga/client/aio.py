@@ -25,6 +25,7 @@ from saga.client._common import (
     chunk,
     generate_request,
     generation,
+    log_llm_call,
     metadata,
     start_request,
 )
@@ -148,15 +149,7 @@ class AsyncSession:
         req = generate_request(self.session_id, prompt, max_new_tokens, temperature, top_p, stop, request_id)
         t0 = EventLogWriter.now()
         out = generation(await _call(c._stub.Generate, req, c._md, c.timeout_s))
-        if c.eventlog is not None and self.session_id:
-            u = out.usage
-            c.eventlog.llm_call(
-                self.session_id,
-                t0,
-                prompt_tokens=u.prompt_tokens,
-                output_tokens=u.completion_tokens,
-                cached_tokens=u.cached_tokens,
-            )
+        log_llm_call(c.eventlog, self.session_id, t0, out.usage)
         return out
 
     async def stream(
@@ -182,16 +175,7 @@ class AsyncSession:
                 yield last
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc.code(), exc.details(), exc.trailing_metadata()) from None
-        if c.eventlog is not None and self.session_id and last is not None and last.usage is not None:
-            u = last.usage
-            c.eventlog.llm_call(
-                self.session_id,
-                t0,
-                prompt_tokens=u.prompt_tokens,
-                output_tokens=u.completion_tokens,
-                cached_tokens=u.cached_tokens,
-                ttft_s=ttft,
-            )
+        log_llm_call(c.eventlog, self.session_id, t0, last.usage if last else None, ttft)
 
     @asynccontextmanager
     async def tool(self, name: str) -> AsyncIterator[None]:

@@ -34,6 +34,7 @@ from saga.client._common import (
     chunk,
     generate_request,
     generation,
+    log_llm_call,
     metadata,
     start_request,
 )
@@ -162,15 +163,7 @@ class Session:
         req = generate_request(self.session_id, prompt, max_new_tokens, temperature, top_p, stop, request_id)
         t0 = EventLogWriter.now()
         out = generation(_call(c._stub.Generate, req, c._md, c.timeout_s))
-        if c.eventlog is not None and self.session_id:
-            u = out.usage
-            c.eventlog.llm_call(
-                self.session_id,
-                t0,
-                prompt_tokens=u.prompt_tokens,
-                output_tokens=u.completion_tokens,
-                cached_tokens=u.cached_tokens,
-            )
+        log_llm_call(c.eventlog, self.session_id, t0, out.usage)
         return out
 
     def stream(
@@ -196,16 +189,7 @@ class Session:
                 yield last
         except grpc.RpcError as exc:
             raise _convert(exc) from None
-        if c.eventlog is not None and self.session_id and last is not None and last.usage is not None:
-            u = last.usage
-            c.eventlog.llm_call(
-                self.session_id,
-                t0,
-                prompt_tokens=u.prompt_tokens,
-                output_tokens=u.completion_tokens,
-                cached_tokens=u.cached_tokens,
-                ttft_s=ttft,
-            )
+        log_llm_call(c.eventlog, self.session_id, t0, last.usage if last else None, ttft)
 
     @contextmanager
     def tool(self, name: str) -> Iterator[None]:

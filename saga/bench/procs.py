@@ -198,6 +198,9 @@ class CpuTrace:
     pid: int
     t_s: list[float] = field(default_factory=list)
     cores: list[float] = field(default_factory=list)
+    # When the baseline reading was taken: the first interval is (start_s, t_s[0]]. Without it
+    # the first interval is assumed as long as the second.
+    start_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,25 +235,29 @@ class CpuSampler:
         self._last: dict[str, tuple[float, float]] = {}
 
     def watch(self, role: str, pid: int) -> None:
-        self.traces[role] = CpuTrace(role, pid)
+        tr = self.traces[role] = CpuTrace(role, pid)
         c = cpu_seconds(pid)
         if c is not None:
-            self._last[role] = (time.monotonic(), c)
+            tr.start_s = time.monotonic()
+            self._last[role] = (tr.start_s, c)
 
     def watch_machine(self) -> None:
         """Also sample the whole machine (other users' processes count against validity)."""
-        self.traces[MACHINE] = CpuTrace(MACHINE, 0)
+        tr = self.traces[MACHINE] = CpuTrace(MACHINE, 0)
         c = machine_busy_seconds()
         if c is not None:
-            self._last[MACHINE] = (time.monotonic(), c)
+            tr.start_s = time.monotonic()
+            self._last[MACHINE] = (tr.start_s, c)
 
     def sample(self) -> None:
-        now = time.monotonic()
         for role, tr in self.traces.items():
             c = machine_busy_seconds() if role == MACHINE else cpu_seconds(tr.pid)
+            now = time.monotonic()  # per reading: the reads of many processes take time
             prev = self._last.get(role)
             if c is None:
                 continue
+            if prev is None and tr.start_s is None:
+                tr.start_s = now  # first reading of a process seen late: it is the baseline
             if prev is not None and now > prev[0]:
                 tr.t_s.append(now)
                 tr.cores.append(max(0.0, (c - prev[1]) / (now - prev[0])))
@@ -273,14 +280,24 @@ class CpuSampler:
         )
 
 
-def _windows(t: Sequence[float], v: Sequence[float], window_s: float) -> list[float]:
-    """Means of ``v`` over consecutive windows of ``window_s`` (time-weighted by interval)."""
+def _windows(
+    t: Sequence[float], v: Sequence[float], window_s: float, start_s: float | None = None
+) -> list[float]:
+    """Means of ``v`` over consecutive windows of ``window_s`` (time-weighted by interval).
+
+    ``v[i]`` is a rate over ``(t[i-1], t[i]]``; the first interval starts at ``start_s`` (the
+    baseline reading). Weighting a rate by a longer interval than it was measured over would
+    let one noisy reading over a few milliseconds (CPU time has 10 ms ticks) dominate a window.
+    """
     if not t:
         return []
     out: list[float] = []
     start = t[0]
     acc = dur = 0.0
-    prev = t[0] - (t[1] - t[0] if len(t) > 1 else window_s)
+    if start_s is not None and start_s < t[0]:
+        prev = start_s
+    else:
+        prev = t[0] - (t[1] - t[0] if len(t) > 1 else window_s)
     for ti, vi in zip(t, v, strict=True):
         dt = max(1e-9, ti - prev)
         acc += vi * dt
@@ -309,7 +326,7 @@ def cpu_verdict(
     machine = next((tr for tr in traces if tr.role == MACHINE), None)
     traces = [tr for tr in traces if tr.role != MACHINE]
     for tr in traces:
-        w = _windows(tr.t_s, tr.cores, window_s)
+        w = _windows(tr.t_s, tr.cores, window_s, tr.start_s)
         peak[tr.role] = max(w, default=0.0)
         mean[tr.role] = sum(tr.cores) / len(tr.cores) if tr.cores else 0.0
         if peak[tr.role] > per_process_limit:
@@ -317,13 +334,16 @@ def cpu_verdict(
                 f"{tr.role} (pid {tr.pid}) used {peak[tr.role]:.2f} cores over a {window_s:g} s window "
                 f"(limit {per_process_limit:g})"
             )
-    # Machine total: sum the processes sample by sample (they are sampled together).
+    # Machine total: sum the processes sweep by sweep. Every live process is read in each sweep,
+    # but processes are watched from different moments, so align their samples from the end
+    # (the last n sweeps are common to all of them), not from their first samples.
     n = min((len(tr.cores) for tr in traces if tr.cores), default=0)
     machine_peak = 0.0
     if n:
         ref = next(tr for tr in traces if tr.cores)
-        total = [sum(tr.cores[i] for tr in traces if len(tr.cores) >= n) for i in range(n)]
-        machine_peak = max(_windows(ref.t_s[:n], total, window_s), default=0.0)
+        tails = [tr.cores[len(tr.cores) - n :] for tr in traces if tr.cores]
+        total = [sum(c[i] for c in tails) for i in range(n)]
+        machine_peak = max(_windows(ref.t_s[len(ref.t_s) - n :], total, window_s), default=0.0)
         if machine_peak > machine_limit * machine_cores:
             reasons.append(
                 f"all processes together used {machine_peak:.2f} of {machine_cores} cores over a "

@@ -115,3 +115,23 @@ def test_wire_session_ids_follow_the_header_rule_and_stay_unique() -> None:
     assert len(set(wire)) == len(ids)
     assert wire[0] == "heavy-0:swe-1-0"
     assert wire[-1] == "ok-1.2:3"
+
+
+def test_first_reading_is_weighted_by_its_own_short_interval() -> None:
+    # The baseline was read 10 ms before the first sample: one 10 ms CPU tick over that interval
+    # reads as 1 core, but it is 10 ms of a 5 s window, not a whole sampling period.
+    tr = CpuTrace("router", 1, [0.01 + 0.5 * i for i in range(12)], [1.0] + [0.2] * 11, start_s=0.0)
+    v = cpu_verdict([tr], window_s=5.0, per_process_limit=0.9, machine_limit=0.9, machine_cores=2)
+    assert v.valid
+    assert v.peak_by_role["router"] == pytest.approx((0.01 * 1.0 + 5.0 * 0.2) / 5.01, rel=1e-3)
+
+
+def test_processes_watched_late_are_summed_with_the_same_sweeps() -> None:
+    # Both are read in the same sweeps at t = 1..10; the router was only watched from t = 6 and
+    # its first reading is a spike. Summing by index would add it to the replica's t = 1 reading.
+    replica = CpuTrace("replica-0", 1, [float(i) for i in range(1, 11)], [0.5] * 5 + [0.1] * 5)
+    router = CpuTrace("router", 2, [float(i) for i in range(6, 11)], [0.1] * 5, start_s=5.0)
+    v = cpu_verdict(
+        [replica, router], window_s=5.0, per_process_limit=0.9, machine_limit=0.9, machine_cores=2
+    )
+    assert v.machine_peak == pytest.approx(0.2)

@@ -10,9 +10,14 @@ runs (``saga.scheduler.engine.Engine``) and ``N`` pure replica models
   into the same heap after every interaction with that replica, stale entries skipped),
 - the engine's own ``next_deadline()`` (pin expiry, steal epoch, admission retry),
 
-advances the clock to it and feeds the outcome through. Engine actions are carried out on
-the models: ``Dispatch`` submits the request (opening the engine session on that replica
-when the dispatch names one), ``Pin`` keeps the session open, ``Release`` closes it,
+advances the clock to it and feeds the outcome through. Samples (every ``sample_period_s``)
+are re-armed only while another event or engine deadline is pending: when sessions are open
+and nothing else can happen the run stops with ``SimError("deadlock ...")`` naming the
+waiting calls, instead of sampling an idle cluster forever (series growing without bound).
+
+Engine actions are carried out on the models: ``Dispatch`` submits the request (opening
+the engine session on that replica when the dispatch names one), ``Pin`` keeps the session
+open, ``Release`` closes it,
 ``Steal``/``Defer`` are counted, ``Reject`` makes the client retry after ``retry_after_s``.
 Replica output goes back as ``FirstToken``/``CallCompleted``/``ReplicaLoad`` and, for
 systems that use them, ``ReplicaCache`` KV events.
@@ -168,9 +173,7 @@ class Simulator:
                 self._apply(eng.tick())
                 continue
             if not heap:
-                raise SimError(
-                    f"deadlock at t={clock.now():.3f}: {self._open_top - self._done_top} sessions open"
-                )
+                raise SimError(self._deadlock_message())
             t, _, kind, data = heapq.heappop(heap)
             if t > horizon:
                 break
@@ -188,9 +191,20 @@ class Simulator:
                 self._submit(data)
             elif kind == SAMPLE:
                 self._sample()
-                if self._done_top < self._open_top:
+                # Only while something else can still happen: a lone SAMPLE re-arming itself
+                # would hide a stuck call (a livelock appending to the series without bound).
+                if self._done_top < self._open_top and (heap or eng.next_deadline() is not None):
                     self._push(t + self.sample_period_s, SAMPLE, None)
         return self._result(time.perf_counter() - wall0)
+
+    def _deadlock_message(self) -> str:
+        stuck = ", ".join(
+            f"{cid} on {p.replica or 'no replica'}" for cid, p in itertools.islice(self._calls.items(), 5)
+        )
+        return (
+            f"deadlock at t={self.clock.now():.3f}: {self._open_top - self._done_top} sessions open, "
+            f"nothing left to happen; calls waiting: {stuck or 'none'}"
+        )
 
     # ------------------------------------------------------------------ sessions
 

@@ -242,7 +242,8 @@ class RadixCache:
             elif n.lock_ref == 0:
                 heap.append((1 if n.session_ref > 0 else 0, n.last_access, next(self._seq), n))
         heapq.heapify(heap)
-        self._heap = heap
+        # In place: evict() holds the list while its pushes may trigger this rebuild.
+        self._heap[:] = heap
 
     def evict(self, pages: int) -> int:
         """Evict least-recently-used unlocked leaves (unreferenced tier first) until at least

@@ -103,3 +103,23 @@ def test_stored_and_removed_callbacks() -> None:
     assert stored == [(a, None), ([b[1]], a[0])]
     cache.evict(10)
     assert sorted(map(len, removed)) == [1, 1, 1]
+
+
+def test_eviction_survives_a_heap_rebuild_in_the_middle() -> None:
+    # Regression: evicting a leaf can make its parent a leaf, whose push may rebuild the heap
+    # (too many stale entries); evict() kept popping the old list, so nodes pushed after the
+    # rebuild were never seen and it stopped early. An idle replica then refused a request
+    # it had room for and waited forever (the swe_bench x 64 simulator deadlock).
+    cache = RadixCache()
+    cache.insert(keys([1] * 8 + [2] * 8 + [3] * 8), now=0.0)  # G, P, c1 (2 pages each)
+    cache.insert(keys([1] * 8 + [2] * 8 + [4] * 8), now=0.0)  # c2 under P
+    cache.insert(keys([1] * 8 + [5] * 8), now=0.0)  # z under G
+    s = keys([7] * 8)
+    cache.insert(s, now=0.0)
+    # Stale entries for S, all younger than the rest: just under the rebuild threshold, so
+    # that P's push during the eviction triggers it.
+    for i in range(1, 1042):
+        cache.match(s, len(s), now=float(i))
+    assert cache.total_pages == 12
+    assert cache.evict(100) == 12
+    assert cache.total_pages == 0

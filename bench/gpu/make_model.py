@@ -11,7 +11,9 @@
   is token ``id`` for every id in [0, 32000), split on whitespace. The benchmark's prompts are
   exactly such words (``saga.bench.prompts``), so on the real engine every prompt has exactly
   the token ids, lengths and shared prefixes of the emulated run. A trivial chat template
-  renders each message's content after its role word.
+  renders each message's content after its role word (an assistant message holding only
+  tool calls, content null, renders as its role word; tools and tool calls are not rendered,
+  as in the emulator's template).
 
 Needs ``tokenizers`` and ``transformers`` (both installed with ``sglang``).
 """
@@ -42,7 +44,7 @@ SHAPES = {
 }
 
 CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'] }}{{ ' ' }}{{ m['content'] }}{{ ' ' }}{% endfor %}"
+    "{% for m in messages %}{{ m['role'] }}{{ ' ' }}{{ m['content'] or '' }}{{ ' ' }}{% endfor %}"
     "{% if add_generation_prompt %}assistant {% endif %}"
 )
 

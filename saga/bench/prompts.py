@@ -77,6 +77,13 @@ class PromptBuilder:
 
     def call_text(self, session: SessionTrace, index: int) -> str:
         """The prompt text of ``session.calls[index]`` (``prompt_tokens`` tokens, min 1)."""
+        head, tail = self.call_parts(session, index)
+        return head + tail
+
+    def call_parts(self, session: SessionTrace, index: int) -> tuple[str, str]:
+        """:meth:`call_text` split into ``(head, tail)``: ``head`` is what other calls may share
+        (the full blocks; the whole text of a session without hashes, whose next call extends
+        it), ``tail`` the call-unique rest (empty without hashes)."""
         call = session.calls[index]
         n = max(1, call.prompt_tokens)
         bs = session.block_size
@@ -85,9 +92,9 @@ class PromptBuilder:
             head = "".join(self.block_text(h, bs) for h in call.block_hashes[:full])
             tail_n = n - full * bs
             tail = ids_text(token_ids(_str_seed(f"{session.session_id}#{index}"), tail_n))
-            return head + tail
+            return head, tail
         # No hashes: an append-only context derived from the session id.
-        return ids_text(token_ids(_str_seed(session.session_id), n))
+        return ids_text(token_ids(_str_seed(session.session_id), n)), ""
 
 
 def prompt_token_ids(text: str) -> list[int]:

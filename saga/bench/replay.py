@@ -2,9 +2,11 @@
 
 Replay (:class:`Replayer`): every top-level session starts at its workload arrival
 (``start_s / time_scale`` wall seconds after the run start) and issues its LLM calls in order
-as streamed ``POST /v1/chat/completions`` (one user message holding the call's prompt, see
-:mod:`saga.bench.prompts`; ``max_tokens`` = the call's recorded output tokens), waiting for
-each answer, then sleeping the recorded gap to its next call (tool or human time) divided by
+as streamed ``POST /v1/chat/completions`` (the call's prompt, see :mod:`saga.bench.prompts`,
+as an agent's messages with the trace's tool calls, see :mod:`saga.bench.conversation`: a call
+followed by a tool forces that tool, and the next call echoes the answered tool call and a
+tool result; ``max_tokens`` = the call's recorded output tokens), waiting for each answer,
+then sleeping the recorded gap to its next call (tool or human time) divided by
 ``time_scale``. Sub-agents fork after the call that spawned them (at their recorded offset)
 and the parent joins them, with the same rules as ``saga.scheduler.workloads.demand``'s
 ``replay_end_s`` (the physical limit and the simulator replay the same way). Every request
@@ -14,7 +16,7 @@ the ones they understand. A rejected call (429/503) is retried after ``Retry-Aft
 ``max_retries`` times); any other failure ends the session as not completed.
 
 Client-side measurements per session (model seconds = wall x time_scale): start, end, TTFT of
-each call (first content chunk), prompt / cached / output tokens from the streamed ``usage``
+each call (first content or tool-call chunk), prompt / cached / output tokens from the streamed ``usage``
 (the replica's own count), and recomputed tokens: uncached prompt tokens beyond what an
 infinite cache would have had to prefill (``demand.new_prefill_tokens``).
 
@@ -40,6 +42,14 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from saga.bench.conversation import (
+    AnsweredCall,
+    answered_call,
+    fallback_call,
+    merge_tool_deltas,
+    request_fields,
+    tool_plan,
+)
 from saga.bench.prompts import PromptBuilder
 from saga.graphs.trace import SessionTrace
 from saga.scheduler.report import Series, SessionOutcome, slo_met_for
@@ -165,6 +175,8 @@ class Replayer:
         for j, sub in enumerate(s.subagents):
             subs_after.setdefault(sub.after_call, []).append(j)
         seen: set[int] = set(inherited)
+        plan = tool_plan(s)
+        previous: AnsweredCall | None = None
         ok = True
 
         async def run_subs(k: int, orig_at: float, next_orig: float | None) -> bool:
@@ -186,7 +198,9 @@ class Replayer:
             if not ok:
                 break
             try:
-                await self._call(s, i, acc, news[i])
+                answered = await self._call(
+                    s, i, acc, news[i], request_fields(self.prompts, s, i, plan, previous)
+                )
             except CallFailed as e:
                 acc.completed = False
                 acc.error = str(e)
@@ -194,6 +208,8 @@ class Replayer:
                 ok = False
                 break
             seen.update(c.block_hashes)
+            forced = plan[i]
+            previous = None if forced is None else (answered or fallback_call(s, i, forced))
             nxt = s.calls[i + 1] if i + 1 < len(s.calls) else None
             if i in subs_after:
                 ok = await run_subs(i, c.end_s, None if nxt is None else nxt.start_s)
@@ -224,11 +240,15 @@ class Replayer:
             h["Authorization"] = f"Bearer {key}"
         return h
 
-    async def _call(self, s: SessionTrace, i: int, acc: _Acc, new_tokens: int) -> None:
+    async def _call(
+        self, s: SessionTrace, i: int, acc: _Acc, new_tokens: int, fields: dict[str, Any]
+    ) -> AnsweredCall | None:
+        """Run call ``i`` (``fields``: its messages and tool fields); return the tool call the
+        answer asked for, if any."""
         call = s.calls[i]
         body = {
             "model": self.cfg.model,
-            "messages": [{"role": "user", "content": self.prompts.call_text(s, i)}],
+            **fields,
             "max_tokens": max(1, call.output_tokens),
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -239,6 +259,7 @@ class Replayer:
             t0 = time.monotonic()
             ttft: float | None = None
             usage: dict[str, Any] | None = None
+            tool_deltas: dict[int, dict[str, str]] = {}
             self.calls_sent += 1
             try:
                 async with self.http.post(
@@ -258,10 +279,12 @@ class Replayer:
                         obj = json.loads(line[6:])
                         if "error" in obj:
                             raise CallFailed(f"stream error: {obj['error']}")
-                        if ttft is None:
-                            for ch in obj.get("choices") or ():
-                                if (ch.get("delta") or {}).get("content"):
-                                    ttft = time.monotonic() - t0
+                        for ch in obj.get("choices") or ():
+                            delta = ch.get("delta") or {}
+                            if delta.get("tool_calls"):
+                                merge_tool_deltas(tool_deltas, delta["tool_calls"])
+                            if ttft is None and (delta.get("content") or delta.get("tool_calls")):
+                                ttft = time.monotonic() - t0
                         if obj.get("usage"):
                             usage = obj["usage"]
             except (aiohttp.ClientError, TimeoutError, ValueError) as e:
@@ -278,7 +301,7 @@ class Replayer:
             acc.ttft.append((ttft if ttft is not None else time.monotonic() - t0) * self.cfg.time_scale)
             if self.on_call is not None:
                 self.on_call()
-            return
+            return answered_call(tool_deltas)
         raise CallFailed(f"rejected {self.cfg.max_retries + 1} times")
 
 

@@ -236,3 +236,64 @@ async def test_router_health_checks_drop_an_unhealthy_replica(
             await asyncio.sleep(0.5)
     finally:
         await stop(router)
+
+
+async def test_tool_calls_pass_through_the_router(
+    cluster: list[RunningReplica], http: aiohttp.ClientSession
+) -> None:
+    """The live benchmark's agent requests (``tools``, a forced ``tool_choice``, then the
+    assistant's ``tool_calls`` and a ``role: tool`` result) go through the router unchanged, and
+    the streamed tool-call answer comes back intact."""
+    router = await router_for("round_robin", cluster, http)
+    try:
+        tools = [{"type": "function", "function": {"name": "file_op", "parameters": {"type": "object"}}}]
+        body: dict[str, Any] = {
+            "model": "m",
+            "messages": [{"role": "user", "content": "read the config file"}],
+            "max_tokens": 6,
+            "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "file_op"}},
+            "stream": True,
+        }
+        calls: list[dict[str, Any]] = []
+        finish = None
+        async with http.post(router.url + "/v1/chat/completions", json=body) as r:
+            assert r.status == 200, await r.text()
+            async for line in r.content:
+                s = line.decode().strip()
+                if s.startswith("data: {"):
+                    ch = json.loads(s[6:])["choices"]
+                    if ch:
+                        calls.extend(ch[0]["delta"].get("tool_calls") or [])
+                        finish = ch[0]["finish_reason"] or finish
+        assert finish == "tool_calls"
+        assert calls[0]["function"]["name"] == "file_op"
+        args = "".join(c["function"]["arguments"] for c in calls)
+        assert json.loads(args)["input"]
+        follow = {
+            **body,
+            "stream": False,
+            "tool_choice": "none",
+            "messages": [
+                *body["messages"],
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": calls[0]["id"],
+                            "type": "function",
+                            "function": {"name": "file_op", "arguments": args},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": calls[0]["id"], "content": "key = value"},
+            ],
+        }
+        async with http.post(router.url + "/v1/chat/completions", json=follow) as r:
+            assert r.status == 200, await r.text()
+            out = await r.json()
+        assert out["choices"][0]["finish_reason"] == "length"
+        assert out["choices"][0]["message"]["content"]
+    finally:
+        await stop(router)

@@ -14,6 +14,19 @@
     at 80% of 3.35 TB/s: 1.53e-8 s per token;
   * KV pool 8 x 80 GiB x 0.88 - 131 GiB weights - 40 GiB activations = 392 GiB / 320 KiB =
     1,284,505 tokens.
+- ``llama70b-a100x4``: the paper's testbed (64 A100 GPUs serving Llama-3-70B: 16 replicas of
+  tensor-parallel 4 over A100 SXM 80 GB; A100 datasheet: 2.039 TB/s HBM2e, 312 TFLOPS dense
+  bf16). A third of the H100 x8 KV pool, so agent sessions compete for KV memory; use it to
+  see retention, stealing and gating at work. Same method:
+
+  * weights 35.3 GB per GPU read at 80% of 2.039 TB/s = 21.6 ms, plus ~1 ms launch and ~1 ms
+    all-reduce: ``fixed_overhead_s`` 23.6 ms;
+  * prefill 2 x 70.6e9 FLOP per token at 50% of 4 x 312 TFLOPS: 2.26e-4 s per token;
+  * decode 2 x 70.6e9 FLOP per sequence per step at 55%: 2.06e-4 s;
+  * KV 80 KiB per token per GPU read at 80% of 2.039 TB/s: 5.02e-8 s per token;
+  * KV pool 4 x 80 GiB x 0.88 - 131 GiB weights - 20 GiB activations = 130.6 GiB / 320 KiB =
+    427,950 tokens (the longest Claude Code contexts do not fit: use it with the synthetic
+    workloads).
 """
 
 from __future__ import annotations
@@ -33,6 +46,17 @@ PROFILES: dict[str, ReplicaConfig] = {
             prefill_s_per_token=3.6e-5,
             decode_s_per_seq=3.2e-5,
             kv_read_s_per_token=1.53e-8,
+        ),
+    ),
+    "llama70b-a100x4": ReplicaConfig(
+        kv_capacity_tokens=427_950,
+        context_length=CONTEXT_TOKENS,
+        model_name="meta-llama/Meta-Llama-3-70B-Instruct",
+        timing=TimingParams(
+            fixed_overhead_s=23.6e-3,
+            prefill_s_per_token=2.26e-4,
+            decode_s_per_seq=2.06e-4,
+            kv_read_s_per_token=5.02e-8,
         ),
     ),
 }

@@ -2,10 +2,14 @@
 
 Each resource has one level-triggered reconcile coroutine, run on create, update, resume
 (operator restart) and every ``resync_interval_s`` by a timer: it reads what it needs, asks
-the pure function for the desired objects and status, applies them (create-or-merge-patch:
-idempotent) and writes the status. Deletion goes through a finalizer (kopf adds it because
-a delete handler exists) whose handler removes the owned objects; the owner references on
-them let a real cluster's garbage collector do the same if the operator is gone.
+the pure function for the desired objects and status, applies them and writes the status.
+Owned objects are applied so that they converge on the rendering
+(:meth:`~saga.operator.kube.KubeClient.apply`: keys a previous rendering set and this one
+lacks are deleted, and an unchanged object is not written); the shared bundle ConfigMaps are
+merge-patched key by key (:meth:`~saga.operator.kube.KubeClient.merge`). Deletion goes
+through a finalizer (kopf adds it because a delete handler exists) whose handler removes the
+owned objects; the owner references on them let a real cluster's garbage collector do the
+same if the operator is gone.
 
 Errors:
 
@@ -228,7 +232,7 @@ async def _sync_bundle(
     if want is None:
         return
     try:
-        await kube.apply(want)
+        await kube.merge(want)
     except TransientApiError:
         raise
     except ApiError as e:  # e.g. the bundle would exceed 1 MiB: the workflow's own CM stands
@@ -246,7 +250,7 @@ async def delete_agentworkflow(body: Mapping[str, Any], memo: Any) -> None:
             current = await kube.get("v1", "ConfigMap", bundle_ns, bundle_name)
             removal = agentworkflow.bundle_removal(body, spec.agent_type, current)
             if removal is not None:
-                await kube.apply(removal)
+                await kube.merge(removal)
     except TransientApiError as e:
         raise kopf.TemporaryError(str(e), delay=settings.retry_delay_s) from e
     # storage: redis: the state store has no delete; the last graph document stays (the

@@ -4,6 +4,12 @@ Why not the ``kubernetes`` package: it is synchronous (a thread per call under k
 loop) and deserializes into generated models; the operator only needs get / create /
 merge-patch / delete of plain JSON objects, which this does over one ``aiohttp`` session.
 
+Two ways to write: :meth:`KubeClient.apply` for objects the operator renders whole (a
+converging apply: the merge patch from :func:`saga.operator.reconcile.apply.converge_patch`
+also deletes the keys a previous rendering set and this one lacks, and nothing is sent when
+the live object already matches), and :meth:`KubeClient.merge` for a partial merge patch of a
+shared object (the graph and tenant bundles, where each writer owns a few keys).
+
 Connection: :meth:`KubeConfig.in_cluster` reads the ServiceAccount token and CA from
 ``/var/run/secrets/kubernetes.io/serviceaccount`` (the chart runs the operator that way);
 :meth:`KubeConfig.for_server` points at any URL (tests: the kmock emulator; development:
@@ -23,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from saga.operator.reconcile.apply import converge_patch, with_tree
 
 Json = dict[str, Any]
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -89,7 +97,8 @@ def object_path(api_version: str, kind: str, namespace: str, name: str | None = 
 
 
 class KubeClient:
-    """get / apply (create-or-merge-patch) / delete of namespaced objects."""
+    """get / apply (create or converge) / merge (create or merge-patch) / delete of namespaced
+    objects."""
 
     def __init__(self, config: KubeConfig) -> None:
         self.config = config
@@ -148,14 +157,37 @@ class KubeClient:
             return None
 
     async def apply(self, obj: Mapping[str, Any]) -> Json:
-        """Create ``obj`` or merge-patch the existing one to match it (idempotent)."""
+        """Create ``obj`` or make the live object equal it in every field the operator owns
+        (fields a previous apply set and ``obj`` lacks are removed); idempotent, and no write
+        when the live object already matches. Returns the object as stored."""
         api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
         m = obj["metadata"]
         ns, name = str(m["namespace"]), str(m["name"])
         existing = await self.get(api_version, kind, ns, name)
         if existing is None:
             try:
-                return await self._request("POST", object_path(api_version, kind, ns), dict(obj))
+                return await self._request("POST", object_path(api_version, kind, ns), with_tree(obj))
+            except Conflict:  # created concurrently: converge onto what is there
+                existing = await self.get(api_version, kind, ns, name)
+                if existing is None:
+                    raise
+        patch = converge_patch(obj, existing)
+        if patch is None:
+            return existing
+        return await self._request(
+            "PATCH", object_path(api_version, kind, ns, name), patch, "application/merge-patch+json"
+        )
+
+    async def merge(self, obj: Mapping[str, Any]) -> Json:
+        """Create ``obj`` or merge-patch the existing one with it (RFC 7386: ``null`` removes a
+        key, absent keys are left alone). For objects several writers share (the bundles)."""
+        api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
+        m = obj["metadata"]
+        ns, name = str(m["namespace"]), str(m["name"])
+        existing = await self.get(api_version, kind, ns, name)
+        if existing is None:
+            try:
+                return await self._request("POST", object_path(api_version, kind, ns), _drop_nulls(obj))
             except Conflict:
                 pass  # created concurrently: fall through to patch
         patch = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
@@ -170,3 +202,10 @@ class KubeClient:
         except NotFound:
             return False
         return True
+
+
+def _drop_nulls(value: Any) -> Any:
+    """A merge patch as a new object: ``null`` entries mean "absent"."""
+    if isinstance(value, Mapping):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    return value

@@ -87,6 +87,56 @@ async def test_replicapool_create_update_delete(cluster: Cluster) -> None:
     await cluster.wait_for("pool gone", lambda: cluster.get(f"{API}/replicapools", "pool-a") is None)
 
 
+async def test_removed_spec_fields_leave_the_workload(cluster: Cluster) -> None:
+    """A key dropped from the spec disappears from the live Deployment (not just new keys)."""
+    await cluster.create(
+        {
+            "apiVersion": API,
+            "kind": "ReplicaPool",
+            "metadata": {"name": "pool-c"},
+            "spec": {
+                "image": "img",
+                "model": "/m",
+                "nodeSelector": {"gpu": "a100", "zone": "b"},
+                "podLabels": {"team": "search", "cost-center": "42"},
+            },
+        }
+    )
+
+    def pod(d: dict[str, Any] | None) -> dict[str, Any]:
+        return ((d or {}).get("spec") or {}).get("template") or {}
+
+    dep = await cluster.wait_for("Deployment", lambda: cluster.get("apps/v1/deployments", "pool-c"))
+    assert pod(dep)["spec"]["nodeSelector"] == {"gpu": "a100", "zone": "b"}
+    # Another writer's annotation on the same object (a rollout restart) must survive.
+    await cluster.patch(
+        "apps/v1", "deployments", "pool-c", {"metadata": {"annotations": {"example.com/restarted": "now"}}}
+    )
+    await cluster.patch(
+        API,
+        "replicapools",
+        "pool-c",
+        {
+            "metadata": {"generation": 2},
+            "spec": {"nodeSelector": {"zone": None}, "podLabels": None, "replicas": 2},
+        },
+    )
+
+    def converged() -> dict[str, Any] | None:
+        d = cluster.get("apps/v1/deployments", "pool-c")
+        if d is None or d["spec"].get("replicas") != 2:
+            return None
+        labels = pod(d)["metadata"]["labels"]
+        if pod(d)["spec"].get("nodeSelector") != {"gpu": "a100"} or "team" in labels:
+            return None
+        return d
+
+    dep = await cluster.wait_for("Deployment converged on the new spec", converged)
+    assert "cost-center" not in pod(dep)["metadata"]["labels"]
+    assert pod(dep)["metadata"]["labels"]["saga.dev/replica-pool"] == "pool-c"
+    assert dep["metadata"]["annotations"]["example.com/restarted"] == "now"
+
+
 async def test_replicapool_invalid_spec_reports_permanent_error(cluster: Cluster) -> None:
     await cluster.create(
         {

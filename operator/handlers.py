@@ -200,6 +200,9 @@ async def reconcile_agentworkflow(body: kopf.Body, patch: kopf.Patch, memo: Any)
                     f"graph of {spec.agent_type!r} changed in the store meanwhile (v{got}); retrying"
                 )
         await _sync_bundle(body, spec, graph, memo)
+        stale = agentworkflow.stale_store_ref(body, spec)
+        if stale is not None and url:
+            await sources.delete_stored(url, stale.store_namespace, stale.agent_type, stale.digest)
     except (TransientApiError, sources.SourceUnavailable) as e:
         raise _retry(body, patch, "StoreUnavailable", str(e), settings.retry_delay_s) from e
     except ApiError as e:  # e.g. a 409 from a concurrent writer: retry soon, not at kopf's back-off
@@ -251,10 +254,20 @@ async def delete_agentworkflow(body: Mapping[str, Any], memo: Any) -> None:
             removal = agentworkflow.bundle_removal(body, spec.agent_type, current)
             if removal is not None:
                 await kube.merge(removal)
-    except TransientApiError as e:
+        # storage: redis: delete the graph document the workflow published, so running
+        # schedulers (spec.graphs.from_store) drop the agent type at their next poll.
+        url = _spec_redis_url(spec) or settings.redis_url
+        for ref in agentworkflow.published_store_refs(body):
+            if not url:
+                log.warning("%s/%s: no Redis URL to delete graph %s from", ns, body["metadata"]["name"], ref)
+            elif not await sources.delete_stored(url, ref.store_namespace, ref.agent_type, ref.digest):
+                log.info("graph of %r in the store is not this workflow's (anymore): left", ref.agent_type)
+    except (TransientApiError, sources.SourceUnavailable) as e:
         raise kopf.TemporaryError(str(e), delay=settings.retry_delay_s) from e
-    # storage: redis: the state store has no delete; the last graph document stays (the
-    # scheduler keeps predicting with it). See docs/operator.md "Known limits".
+
+
+def _spec_redis_url(spec: agentworkflow.WorkflowSpec | Invalid) -> str:
+    return "" if isinstance(spec, Invalid) else spec.redis_url
 
 
 # --------------------------------------------------------------------------- TenantPolicy

@@ -15,6 +15,9 @@
   an outage raises :class:`SourceUnavailable` and the handler retries), the one layout the
   scheduler reads with ``spec.graphs.from_store``. The put is a compare-and-set on the
   version the reconcile function was given.
+- :func:`delete_stored`: delete a workflow's published document (workflow deleted, or moved
+  to other storage), only while the store still holds this workflow's graph (same digest),
+  at the version read (compare-and-delete).
 """
 
 from __future__ import annotations
@@ -143,6 +146,26 @@ async def put_stored(url: str, namespace: str, put: StorePut) -> int:
         return int(
             await store.put_graph(put.agent_type, dict(put.document), expected_version=put.expected_version)
         )
+    except StateError as e:
+        raise SourceUnavailable(f"state store at {url}: {e}") from e
+    finally:
+        await store.close()
+
+
+async def delete_stored(url: str, namespace: str, agent_type: str, digest: str) -> bool:
+    """Delete the agent type's graph document if it is still the graph with ``digest``.
+
+    True if deleted; False when it is absent or holds another graph (another workflow of the
+    agent type published since: its document stays).
+    """
+    from saga.service.state.api import StateError
+
+    store = _store(url, namespace)
+    try:
+        doc = await store.get_graph(agent_type)
+        if doc is None or graph_digest(canonical_json(doc.document)) != digest:
+            return False
+        return bool(await store.delete_graph(agent_type, expected_version=doc.version))
     except StateError as e:
         raise SourceUnavailable(f"state store at {url}: {e}") from e
     finally:

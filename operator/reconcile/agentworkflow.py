@@ -29,7 +29,11 @@ Reconcile has three steps; only the middle one is done here (pure), the handler 
      ``saga:g:<type>`` and ``saga:gv``), the layout the scheduler reads with
      ``spec.graphs.from_store``. The store assigns versions; :func:`reconcile` is given what
      is stored (:class:`StoredGraph`) and asks for a compare-and-set put only when the digest
-     differs, so the version in the status is the store's.
+     differs, so the version in the status is the store's. Deleting the workflow (or moving
+     it to another storage, agent type or store namespace) deletes the document it published
+     (:func:`published_store_refs`, :func:`stale_store_ref`; ``StateStore.delete_graph`` at the stored
+     version, and only while the stored content is still this workflow's graph), so running
+     schedulers drop the agent type at their next poll.
 
 Status: ``sessionsSeen``, ``graphVersion``, ``graphDigest``, ``confidence``, ``graphRef`` and
 conditions ``GraphBuilt`` and ``Ready``.
@@ -130,6 +134,15 @@ class StorePut:
     agent_type: str
     document: Json
     expected_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRef:
+    """Where a workflow's status says its graph was last published in the state store."""
+
+    store_namespace: str
+    agent_type: str
+    digest: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +325,56 @@ def reconcile(
     else:
         status["lastBuildTime"] = prev["lastBuildTime"]
     return WorkflowResult(status=status, configmap=cm, store_put=put, version=version, changed=changed)
+
+
+def stored_ref(obj: Mapping[str, Any]) -> StoreRef | None:
+    """The state-store document the workflow last published (from ``status.graphRef``
+    ``redis/<ns>:g:<type>@v<N>`` and ``status.graphDigest``); None when it published none."""
+    status = obj.get("status") or {}
+    if not isinstance(status, Mapping):
+        return None
+    ref, digest = status.get("graphRef"), status.get("graphDigest")
+    if not isinstance(ref, str) or not ref.startswith("redis/") or not isinstance(digest, str):
+        return None
+    head, sep, _version = ref.removeprefix("redis/").rpartition("@v")
+    store_ns, sep2, agent_type = head.partition(":g:")
+    if not sep or not sep2 or not store_ns or not agent_type:
+        return None
+    return StoreRef(store_ns, agent_type, digest)
+
+
+def published_store_refs(obj: Mapping[str, Any]) -> list[StoreRef]:
+    """Every state-store document a deleted workflow may have published: the one its status
+    names, and (a deletion can arrive after a put but before the status recording it was
+    written) its spec's current target with the status digest. Deleting is digest-checked,
+    so naming a document that holds another graph is harmless."""
+    refs: list[StoreRef] = []
+    ref = stored_ref(obj)
+    if ref is not None:
+        refs.append(ref)
+    spec = parse_spec(obj)
+    status = obj.get("status") or {}
+    digest = status.get("graphDigest") if isinstance(status, Mapping) else None
+    if not isinstance(spec, Invalid) and spec.storage == "redis" and isinstance(digest, str):
+        target = StoreRef(spec.store_namespace, spec.agent_type, digest)
+        if target not in refs:
+            refs.append(target)
+    return refs
+
+
+def stale_store_ref(obj: Mapping[str, Any], spec: WorkflowSpec) -> StoreRef | None:
+    """The state-store document the workflow published before its spec moved away from it
+    (storage switched to ``configMap``, or another agent type or store namespace): the
+    handler deletes it, as it takes a bundle key out when storage switches to ``redis``."""
+    ref = stored_ref(obj)
+    if ref is None:
+        return None
+    if spec.storage == "redis" and (ref.store_namespace, ref.agent_type) == (
+        spec.store_namespace,
+        spec.agent_type,
+    ):
+        return None
+    return ref
 
 
 def graph_configmap(obj: Mapping[str, Any], spec: WorkflowSpec, graph: BuiltGraph, version: int) -> Json:

@@ -11,7 +11,9 @@ Where graphs come from (``spec.graphs``, docs/config.md):
   swap, so a reader sees the old or the new content, never a mix, and an unchanged file costs
   neither a parse nor a rebuild.
 * **the state store** (``from_store``): :meth:`StateStore.graph_versions` (one round trip) and
-  :meth:`StateStore.get_graph` for the agent types whose version moved.
+  :meth:`StateStore.get_graph` for the agent types whose version moved. A type that leaves
+  the versions (deleted with :meth:`StateStore.delete_graph` when its ``AgentWorkflow`` is
+  deleted) leaves the merged graphs at the next poll.
 
 Merge: every document is a :class:`GraphSet` (its workflow's agent type, its sub-agent types and
 the pooled ``"*"`` graph over its sessions). The merged set takes each agent type's graph from
@@ -171,6 +173,10 @@ class GraphReloader:
         except StateError as exc:
             log.warning("graph versions unavailable from the state store: %s", exc)
             return {s for s in (*self._good, *self._bad) if s.startswith("store:")}  # keep them
+        # A deleted type (StateStore.delete_graph) leaves the versions; forget its version too,
+        # since a later put of it starts again at version 1.
+        for gone in set(self._store_versions) - set(versions):
+            del self._store_versions[gone]
         seen: set[str] = set()
         for agent_type, version in sorted(versions.items()):
             source = f"store:{agent_type}"

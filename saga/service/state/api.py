@@ -21,7 +21,9 @@ What is stored
 * **Graph documents** (agent type → versioned AEG JSON, :class:`GraphDocument`): the
   operator or a scheduler publishes a new document; others poll
   :meth:`StateStore.graph_versions` (one cheap round trip) and reload the types whose
-  version changed.
+  version changed. :meth:`StateStore.delete_graph` removes a type (its ``AgentWorkflow`` was
+  deleted): it leaves :meth:`~StateStore.graph_versions`, so pollers drop it; a later put
+  starts again at version 1.
 * **Process heartbeats**: each scheduler process refreshes ``heartbeat(process_id, ttl_s)``;
   :meth:`StateStore.live_processes` lists the others (for ownership of periodic work and for
   operators).
@@ -200,6 +202,14 @@ class StateStore(Protocol):
 
     async def graph_versions(self) -> dict[str, int]:
         """agent type → latest version, for change detection in one round trip."""
+        ...
+
+    async def delete_graph(self, agent_type: str, *, expected_version: int | None = None) -> bool:
+        """Delete ``agent_type``'s document (only at ``expected_version`` when given).
+
+        True if deleted. The type leaves :meth:`graph_versions` in the same atomic step; the
+        next :meth:`put_graph` of it starts at version 1 again (expect 0: absent).
+        """
         ...
 
     # ---- process heartbeats

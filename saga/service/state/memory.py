@@ -203,6 +203,20 @@ class MemoryStore:
         self._check_open()
         return {k: d.version for k, d in self._graphs.items()}
 
+    async def delete_graph(self, agent_type: str, *, expected_version: int | None = None) -> bool:
+        self._check_open()
+        check_id("agent_type", agent_type)
+        return self.delete_graph_now(agent_type, expected_version=expected_version)
+
+    def delete_graph_now(self, agent_type: str, *, expected_version: int | None = None) -> bool:
+        current = self._graphs.get(agent_type)
+        if current is None:
+            return False
+        if expected_version is not None and current.version != expected_version:
+            return False
+        del self._graphs[agent_type]
+        return True
+
     # ---- heartbeats
 
     async def heartbeat(self, process_id: str, ttl_s: float) -> None:

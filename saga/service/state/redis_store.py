@@ -16,10 +16,11 @@ key                       type     content
 ``saga:hb``               zset     process id scored by heartbeat expiry (Unix s)
 ========================  =======  ===================================================
 
-Atomicity: a binding's compare-and-set and conditional delete, and a graph's versioned put,
-are Lua scripts (one round trip, atomic in Redis), so two processes can never both win a
-bind: the first writer gets ``won=True``, the second gets the stored binding to adopt. Usage
-increments are a MULTI/EXEC of HINCRBY[FLOAT], order-free.
+Atomicity: a binding's compare-and-set and conditional delete, a graph's versioned put and
+its delete (document and versions-hash entry together), are Lua scripts (one round trip,
+atomic in Redis), so two processes can never both win a bind: the first writer gets
+``won=True``, the second gets the stored binding to adopt. Usage increments are a MULTI/EXEC
+of HINCRBY[FLOAT], order-free.
 
 Outage policy (``on_outage``)
 -----------------------------
@@ -30,7 +31,8 @@ every answer Redis gave): placements keep working and sessions already seen keep
 replica; writes are remembered. Every ``retry_interval_s`` (1 s) an operation probes Redis;
 once it answers, the remembered writes are replayed against it with their original
 expected versions: fair-share deltas are added, and each binding written during the outage
-is compare-and-set from the version it had before the outage. **Redis wins conflicts**:
+is compare-and-set from the version it had before the outage; graphs put or deleted meanwhile
+are put or deleted. **Redis wins conflicts**:
 where another process wrote the binding meanwhile, the local copy adopts Redis's binding.
 ``"fail"``: every operation raises :class:`StateUnavailable` instead (for operators who
 prefer refusing work to risking a session on two replicas during a partition).
@@ -97,6 +99,17 @@ if tonumber(ARGV[3]) >= 0 and cur ~= tonumber(ARGV[3]) then return cur end
 redis.call('HSET', KEYS[1], 'v', cur + 1, 'd', ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], cur + 1)
 return cur + 1
+"""
+
+# KEYS[1] graph key, KEYS[2] versions hash; ARGV: agent type, expected version or -1 (any).
+# Returns 1 if deleted (the document and its entry in the versions hash go together).
+_DELETE_GRAPH = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'v'))
+if cur == nil then return 0 end
+if tonumber(ARGV[2]) >= 0 and cur ~= tonumber(ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
 """
 
 
@@ -175,6 +188,7 @@ class RedisStore:
         self._cas_bind = self._redis.register_script(_CAS_BIND)
         self._cas_delete = self._redis.register_script(_CAS_DELETE)
         self._put_graph = self._redis.register_script(_PUT_GRAPH)
+        self._delete_graph = self._redis.register_script(_DELETE_GRAPH)
         self.local = MemoryStore(process_id=process_id, binding_ttl_s=binding_ttl_s, wall=wall)
         # Outage bookkeeping (degrade mode).
         self.degraded = False
@@ -258,6 +272,10 @@ class RedisStore:
                     args=[agent_type, json.dumps(doc.document), -1],
                 )
                 self.local.put_graph_now(replace(doc, version=int(version)))
+            else:  # deleted during the outage
+                await self._delete_graph(
+                    keys=[self._gkey(agent_type), f"{self._ns}:gv"], args=[agent_type, -1]
+                )
             self._dirty_graphs.discard(agent_type)
 
     def _mark_dirty(self, session_id: str) -> None:
@@ -455,6 +473,24 @@ class RedisStore:
             return {_s(k): int(v) for k, v in raw.items()}
 
         return await self._call(remote, self.local.graph_versions)
+
+    async def delete_graph(self, agent_type: str, *, expected_version: int | None = None) -> bool:
+        check_id("agent_type", agent_type)
+
+        async def remote() -> bool:
+            ok = await self._delete_graph(
+                keys=[self._gkey(agent_type), f"{self._ns}:gv"],
+                args=[agent_type, -1 if expected_version is None else expected_version],
+            )
+            if ok:
+                self.local.delete_graph_now(agent_type)
+            return bool(ok)
+
+        async def fallback() -> bool:
+            self._dirty_graphs.add(agent_type)
+            return self.local.delete_graph_now(agent_type, expected_version=expected_version)
+
+        return await self._call(remote, fallback)
 
     # ---- heartbeats
 

@@ -123,6 +123,26 @@ async def test_graph_versions(store: StateStore) -> None:
     assert await store.graph_versions() == {"swe": 2, "web": 1}
 
 
+async def test_delete_graph(store: StateStore) -> None:
+    assert not await store.delete_graph("swe")  # absent
+    assert await store.put_graph("swe", {"v": 1}) == 1
+    assert await store.put_graph("swe", {"v": 2}) == 2
+    assert await store.put_graph("web", {"w": 1}) == 1
+    assert not await store.delete_graph("swe", expected_version=1)  # moved on meanwhile
+    assert await store.get_graph("swe") is not None
+    assert await store.delete_graph("swe", expected_version=2)
+    assert await store.get_graph("swe") is None
+    assert await store.graph_versions() == {"web": 1}  # pollers see the type go
+    assert not await store.delete_graph("swe")
+    # Absent again: a compare-and-set create works and numbering restarts.
+    assert await store.put_graph("swe", {"v": 9}, expected_version=0) == 1
+    assert await store.graph_versions() == {"swe": 1, "web": 1}
+    assert await store.delete_graph("web")
+    assert await store.graph_versions() == {"swe": 1}
+    with pytest.raises(InvalidState):
+        await store.delete_graph("")
+
+
 async def test_heartbeats(store: StateStore) -> None:
     await store.heartbeat("p1", 30.0)
     await store.heartbeat("p2", 30.0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import kmock
@@ -24,6 +24,7 @@ import pytest
 
 from saga.operator.handlers import OperatorSettings, run
 from saga.operator.kube import KubeConfig
+from saga.service.state.redis_server import RedisServer, RedisServerMissing
 
 RESOURCES: dict[str, kmock.ResourceInfo] = {
     "saga.dev/v1alpha1/replicapools": kmock.ResourceInfo(
@@ -114,22 +115,24 @@ class Cluster:
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def cluster() -> AsyncIterator[Cluster]:
+@contextlib.asynccontextmanager
+async def running_cluster(**settings: Any) -> AsyncIterator[Cluster]:
+    """kmock plus the operator running against it (``settings``: OperatorSettings overrides)."""
     async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
         for key, info in RESOURCES.items():
             emulator.resources[key] = info
         cl = Cluster(emulator, server)
-        settings = OperatorSettings(
-            resync_interval_s=1.0,
-            retry_delay_s=0.5,
-            kube=KubeConfig.for_server(cl.url, verify_tls=False),
-            graph_bundle_name="saga-graphs",
-            graph_bundle_namespace=NS,
-        )
+        opts: dict[str, Any] = {
+            "resync_interval_s": 1.0,
+            "retry_delay_s": 0.5,
+            "kube": KubeConfig.for_server(cl.url, verify_tls=False),
+            "graph_bundle_name": "saga-graphs",
+            "graph_bundle_namespace": NS,
+        }
+        opts.update(settings)
         stop = asyncio.Event()
         ready = asyncio.Event()
-        task = asyncio.create_task(run(settings, stop_flag=stop, ready_flag=ready))
+        task = asyncio.create_task(run(OperatorSettings(**opts), stop_flag=stop, ready_flag=ready))
         await asyncio.wait_for(ready.wait(), timeout=20)
         try:
             yield cl
@@ -137,3 +140,19 @@ async def cluster() -> AsyncIterator[Cluster]:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=20)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    async with running_cluster() as cl:
+        yield cl
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = RedisServer().start()
+    except RedisServerMissing as exc:
+        pytest.skip(f"{exc}; `make test` installs it via scripts/ensure-system-deps.sh")
+    yield server
+    server.stop()

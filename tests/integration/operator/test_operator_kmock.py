@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
-from .conftest import Cluster
+from saga.service.state.redis_server import RedisServer
+
+from .conftest import Cluster, running_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -319,3 +322,60 @@ async def test_tenantpolicy_missing_secret_then_created(cluster: Cluster) -> Non
             conditions(cluster.get(f"{API}/tenantpolicies", "acme")).get("Ready", {}).get("status") == "True"
         ),
     )
+
+
+async def test_agentworkflow_store_document_follows_the_workflow(redis_server: RedisServer) -> None:
+    """storage: redis: switching storage away, or deleting the workflow, deletes its document
+    in the state store (what running schedulers poll), so they stop predicting with it."""
+    text = (DATA / "sample_weka_traces.jsonl").read_text()
+    r = redis.Redis.from_url(redis_server.url)
+    r.set("coder-traces", text)
+
+    def stored() -> dict[bytes, bytes]:
+        return r.hgetall("saga:gv")
+
+    async with running_cluster(redis_url=redis_server.url) as cluster:
+        await cluster.create(
+            {
+                "apiVersion": API,
+                "kind": "AgentWorkflow",
+                "metadata": {"name": "coder"},
+                "spec": {
+                    "agentType": "claude-code",
+                    "source": {"redis": {"key": "coder-traces"}},
+                    "storage": {"type": "redis"},
+                },
+            }
+        )
+        await cluster.wait_for("graph in the store", lambda: stored() == {b"claude-code": b"1"}, timeout=40)
+
+        def ref() -> str:
+            wf = cluster.get(f"{API}/agentworkflows", "coder") or {}
+            return str((wf.get("status") or {}).get("graphRef", ""))
+
+        await cluster.wait_for("status names the document", lambda: ref().startswith("redis/saga:g:"))
+
+        # Storage switched to configMap: the bundle gets the graph, the store loses it.
+        await cluster.patch(
+            API, "agentworkflows", "coder", {"metadata": {"generation": 2}, "spec": {"storage": None}}
+        )
+        await cluster.wait_for(
+            "bundle key",
+            lambda: "claude-code.json" in (cluster.get("v1/configmaps", "saga-graphs") or {}).get("data", {}),
+        )
+        await cluster.wait_for("store document deleted", lambda: stored() == {})
+        assert r.exists("saga:g:claude-code") == 0
+
+        # Back to redis, then the workflow is deleted: the document goes with it.
+        await cluster.patch(
+            API,
+            "agentworkflows",
+            "coder",
+            {"metadata": {"generation": 3}, "spec": {"storage": {"type": "redis"}}},
+        )
+        await cluster.wait_for("graph back in the store", lambda: stored() == {b"claude-code": b"1"})
+        await cluster.delete(API, "agentworkflows", "coder")
+        await cluster.wait_for("workflow gone", lambda: cluster.get(f"{API}/agentworkflows", "coder") is None)
+        assert stored() == {}
+        assert r.exists("saga:g:claude-code") == 0
+    r.close()

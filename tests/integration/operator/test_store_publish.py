@@ -2,12 +2,12 @@
 
 A real redis-server on a loopback port: the operator's I/O (``sources.read_stored`` /
 ``put_stored``) driven by the pure reconcile, then ``GraphReloader(from_store=True)`` over a
-``RedisStore`` with the scheduler's default namespace picks the graph up.
+``RedisStore`` with the scheduler's default namespace picks the graph up, and drops it when
+the workflow's document is deleted (``sources.delete_stored``, what the delete handler runs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +18,11 @@ from saga.operator.reconcile import agentworkflow
 from saga.operator.reconcile.common import Invalid
 from saga.service.config import GraphSettings
 from saga.service.graphs_reload import GraphReloader
-from saga.service.state.redis_server import RedisServer, RedisServerMissing
+from saga.service.state.redis_server import RedisServer
 from saga.service.state.redis_store import RedisStore
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer().start()
-    except RedisServerMissing as exc:
-        pytest.skip(f"{exc}; `make test` installs it via scripts/ensure-system-deps.sh")
-    yield server
-    server.stop()
 
 
 async def _publish(obj: dict[str, Any], graph: agentworkflow.BuiltGraph, url: str) -> Any:
@@ -78,5 +68,25 @@ async def test_operator_store_graph_reaches_the_reloader(redis_server: RedisServ
         assert r3.version == 2
         assert await reloader.poll()
         assert reloader.state.sources == {"store:claude-code": "v2"}
+
+        # The workflow is deleted: its document goes, and the scheduler drops the agent type.
+        ref = agentworkflow.stored_ref(obj)
+        assert ref == agentworkflow.StoreRef("saga", "claude-code", r3.status["graphDigest"])
+        assert not await sources.delete_stored(url, "saga", "claude-code", "0" * 16)  # not ours
+        assert await sources.delete_stored(url, ref.store_namespace, ref.agent_type, ref.digest)
+        assert await store.graph_versions() == {}
+        assert await reloader.poll()
+        assert applied[-1] is None  # back to the built-in prior
+        assert reloader.state.agent_types == []
+        assert not await sources.delete_stored(url, "saga", "claude-code", ref.digest)  # gone
+
+        # Re-created and rebuilt twice before the next poll: versions restart (v1, v2), and the
+        # reloader must not mistake the new v2 for the deleted one.
+        obj.pop("status")
+        assert (await _publish(obj, graph, url)).version == 1
+        assert (await _publish(obj, sources.build_graph(more, "claude-code", "auto"), url)).version == 2
+        assert await reloader.poll()
+        assert reloader.state.sources == {"store:claude-code": "v2"}
+        assert "claude-code" in reloader.state.agent_types
     finally:
         await store.close()

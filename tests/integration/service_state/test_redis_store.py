@@ -110,6 +110,7 @@ async def test_degrade_serves_locally_then_reconciles_with_redis_winning(
     try:
         known = await a.bind(b("known", "r1"), expected_version=0)
         await a.add_usage("acme", service_s=1.0)
+        await a.put_graph("gone", {"x": 1})
         port = redis_server.port
         redis_server.stop()
         with caplog.at_level(logging.WARNING):
@@ -125,6 +126,8 @@ async def test_degrade_serves_locally_then_reconciles_with_redis_winning(
         usage = await a.add_usage("acme", service_s=2.0, completed_tasks=1)
         assert usage.attained_service_s == pytest.approx(3.0)
         await a.put_graph("swe", {"v": "local"})
+        assert await a.delete_graph("gone")  # deleted locally, replayed on recovery
+        assert await a.get_graph("gone") is None
 
         # Redis comes back (empty: no persistence); another process bound "clash" first.
         back = RedisServer(port=port).start()
@@ -132,6 +135,7 @@ async def test_degrade_serves_locally_then_reconciles_with_redis_winning(
         try:
             theirs = await other.bind(b("clash", "r-remote"), expected_version=0)
             await other.add_usage("acme", service_s=10.0)
+            await other.put_graph("gone", {"x": 1})  # what a persistent Redis would still hold
 
             async def recovered() -> None:
                 while a.degraded:
@@ -150,6 +154,8 @@ async def test_degrade_serves_locally_then_reconciles_with_redis_winning(
             graph = await other.get_graph("swe")
             assert graph is not None
             assert graph.document == {"v": "local"}
+            assert await other.get_graph("gone") is None
+            assert "gone" not in await other.graph_versions()
         finally:
             await other.close()
             back.stop()

@@ -104,6 +104,40 @@ def test_redis_storage_puts_a_store_document_versioned_by_the_store() -> None:
     assert (new.version, new.changed) == (5, True)
 
 
+def test_the_published_store_document_is_found_from_status() -> None:
+    obj = wf(storage={"type": "redis"})
+    assert agentworkflow.stored_ref(obj) is None  # nothing published yet
+    r = agentworkflow.reconcile(obj, graph("d9"), now=NOW, stored=agentworkflow.StoredGraph(2, "d0"))
+    assert not isinstance(r, Invalid)
+    obj["status"] = r.status
+    ref = agentworkflow.stored_ref(obj)
+    assert ref == agentworkflow.StoreRef("saga", "claude-code", "d9")
+    spec = agentworkflow.parse_spec(obj)
+    assert not isinstance(spec, Invalid)
+    assert agentworkflow.stale_store_ref(obj, spec) is None  # still where it publishes
+    assert agentworkflow.published_store_refs(obj) == [ref]
+    # Deleted before the status recorded a put: the spec's target with the status digest.
+    racing = wf(storage={"type": "redis", "storeNamespace": "prod"})
+    racing["status"] = r.status
+    assert agentworkflow.published_store_refs(racing) == [
+        ref,
+        agentworkflow.StoreRef("prod", "claude-code", "d9"),
+    ]
+    for moved in (
+        wf(),  # storage back to configMap
+        wf(agentType="other", storage={"type": "redis"}),
+        wf(storage={"type": "redis", "storeNamespace": "prod"}),
+    ):
+        moved["status"] = r.status
+        spec = agentworkflow.parse_spec(moved)
+        assert not isinstance(spec, Invalid)
+        assert agentworkflow.stale_store_ref(moved, spec) == ref
+    configmap_stored = agentworkflow.reconcile(wf(), graph(), now=NOW)
+    assert not isinstance(configmap_stored, Invalid)
+    assert agentworkflow.stored_ref({"status": configmap_stored.status}) is None
+    assert agentworkflow.stored_ref({"status": {"graphRef": "redis/nonsense", "graphDigest": "d"}}) is None
+
+
 def test_redis_key_prefix_is_gone() -> None:
     r = agentworkflow.reconcile(wf(storage={"type": "redis", "redisKeyPrefix": "x:"}), graph(), now=NOW)
     assert isinstance(r, Invalid)

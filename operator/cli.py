@@ -44,6 +44,16 @@ def register(subparsers: Any) -> None:
         default="",
         help="namespace of the graph bundle (the scheduler's); empty: no bundle is kept",
     )
+    run.add_argument(
+        "--tenant-bundle",
+        default="saga-tenants",
+        help="name of the tenant policy bundle ConfigMap the scheduler mounts",
+    )
+    run.add_argument(
+        "--tenant-bundle-namespace",
+        default="",
+        help="namespace of the tenant bundle (the scheduler's); empty: no bundle is kept",
+    )
     run.add_argument("--resync-interval", type=float, default=60.0, help="seconds between re-reconciles")
     run.add_argument(
         "--retry-delay", type=float, default=30.0, help="seconds before retrying temporary errors"
@@ -77,6 +87,8 @@ def _run(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         graph_bundle_name=args.graph_bundle,
         graph_bundle_namespace=args.graph_bundle_namespace,
+        tenant_bundle_name=args.tenant_bundle,
+        tenant_bundle_namespace=args.tenant_bundle_namespace,
         kube=kube,
     )
     try:

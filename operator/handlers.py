@@ -67,6 +67,11 @@ class OperatorSettings:
     # sets both (<release>-graphs in the release namespace). Empty namespace: no bundle.
     graph_bundle_name: str = "saga-graphs"
     graph_bundle_namespace: str = ""
+    # The tenant bundle (one ConfigMap, one key <tenant>.json per TenantPolicy) the scheduler
+    # mounts at spec.tenant_policies.directory and hot-reloads. The chart sets both
+    # (<release>-tenants in the release namespace). Empty namespace: no bundle.
+    tenant_bundle_name: str = "saga-tenants"
+    tenant_bundle_namespace: str = ""
     # kopf's own storage keys live under this prefix (finalizer, progress, last-handled spec).
     prefix: str = "operator.saga.dev"
     kube: KubeConfig | None = None  # None: in-cluster ServiceAccount
@@ -291,6 +296,7 @@ async def reconcile_tenantpolicy(body: kopf.Body, patch: kopf.Patch, memo: Any) 
             await kube.apply(result.configmap)
         else:
             await kube.delete("v1", "ConfigMap", ns, tenantpolicy.configmap_name(body))
+        await _sync_tenant_bundle(body, spec.tenant, result.configmap, memo)
     except TransientApiError as e:
         raise _retry(body, patch, "ApiUnavailable", str(e), settings.retry_delay_s) from e
     if not result.secret_ok:
@@ -299,9 +305,50 @@ async def reconcile_tenantpolicy(body: kopf.Body, patch: kopf.Patch, memo: Any) 
         raise kopf.TemporaryError(message, delay=settings.retry_delay_s)
 
 
+async def _sync_tenant_bundle(
+    body: kopf.Body, tenant: str, configmap: Mapping[str, Any] | None, memo: Any
+) -> None:
+    """Put the policy into the tenant bundle (published) or take it out (Secret missing);
+    a key the policy wrote for another tenant (renamed) is taken out."""
+    kube, settings = _kube(memo), _settings(memo)
+    name, ns = settings.tenant_bundle_name, settings.tenant_bundle_namespace
+    if not ns or not name:
+        return
+    current = await kube.get("v1", "ConfigMap", ns, name)
+    for old in tenantpolicy.published_tenants(body):
+        if old != tenant and (removal := tenantpolicy.bundle_removal(body, old, current)) is not None:
+            current = await kube.merge(removal)
+    if configmap is not None:
+        document = str(configmap["data"]["tenant.json"])
+        want, conflict = tenantpolicy.bundle_patch(body, tenant, document, current, name=name, namespace=ns)
+        if conflict is not None:
+            kopf.warn(body, reason="TenantTaken", message=conflict)
+    else:
+        want = tenantpolicy.bundle_removal(body, tenant, current)
+    if want is None:
+        return
+    try:
+        await kube.merge(want)
+    except TransientApiError:
+        raise
+    except ApiError as e:  # the policy's own ConfigMap stands
+        kopf.warn(body, reason="BundleRejected", message=f"ConfigMap {ns}/{name}: {e}")
+
+
 async def delete_tenantpolicy(body: Mapping[str, Any], memo: Any) -> None:
+    kube, settings = _kube(memo), _settings(memo)
     ns = str(body["metadata"]["namespace"])
-    await _kube(memo).delete("v1", "ConfigMap", ns, tenantpolicy.configmap_name(body))
+    try:
+        await kube.delete("v1", "ConfigMap", ns, tenantpolicy.configmap_name(body))
+        bundle_ns, bundle_name = settings.tenant_bundle_namespace, settings.tenant_bundle_name
+        if bundle_ns and bundle_name:
+            current = await kube.get("v1", "ConfigMap", bundle_ns, bundle_name)
+            for tenant in tenantpolicy.published_tenants(body):
+                removal = tenantpolicy.bundle_removal(body, tenant, current)
+                if removal is not None:
+                    current = await kube.merge(removal)
+    except TransientApiError as e:
+        raise kopf.TemporaryError(str(e), delay=settings.retry_delay_s) from e
 
 
 # --------------------------------------------------------------------------- registry

@@ -2,10 +2,19 @@
 
 Reconcile checks the spec, resolves the Secret that holds the tenant's API key and renders a
 ConfigMap ``saga-tenant-<name>`` (labels ``saga.dev/role=tenant-policy``,
-``saga.dev/tenant=<tenant>``) holding the normalized policy as ``tenant.json``. The scheduler
-watches ConfigMaps with that label; the API key itself never leaves the Secret (the
-ConfigMap names the Secret and key, and carries a hash of the key so the scheduler notices a
-rotation).
+``saga.dev/tenant=<tenant>``) holding the normalized policy as ``tenant.json`` (the
+policy's own record, owned by it, for ``kubectl``), **and** the same document as the key
+``<tenant>.json`` of the **tenant bundle** (:func:`bundle_patch`): one ConfigMap with a fixed
+name (the chart's ``<release>-tenants``) in the scheduler's namespace, labelled
+``saga.dev/role=tenant-policy-bundle``, which the chart mounts at the scheduler's
+``spec.tenant_policies.directory``; the scheduler re-reads it every poll and applies weights
+and SLOs without a restart (``saga.service.tenants_reload``). Each key's writer is recorded in
+the annotation ``tenants.saga.dev/<tenant>`` (``<ns>/<name>``): a second policy for the same
+tenant does not take the key over, and deleting a policy (or renaming its tenant, or losing
+its Secret) removes only its own key (:func:`bundle_removal`). An invalid spec edit leaves the
+key as it was (the last good policy stays in force). The API key itself never leaves the
+Secret (the documents name the Secret and key, and carry a hash of the key so the scheduler
+notices a rotation).
 
 Spec fields (defaults and why):
 
@@ -58,6 +67,8 @@ PLURAL = "tenantpolicies"
 DEFAULT_SECRET_KEY = "api-key"
 DEFAULT_DEADLINE_FACTOR = 1.5
 DEFAULT_ATTAINMENT = 0.99
+BUNDLE_ROLE = "tenant-policy-bundle"
+BUNDLE_OWNER_PREFIX = "tenants.saga.dev/"  # annotation tenants.saga.dev/<tenant> = "<ns>/<name>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,3 +276,90 @@ def _configmap(obj: Mapping[str, Any], spec: TenantSpec, key_digest: str) -> Jso
         "metadata": child_metadata(obj, configmap_name(obj), labels),
         "data": {"tenant.json": json.dumps(policy_document(spec, key_digest), sort_keys=True, indent=2)},
     }
+
+
+# --------------------------------------------------------------------------- tenant bundle
+
+
+def bundle_key(tenant: str) -> str:
+    """The bundle's key of a tenant (tenant ids are valid ConfigMap keys)."""
+    return f"{tenant}.json"
+
+
+def _owner(obj: Mapping[str, Any]) -> str:
+    m = meta(obj)
+    return f"{m.get('namespace', 'default')}/{m.get('name', '')}"
+
+
+def _bundle_object(name: str, namespace: str, annotations: Mapping[str, str | None]) -> Json:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {LABEL_ROLE: BUNDLE_ROLE, LABEL_MANAGED_BY: MANAGED_BY},
+            "annotations": dict(annotations),
+        },
+    }
+
+
+def bundle_patch(
+    obj: Mapping[str, Any],
+    tenant: str,
+    document: str,
+    current: Mapping[str, Any] | None,
+    *,
+    name: str,
+    namespace: str,
+) -> tuple[Json | None, str | None]:
+    """The tenant bundle's desired change for a published policy.
+
+    Returns ``(object, conflict)``: ``object`` is the merge patch (or the ConfigMap to create)
+    that sets the tenant's key to ``document`` (None when the bundle already holds it),
+    ``conflict`` a message when another ``TenantPolicy`` owns the tenant's key (the bundle is
+    then left alone). ``current`` is the bundle as read (None: absent).
+    """
+    owner_key = BUNDLE_OWNER_PREFIX + tenant
+    me = _owner(obj)
+    cur = current or {}
+    owner = (meta(cur).get("annotations") or {}).get(owner_key)
+    if owner not in (None, me):
+        return None, (
+            f"tenant {tenant!r} is already published in ConfigMap {namespace}/{name} by "
+            f"TenantPolicy {owner}; one policy per tenant"
+        )
+    if owner == me and (cur.get("data") or {}).get(bundle_key(tenant)) == document:
+        return None, None
+    out = _bundle_object(name, namespace, {owner_key: me})
+    out["data"] = {bundle_key(tenant): document}
+    return out, None
+
+
+def bundle_removal(obj: Mapping[str, Any], tenant: str, current: Mapping[str, Any] | None) -> Json | None:
+    """The merge patch that removes ``obj``'s key for ``tenant`` from the bundle; None when the
+    bundle holds no key written by ``obj`` for it."""
+    if current is None:
+        return None
+    owner_key = BUNDLE_OWNER_PREFIX + tenant
+    cur_meta = meta(current)
+    if (cur_meta.get("annotations") or {}).get(owner_key) != _owner(obj):
+        return None
+    out = _bundle_object(str(cur_meta.get("name", "")), str(cur_meta.get("namespace", "")), {owner_key: None})
+    if bundle_key(tenant) in (current.get("data") or {}):
+        out["data"] = {bundle_key(tenant): None}
+    return out
+
+
+def published_tenants(obj: Mapping[str, Any]) -> list[str]:
+    """Tenants whose bundle key ``obj`` may have written: its spec's and its status's (the
+    tenant before a rename, or of a spec that is invalid now)."""
+    out: list[str] = []
+    spec = parse_spec(obj)
+    if not isinstance(spec, Invalid):
+        out.append(spec.tenant)
+    status = obj.get("status") or {}
+    prev = status.get("tenant") if isinstance(status, Mapping) else None
+    if isinstance(prev, str) and prev and prev not in out:
+        out.append(prev)
+    return out

@@ -3,7 +3,8 @@ core, gRPC API, OpenAI endpoint, metrics server, and the periodic chores.
 
 :class:`Service` is what ``saga serve`` runs and what the integration tests start on free
 ports (``port 0`` in ``spec.listen``; the bound ports are read back from the instance).
-Periodic chores: graph hot reload (``spec.graphs``, :mod:`saga.service.graphs_reload`), a
+Periodic chores: graph hot reload (``spec.graphs``, :mod:`saga.service.graphs_reload`),
+tenant policy hot reload (``spec.tenant_policies``, :mod:`saga.service.tenants_reload`), a
 heartbeat in the state store every ``HEARTBEAT_S`` (so operators see the
 scheduler processes sharing a Redis) and a sweep ending sessions idle longer than
 ``limits.idle_session_timeout_s``.
@@ -35,6 +36,12 @@ from saga.service.metrics import ServiceMetrics, start_metrics_server
 from saga.service.openai_api import start_http_server
 from saga.service.state.api import StateStore
 from saga.service.state.memory import MemoryStore
+from saga.service.tenants_reload import (
+    TenantPolicy,
+    TenantPolicyReloader,
+    effective_tenants,
+    set_engine_weights,
+)
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0  # seconds between state-store heartbeats (TTL is three times this)
@@ -106,6 +113,13 @@ class Service:
         self._chores: list[asyncio.Task[None]] = []
         # Graph hot reload (spec.graphs); None when no source is configured.
         self.graphs: GraphReloader | None = None
+        # Tenant policy hot reload (spec.tenant_policies); None when no folder is configured.
+        self.tenant_policies: TenantPolicyReloader | None = None
+        # spec.tenants and the engine's weights as configured: what policies are applied over.
+        self._base_tenants = list(config.spec.tenants)
+        self._base_weights: dict[str, float] = (
+            dict(self.engine.settings.fairness.weights) if isinstance(self.engine, Engine) else {}
+        )
 
     async def start(self) -> None:
         cfg = self.config
@@ -123,6 +137,11 @@ class Service:
                 await self.graphs.poll()  # graphs in place before the first call
             else:
                 log.warning("spec.graphs ignored: the injected engine has no set_predictor")
+        if spec.tenant_policies.directory is not None:
+            self.tenant_policies = TenantPolicyReloader(
+                spec.tenant_policies, self.apply_tenant_policies, metrics=self.metrics
+            )
+            await self.tenant_policies.poll()  # policies in force before the first call
         r = spec.replicas
         timeouts = ClientTimeouts(
             connect_s=r.connect_timeout_s,
@@ -150,6 +169,21 @@ class Service:
         ]
         if self.graphs is not None:
             self._chores.append(asyncio.create_task(self.graphs.run(), name="saga-graph-reload"))
+        if self.tenant_policies is not None:
+            self._chores.append(
+                asyncio.create_task(self.tenant_policies.run(), name="saga-tenant-policy-reload")
+            )
+
+    def apply_tenant_policies(self, policies: dict[str, TenantPolicy]) -> None:
+        """Put ``policies`` (tenant → policy, from the reloader) in force: the weights go to
+        the engine's fair share from its next decision, the SLOs to sessions started from now
+        on (``spec.tenants``, which the core reads per session). A tenant whose policy is gone
+        gets its configured ``spec.tenants`` entry (or the defaults) back."""
+        self.config.spec.tenants = effective_tenants(self._base_tenants, policies)
+        weights = dict(self._base_weights)
+        weights.update({name: p.weight for name, p in policies.items()})
+        if not set_engine_weights(self.engine, weights) and policies:
+            log.warning("tenant weights not applied: the injected engine is not saga's Engine")
 
     def _client(self, replica_id: str) -> EngineClient | None:
         if self.pool is None:

@@ -171,6 +171,19 @@ class GraphSettings:
 
 
 @dataclass(slots=True)
+class TenantPolicySettings:
+    # Folder of tenant policy documents (one JSON per tenant, ``*.json``, searched recursively;
+    # Kubernetes' ``..data`` entries skipped): where the operator's tenant bundle ConfigMap is
+    # mounted (the Helm chart sets it). None: none read, only spec.tenants apply. A policy
+    # overrides the weight and SLO of the spec.tenants entry of the same name, or adds the
+    # tenant; removing it restores the spec.tenants entry (docs/service.md "Tenant policies").
+    directory: str | None = None
+    # Seconds between polls of the folder. 10 s: policies change on the operator's resync (60 s)
+    # and kubelet's ConfigMap sync (~60 s); a poll reads a few small files.
+    poll_interval_s: float = 10.0
+
+
+@dataclass(slots=True)
 class ServiceSpec:
     listen: ListenSettings = field(default_factory=ListenSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -181,6 +194,7 @@ class ServiceSpec:
     tokens: TokenSettings = field(default_factory=TokenSettings)
     openai: OpenAISettings = field(default_factory=OpenAISettings)
     graphs: GraphSettings = field(default_factory=GraphSettings)
+    tenant_policies: TenantPolicySettings = field(default_factory=TenantPolicySettings)
     # Settings passed to the scheduler engine (see saga.scheduler's settings); free-form here,
     # checked by the engine when it is built.
     engine: dict[str, Any] = field(default_factory=dict)
@@ -400,6 +414,13 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
         p.append(("spec.graphs.directory", "must be a folder path or null"))
     if not 0.01 <= g.poll_interval_s <= 86400:
         p.append(("spec.graphs.poll_interval_s", f"must be in [0.01, 86400], got {g.poll_interval_s}"))
+    tp = s.tenant_policies
+    if tp.directory is not None and not tp.directory.strip():
+        p.append(("spec.tenant_policies.directory", "must be a folder path or null"))
+    if not 0.01 <= tp.poll_interval_s <= 86400:
+        p.append(
+            ("spec.tenant_policies.poll_interval_s", f"must be in [0.01, 86400], got {tp.poll_interval_s}")
+        )
     if p:
         raise ConfigError(p, source)
     return cfg

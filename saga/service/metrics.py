@@ -60,6 +60,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "saga_proxy_overhead_seconds",
     "saga_engine_decision_seconds",
     "saga_build_info",
+    "saga_tenant_policy_reloads_total",
+    "saga_tenant_policy_rejected_documents",
 )
 
 
@@ -129,6 +131,17 @@ class ServiceMetrics:
         )
         self.build_info = Gauge("saga_build_info", "Always 1.", ["version"], registry=r)
         self.build_info.labels(version=__version__).set(1)
+        self.tenant_policy_reloads = Counter(
+            "saga_tenant_policy_reloads",
+            "Tenant policy reloads: policy sets applied, documents rejected.",
+            ["outcome"],
+            registry=r,
+        )
+        self.tenant_policy_rejected_documents = Gauge(
+            "saga_tenant_policy_rejected_documents",
+            "Tenant policy documents rejected now (their last good policy stays in force).",
+            registry=r,
+        )
 
     # ------------------------------------------------------------------ recording
 
@@ -186,6 +199,12 @@ class ServiceMetrics:
         ):
             with contextlib.suppress(KeyError):
                 g.remove(replica)
+
+    def tenant_policy_reload(self, outcome: str) -> None:
+        self.tenant_policy_reloads.labels(outcome).inc()
+
+    def tenant_policy_rejected(self, n: int) -> None:
+        self.tenant_policy_rejected_documents.set(n)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -124,14 +124,19 @@ def test_operator_rbac_is_least_privilege() -> None:
     ) == [
         "agents",
         "ml",
-        "saga-system",  # the graph bundle only: create, and get/patch by name
+        "saga-system",  # the graph and tenant bundles only: create, and get/patch by name
     ]
-    bundle_role = next(r for r in by_kind(ns_docs, "Role") if r["metadata"]["name"] == "saga-operator-graphs")
+    bundle_role = next(
+        r for r in by_kind(ns_docs, "Role") if r["metadata"]["name"] == "saga-operator-bundles"
+    )
     assert bundle_role["metadata"]["namespace"] == "saga-system"
     assert {tuple(r["verbs"]): r.get("resourceNames") for r in bundle_role["rules"]} == {
         ("create",): None,
-        ("get", "patch"): ["saga-graphs"],
+        ("get", "patch"): ["saga-graphs", "saga-tenants"],
     }
+    only_tenants = render({**VALUE_SETS["namespaced-operator-external-redis"], "graphs": {"enabled": False}})
+    role = next(r for r in by_kind(only_tenants, "Role") if r["metadata"]["name"] == "saga-operator-bundles")
+    assert role["rules"][1]["resourceNames"] == ["saga-tenants"]
 
 
 def _scheduler(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -168,6 +173,29 @@ def test_scheduler_mounts_the_graph_bundle_the_operator_writes() -> None:
     )
 
 
+def test_scheduler_mounts_the_tenant_bundle_the_operator_writes() -> None:
+    docs = render({})
+    pod, spec = _scheduler(docs)
+    vol = next(v for v in pod["volumes"] if v["name"] == "tenants")
+    assert vol["configMap"] == {"name": "saga-tenants", "optional": True}
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "tenants")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/var/lib/saga/tenants", True)
+    assert spec["tenant_policies"] == {"directory": "/var/lib/saga/tenants", "poll_interval_s": 10}
+    op = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "saga-operator")
+    args = op["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--tenant-bundle=saga-tenants" in args
+    assert "--tenant-bundle-namespace=saga-system" in args
+
+    docs = render({"tenantPolicies": {"enabled": False}})
+    pod, spec = _scheduler(docs)
+    assert "tenant_policies" not in spec
+    assert all(v["name"] != "tenants" for v in pod["volumes"])
+    op = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "saga-operator")
+    assert not any(
+        a.startswith("--tenant-bundle") for a in op["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+
 def test_scheduler_config_is_a_valid_schedulerconfig(tmp_path: Path) -> None:
     from saga.service.config import load_file
 
@@ -200,6 +228,8 @@ def test_scheduler_config_is_a_valid_schedulerconfig(tmp_path: Path) -> None:
         {"operator": {"watchNamespaces": ["Bad_NS"]}},
         {"graphs": {"mountPath": "relative/path"}},
         {"graphs": {"pollIntervalSeconds": 0}},
+        {"tenantPolicies": {"mountPath": "relative/path"}},
+        {"tenantPolicies": {"pollIntervalSeconds": 0}},
     ],
 )
 def test_invalid_values_rejected_by_schema(bad: dict[str, Any]) -> None:

@@ -128,6 +128,8 @@ async def running_cluster(**settings: Any) -> AsyncIterator[Cluster]:
             "kube": KubeConfig.for_server(cl.url, verify_tls=False),
             "graph_bundle_name": "saga-graphs",
             "graph_bundle_namespace": NS,
+            "tenant_bundle_name": "saga-tenants",
+            "tenant_bundle_namespace": NS,
         }
         opts.update(settings)
         stop = asyncio.Event()

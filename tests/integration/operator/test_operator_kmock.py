@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from saga.service.state.redis_server import RedisServer
+from saga.service.tenants_reload import parse_policy
 
 from .conftest import Cluster, running_cluster
 
@@ -322,6 +323,53 @@ async def test_tenantpolicy_missing_secret_then_created(cluster: Cluster) -> Non
             conditions(cluster.get(f"{API}/tenantpolicies", "acme")).get("Ready", {}).get("status") == "True"
         ),
     )
+
+    # The tenant bundle the scheduler mounts gets the same document, which the scheduler's
+    # reloader accepts; a second policy for the tenant does not take the key over.
+    bundle = await cluster.wait_for(
+        "tenant bundle",
+        lambda: (
+            (b := cluster.get("v1/configmaps", "saga-tenants")) and "acme.json" in b.get("data", {}) and b
+        ),
+    )
+    assert bundle["metadata"]["labels"]["saga.dev/role"] == "tenant-policy-bundle"
+    assert bundle["metadata"]["annotations"]["tenants.saga.dev/acme"] == "ml/acme"
+    assert bundle["data"]["acme.json"] == cm["data"]["tenant.json"]
+    policy = parse_policy(bundle["data"]["acme.json"])
+    assert (policy.tenant, policy.weight, policy.slo_s) == ("acme", 2.0, 60.0)
+    await cluster.create(
+        {
+            "apiVersion": API,
+            "kind": "TenantPolicy",
+            "metadata": {"name": "acme-two"},
+            "spec": {"tenant": "acme", "weight": 9, "apiKeySecretRef": {"name": "acme-key"}},
+        }
+    )
+    await cluster.wait_for(
+        "second policy published", lambda: cluster.get("v1/configmaps", "saga-tenant-acme-two")
+    )
+
+    # A weight change reaches the bundle (and so the scheduler) without a restart.
+    await cluster.patch(API, "tenantpolicies", "acme", {"metadata": {"generation": 2}, "spec": {"weight": 3}})
+    await cluster.wait_for(
+        "bundle follows the new weight",
+        lambda: (
+            parse_policy((cluster.get("v1/configmaps", "saga-tenants") or {})["data"]["acme.json"]).weight
+            == 3.0
+        ),
+    )
+    # Deleting the second policy leaves acme's key; deleting acme's policy removes it.
+    await cluster.delete(API, "tenantpolicies", "acme-two")
+    await cluster.wait_for("acme-two gone", lambda: cluster.get(f"{API}/tenantpolicies", "acme-two") is None)
+    assert "acme.json" in (cluster.get("v1/configmaps", "saga-tenants") or {})["data"]
+    await cluster.delete(API, "tenantpolicies", "acme")
+    await cluster.wait_for(
+        "bundle key removed",
+        lambda: "acme.json" not in ((cluster.get("v1/configmaps", "saga-tenants") or {}).get("data") or {}),
+    )
+    assert "tenants.saga.dev/acme" not in (cluster.get("v1/configmaps", "saga-tenants") or {})[
+        "metadata"
+    ].get("annotations", {})
 
 
 async def test_agentworkflow_store_document_follows_the_workflow(redis_server: RedisServer) -> None:

@@ -105,3 +105,48 @@ def test_invalid_specs(spec: dict[str, Any], field: str) -> None:
     assert isinstance(r, Invalid)
     assert r.field == field
     assert r.message
+
+
+def test_tenant_bundle_one_key_per_tenant_and_removal_only_own() -> None:
+    r = tenantpolicy.reconcile(policy(), {"data": {"api-key": "c2stYWNtZQ=="}}, now=NOW)
+    assert not isinstance(r, Invalid)
+    assert r.configmap is not None
+    text = r.configmap["data"]["tenant.json"]
+    obj = policy()
+    want, conflict = tenantpolicy.bundle_patch(obj, "acme", text, None, name="saga-tenants", namespace="sys")
+    assert conflict is None
+    assert want is not None
+    assert want["metadata"]["namespace"] == "sys"
+    assert want["metadata"]["labels"]["saga.dev/role"] == "tenant-policy-bundle"
+    assert want["metadata"]["annotations"] == {"tenants.saga.dev/acme": "ml/acme"}
+    assert want["data"] == {"acme.json": text}
+    stored = {"metadata": dict(want["metadata"], name="saga-tenants", namespace="sys"), "data": want["data"]}
+    # Unchanged: nothing to write.
+    assert tenantpolicy.bundle_patch(obj, "acme", text, stored, name="saga-tenants", namespace="sys") == (
+        None,
+        None,
+    )
+    # Another policy for the same tenant is refused, with who owns the key.
+    other = policy()
+    other["metadata"]["name"] = "acme-2"
+    want2, conflict2 = tenantpolicy.bundle_patch(
+        other, "acme", "{}", stored, name="saga-tenants", namespace="sys"
+    )
+    assert want2 is None
+    assert conflict2 is not None
+    assert "TenantPolicy ml/acme" in conflict2
+    assert tenantpolicy.bundle_removal(other, "acme", stored) is None  # not its key
+    removal = tenantpolicy.bundle_removal(obj, "acme", stored)
+    assert removal is not None
+    assert removal["data"] == {"acme.json": None}
+    assert removal["metadata"]["annotations"] == {"tenants.saga.dev/acme": None}
+    assert tenantpolicy.bundle_removal(obj, "acme", None) is None
+
+
+def test_published_tenants_include_the_one_before_a_rename() -> None:
+    obj = policy(tenant="acme-corp")
+    obj["status"] = {"tenant": "acme"}
+    assert tenantpolicy.published_tenants(obj) == ["acme-corp", "acme"]
+    bad = policy(weight=-1)
+    bad["status"] = {"tenant": "acme"}
+    assert tenantpolicy.published_tenants(bad) == ["acme"]  # an invalid spec: the status's

@@ -58,6 +58,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/* The tenant policy bundle ConfigMap: the operator writes it, the scheduler mounts it. */}}
+{{- define "saga.tenantBundleName" -}}
+{{- printf "%s-tenants" (include "saga.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* The graph bundle ConfigMap: the operator writes it, the scheduler mounts it. */}}
 {{- define "saga.graphBundleName" -}}
 {{- printf "%s-graphs" (include "saga.fullname" .) | trunc 63 | trimSuffix "-" -}}

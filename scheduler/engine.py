@@ -12,6 +12,8 @@ Implements :class:`saga.scheduler.api.EngineProtocol`. The service (live) and th
    once, ``state.SharedTokens``) stays below the watermark after adding it, releasing pins
    there under memory pressure if needed (``retention.py``); otherwise it waits in the
    replica's engine-held queue (``Defer``), which drains in fairness order as calls finish;
+   with the decode-batch cap on (``batchcap.py``, off by default) a replica also runs at most
+   its cap and its held calls drain shortest remaining work first;
 4. **work stealing** (switchable, ``stealing.py``): a replica with a free slot and nothing to
    run takes a queued call from another replica when the modelled queueing delay saved
    exceeds the prefix it must recompute (``Steal`` then ``Dispatch``);
@@ -121,6 +123,12 @@ class Engine(EngineParts):
         self._deferred_by_tenant: Counter[str] = Counter()
         self._gran = s.prefix_granularity_tokens
         self._retaining = s.retention.enabled and s.retention.mode != "off"
+        # order of the engine-held queues: shortest remaining work when the batch cap is on
+        # (batchcap.py, EngineParts._srpt_key), else the fairness policy's
+        srpt = s.batch_cap.enabled and s.gating.enabled and s.batch_cap.order == "srpt"
+        self._queue_key: Callable[[QueuedCall, float], float] = (
+            self._srpt_key if srpt else self.fairness.queue_key
+        )
         self._handlers: dict[type, Callable[[Any], list[Action]]] = {
             SessionStart: self._on_session_start,
             SessionEnd: self._on_session_end,
@@ -439,7 +447,8 @@ class Engine(EngineParts):
             i = 0
             if len(q) > 1:  # fairness order over the head of the queue (bounded work per dispatch)
                 now = self.clock.now()
-                keys = [self.fairness.queue_key(self._qc(self.calls[c]), now) for c in q[:DRAIN_WINDOW]]
+                key = self._queue_key
+                keys = [key(self._qc(self.calls[c]), now) for c in q[:DRAIN_WINDOW]]
                 i = keys.index(min(keys))
             call = self.calls[q[i]]
             if not self._fits(r, call):

@@ -1,4 +1,5 @@
-"""Replica events, work stealing and KV retention: the second half of :class:`Engine`.
+"""Replica events, work stealing, KV retention, the batch cap's hooks: the second half of
+:class:`Engine`.
 
 Split from ``engine.py`` only to keep files short; ``engine.py``'s docstring describes the
 whole engine. :class:`EngineParts` holds no state of its own: ``Engine`` initialises every
@@ -25,7 +26,8 @@ from saga.scheduler.api import (
     Steal,
     UnknownReplica,
 )
-from saga.scheduler.policy import FairnessPolicy, PlacementPolicy
+from saga.scheduler.batchcap import srpt_key
+from saga.scheduler.policy import FairnessPolicy, PlacementPolicy, QueuedCall
 from saga.scheduler.priors import PriorPredictor
 from saga.scheduler.settings import EngineSettings
 from saga.scheduler.state import CallState, ReplicaState, SessionState
@@ -188,6 +190,27 @@ class EngineParts:
         s.open_on = None
         return [Release(s.session_id, rid, reason)]
 
+    # ------------------------------------------------------------------ decode-batch cap
+
+    def _srpt_key(self, qc: QueuedCall, now: float) -> float:
+        """Order of held calls under the batch cap (``batchcap.srpt_key``): lowest first."""
+        bc = self.settings.batch_cap
+        w = self.settings.fairness.weights.get(qc.tenant, 1.0)
+        return srpt_key(qc, now, w, bc.aging, bc.max_hold_s, bc.deadline_aware)
+
+    def _batch_cap_params(self) -> tuple[float, float, float, float, bool, int] | None:
+        bc, c = self.settings.batch_cap, self.settings.cost
+        if not (bc.enabled and self.settings.gating.enabled):
+            return None
+        return (
+            c.iteration_overhead_s,
+            c.decode_s_per_seq,
+            c.kv_read_s_per_token,
+            bc.max_throughput_loss,
+            bc.latency_rule,
+            max(1, bc.min_batch),
+        )
+
     # ------------------------------------------------------------------ replicas
 
     def _replica(self, rid: str) -> ReplicaState:
@@ -218,6 +241,7 @@ class EngineParts:
             slot_slack=self.settings.gating.slot_slack,
             kv_watermark=self.settings.gating.kv_watermark,
             call_s=self.settings.cost.initial_call_s,
+            batch_cap=self._batch_cap_params(),
         )
         self._eligible = None
         acts = self._retry_pending(None) if self._pending else []

@@ -134,6 +134,41 @@ class GatingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchCapSettings:
+    """Decode-batch cap per replica + shortest-remaining-work order of held calls
+    (``scheduler/batchcap.py``: the algorithm and the measurements). Needs gating (the cap
+    holds calls in the engine's queues); off, a replica runs every call it is given
+    (processor sharing, SGLang's behaviour with max_running_requests 1024)."""
+
+    # Off by default: on every simulated workload at 80% load it was a no-op (latency rule)
+    # or made tasks slower (knee rule): docs/scheduler.md § Decode-batch cap.
+    enabled: bool = False
+    # Allowed decode-throughput loss vs running every waiting call (fraction, [0, 1)): the
+    # cap is never below the smallest batch keeping 1 - this of the uncapped throughput under
+    # the replica's cost model. 0.1: the loss the issue allows (5-10%), the upper end so
+    # that the cap can act at all.
+    max_throughput_loss: float = 0.1
+    # Also never below the mean-latency-optimal batch sqrt(f x N / c) (the square-root rule,
+    # batchcap.py). True: cap only where holding calls pays; False: the throughput bound alone
+    # (the "knee"), which holds calls even while the iteration overhead dominates.
+    latency_rule: bool = True
+    # The cap never goes below this many running calls (count). 1: the cost model decides.
+    min_batch: int = 1
+    # Order of held calls: "srpt" (least expected remaining work, aging, deadlines) or
+    # "fairness" (the fairness policy's queue_key: AFS least slack).
+    order: str = "srpt"
+    # Seconds of priority a held call gains per second it waits (dimensionless). 1.0: a call
+    # of a session with R s of work left overtakes fresh calls after waiting R s at most.
+    aging: float = 1.0
+    # A call held this long goes first, oldest first (seconds): the starvation bound. 30 s:
+    # thousands of decode iterations (10-20 ms each on the 70B profile), so the order decides
+    # in normal operation, yet short against agent tasks of minutes.
+    max_hold_s: float = 30.0
+    # Sessions that can still meet their deadline are keyed by min(remaining, slack).
+    deadline_aware: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class FairnessSettings:
     """Agent Fair Share and admission control (``policies/fairness/afs.py``)."""
 
@@ -163,6 +198,7 @@ class EngineSettings:
     stealing: StealingSettings = field(default_factory=StealingSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     gating: GatingSettings = field(default_factory=GatingSettings)
+    batch_cap: BatchCapSettings = field(default_factory=BatchCapSettings)
     fairness: FairnessSettings = field(default_factory=FairnessSettings)
     # Granularity of shared-prefix accounting, tokens: the engine samples one cumulative
     # block hash every this many tokens (1024: 64-token blocks -> every 16th hash), which
@@ -184,6 +220,13 @@ class EngineSettings:
             raise InvalidInput(
                 f"settings.gating.kv_watermark: must be in (0, 1], got {self.gating.kv_watermark}"
             )
+        if not 0.0 <= self.batch_cap.max_throughput_loss < 1.0:
+            raise InvalidInput(
+                "settings.batch_cap.max_throughput_loss: must be in [0, 1), "
+                f"got {self.batch_cap.max_throughput_loss}"
+            )
+        if self.batch_cap.order not in ("srpt", "fairness"):
+            raise InvalidInput(f"settings.batch_cap.order: unknown order {self.batch_cap.order!r}")
         if self.prefix_granularity_tokens < 1:
             raise InvalidInput("settings.prefix_granularity_tokens: must be >= 1")
         for t, w in self.fairness.weights.items():

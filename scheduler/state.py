@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from saga.scheduler.api import Prompt, WorkflowHints
+from saga.scheduler.batchcap import decode_cap
 
 
 def sample_hashes(
@@ -132,6 +133,9 @@ class ReplicaState:
     pinned_tokens: int = 0
     inflight_tokens: int = 0  # prompt + max_new of the calls in flight (the KV decode reads)
     kv_watermark: float = 1.0
+    # decode-batch cap (batchcap.py): (overhead s, s per sequence, s per KV token, allowed
+    # throughput loss, latency rule, min batch); None: only max_running bounds running calls
+    batch_cap: tuple[float, float, float, float, bool, int] | None = None
 
     @property
     def inflight_count(self) -> int:
@@ -151,11 +155,27 @@ class ReplicaState:
         kv = self.committed.total / self.kv_total
         return max(slots, kv) + len(self.queue) / self.max_running
 
+    def slot_limit(self, demand: int) -> int:
+        """Calls allowed to run here when ``demand`` calls (in flight + held + candidate) want to."""
+        hard = self.max_running + self.slot_slack
+        cap = self.batch_cap
+        if cap is None:
+            return hard
+        f, d, r, eps, latency, floor = cap
+        n = len(self.inflight)
+        ctx = self.inflight_tokens / n if n else 0.0
+        return min(hard, max(floor, decode_cap(demand, ctx, f, d, r, eps, latency)))
+
     def has_slot(self) -> bool:
-        return len(self.inflight) < self.max_running + self.slot_slack
+        """One more call may start here (the head of the queue, or a new one if it is empty)."""
+        n = len(self.inflight)
+        if self.batch_cap is None:
+            return n < self.max_running + self.slot_slack
+        return n < self.slot_limit(n + max(1, len(self.queue)))
 
     def est_wait_s(self, need_tokens: int = 0) -> float:
-        free = self.max_running + self.slot_slack - len(self.inflight)
+        n = len(self.inflight)
+        free = self.slot_limit(n + len(self.queue) + 1) - n
         ahead = len(self.queue) + max(0, self.reported_waiting - len(self.queue))
         kv_free = self.kv_watermark * self.kv_total - self.committed.total
         if free > ahead and (kv_free >= need_tokens or not self.inflight):

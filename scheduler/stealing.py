@@ -5,7 +5,8 @@ of its own. A *victim* is a replica whose engine-held queue is not empty. For ea
 near the head of a victim's queue (the first ``SCAN`` calls) the thief compares, in seconds:
 
 - benefit = the call's modelled wait on the victim: ``(position + 1) x call_s / max_running``
-  (it runs at once on the thief);
+  (it runs at once on the thief); under a decode-batch cap (``batchcap.py``) ``running`` (its
+  calls in flight) replaces ``max_running``, the cap being what holds the queue;
 - cost = the extra prefill it pays on the thief: ``(cached_on_victim - cached_on_thief) /
   prefill_tokens_per_s`` (SGLang cannot ship KV between replicas, so "moving" a session means
   recomputing the prefix the thief does not hold; later calls then hit the thief's cache).
@@ -49,7 +50,8 @@ def best_steal(
     for v in victims:
         if v is thief or not v.queue:
             continue
-        per_slot = v.call_s / v.max_running
+        slots = v.max_running if v.batch_cap is None else max(1, min(len(v.inflight), v.max_running))
+        per_slot = v.call_s / slots
         for pos, cid in enumerate(v.queue[:SCAN]):
             c = calls[cid]
             if not fits(thief, c):

@@ -18,6 +18,11 @@ share are off):
 ``saga`` has every mechanism on; ``saga-no-<mechanism>`` turns exactly one off:
 affinity, batching, stealing, retention, afs (fair share and admission), gating (engine-held
 queues), predictor (BRIEF priors instead of the AEG predictor).
+
+Variants that add a mechanism that is off by default (the decode-batch cap, ``batchcap.py``,
+which did not help: docs/scheduler.md): ``saga-batchcap`` (latency and throughput rules, SRPT
+order), ``saga-batchcap-knee`` (throughput rule alone), ``saga-batchcap-knee-afs`` (throughput
+rule alone, held calls in AFS least-slack order).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from saga.scheduler.policies.placement.thunder import ThunderPlacement
 from saga.scheduler.policy import FairnessPolicy, PlacementPolicy
 from saga.scheduler.settings import (
     AffinitySettings,
+    BatchCapSettings,
     BatchingSettings,
     EngineSettings,
     FairnessSettings,
@@ -72,6 +78,7 @@ def _request_level() -> EngineSettings:
         fairness=FairnessSettings(enabled=False, admission_enabled=False),
         affinity=AffinitySettings(enabled=False),
         batching=BatchingSettings(enabled=False),
+        batch_cap=BatchCapSettings(enabled=False),
     )
 
 
@@ -152,10 +159,35 @@ def _ablation(mech: str) -> SystemSpec:
 
 
 ABLATIONS = ("affinity", "batching", "stealing", "retention", "afs", "gating", "predictor")
+
+
+def _batchcap(name: str, desc: str, latency_rule: bool = True, order: str = "srpt") -> SystemSpec:
+    s = SAGA.settings
+    bc = replace(s.batch_cap, enabled=True, latency_rule=latency_rule, order=order)
+    s = replace(s, batch_cap=bc)
+    return replace(SAGA, name=name, settings=s, description=desc, tags=("variant",))
+
+
+VARIANTS: dict[str, SystemSpec] = {
+    v.name: v
+    for v in (
+        _batchcap("saga-batchcap", "SAGA + decode-batch cap (latency and throughput rules), SRPT order"),
+        _batchcap(
+            "saga-batchcap-knee", "SAGA + throughput-knee batch cap only, SRPT order", latency_rule=False
+        ),
+        _batchcap(
+            "saga-batchcap-knee-afs",
+            "SAGA + throughput-knee batch cap only, held calls in AFS order",
+            latency_rule=False,
+            order="fairness",
+        ),
+    )
+}
 SYSTEMS: dict[str, SystemSpec] = {
     "saga": SAGA,
     **BASELINES,
     **{f"saga-no-{m}": _ablation(m) for m in ABLATIONS},
+    **VARIANTS,
 }
 
 

@@ -36,7 +36,13 @@ from saga.scheduler.api import (
 )
 from saga.scheduler.engine import Engine
 from saga.scheduler.policies import FAIRNESS_POLICIES, PLACEMENT_POLICIES
-from saga.scheduler.settings import EngineSettings, FairnessSettings, RetentionSettings
+from saga.scheduler.settings import (
+    BatchCapSettings,
+    CostModel,
+    EngineSettings,
+    FairnessSettings,
+    RetentionSettings,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -51,13 +57,17 @@ OPS = st.lists(
 
 
 class Driver:
-    def __init__(self, placement: str, fairness: str, mode: str) -> None:
+    def __init__(self, placement: str, fairness: str, mode: str, batch_cap: bool = False) -> None:
         self.clock = VirtualClock()
         rs = RetentionSettings(mode=mode, max_pinned_fraction=0.4)
         fs = FairnessSettings(overload_queue_per_replica=2.0, max_deferred_per_tenant=3, retry_after_s=1.0)
+        # memory-bound cost model: the decode-batch cap holds calls at a few running
+        cost = CostModel(iteration_overhead_s=1e-3, decode_s_per_seq=1e-4, kv_read_s_per_token=1e-5)
+        cost = cost if batch_cap else CostModel()
+        bc = BatchCapSettings(enabled=batch_cap, max_hold_s=5.0)
         self.e = Engine(
             self.clock,
-            EngineSettings(retention=rs, fairness=fs),
+            EngineSettings(retention=rs, fairness=fs, cost=cost, batch_cap=bc),
             placement=PLACEMENT_POLICIES[placement](1),
             fairness=FAIRNESS_POLICIES[fairness](),
         )
@@ -196,11 +206,12 @@ class Driver:
     placement=st.sampled_from(sorted(PLACEMENT_POLICIES)),
     fairness=st.sampled_from(sorted(FAIRNESS_POLICIES)),
     mode=st.sampled_from(["predictive", "fixed", "off"]),
+    batch_cap=st.booleans(),
 )
 def test_no_call_lost_pins_bounded_capacity_respected(
-    ops: list[tuple[str, int]], placement: str, fairness: str, mode: str
+    ops: list[tuple[str, int]], placement: str, fairness: str, mode: str, batch_cap: bool
 ) -> None:
-    d = Driver(placement, fairness, mode)
+    d = Driver(placement, fairness, mode, batch_cap)
     for op, x in ops:
         d.step(op, x)
     d.drain()

@@ -237,14 +237,22 @@ async def _sync_bundle(
             kopf.warn(body, reason="AgentTypeTaken", message=conflict)
     else:
         want = agentworkflow.bundle_removal(body, spec.agent_type, current)
+    await _merge_bundle(kube, body, want)
+
+
+async def _merge_bundle(kube: KubeClient, body: kopf.Body, want: Mapping[str, Any] | None) -> None:
+    """Merge-patch a bundle with ``want`` (nothing when None). A refusal that is not transient
+    (e.g. the bundle would exceed 1 MiB) is a ``BundleRejected`` warning on ``body``: the
+    resource's own ConfigMap stands; transient errors propagate (the handler retries)."""
     if want is None:
         return
     try:
         await kube.merge(want)
     except TransientApiError:
         raise
-    except ApiError as e:  # e.g. the bundle would exceed 1 MiB: the workflow's own CM stands
-        kopf.warn(body, reason="BundleRejected", message=f"ConfigMap {ns}/{name}: {e}")
+    except ApiError as e:
+        m = want["metadata"]
+        kopf.warn(body, reason="BundleRejected", message=f"ConfigMap {m['namespace']}/{m['name']}: {e}")
 
 
 async def delete_agentworkflow(body: Mapping[str, Any], memo: Any) -> None:
@@ -325,14 +333,7 @@ async def _sync_tenant_bundle(
             kopf.warn(body, reason="TenantTaken", message=conflict)
     else:
         want = tenantpolicy.bundle_removal(body, tenant, current)
-    if want is None:
-        return
-    try:
-        await kube.merge(want)
-    except TransientApiError:
-        raise
-    except ApiError as e:  # the policy's own ConfigMap stands
-        kopf.warn(body, reason="BundleRejected", message=f"ConfigMap {ns}/{name}: {e}")
+    await _merge_bundle(kube, body, want)
 
 
 async def delete_tenantpolicy(body: Mapping[str, Any], memo: Any) -> None:

@@ -160,39 +160,39 @@ class KubeClient:
         """Create ``obj`` or make the live object equal it in every field the operator owns
         (fields a previous apply set and ``obj`` lacks are removed); idempotent, and no write
         when the live object already matches. Returns the object as stored."""
-        api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
-        m = obj["metadata"]
-        ns, name = str(m["namespace"]), str(m["name"])
-        existing = await self.get(api_version, kind, ns, name)
+        existing = await self.get(*_identity(obj))
         if existing is None:
             try:
-                return await self._request("POST", object_path(api_version, kind, ns), with_tree(obj))
+                return await self._create(obj, with_tree(obj))
             except Conflict:  # created concurrently: converge onto what is there
-                existing = await self.get(api_version, kind, ns, name)
+                existing = await self.get(*_identity(obj))
                 if existing is None:
                     raise
         patch = converge_patch(obj, existing)
         if patch is None:
             return existing
-        return await self._request(
-            "PATCH", object_path(api_version, kind, ns, name), patch, "application/merge-patch+json"
-        )
+        return await self._merge_patch(obj, patch)
 
     async def merge(self, obj: Mapping[str, Any]) -> Json:
         """Create ``obj`` or merge-patch the existing one with it (RFC 7386: ``null`` removes a
         key, absent keys are left alone). For objects several writers share (the bundles)."""
-        api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
-        m = obj["metadata"]
-        ns, name = str(m["namespace"]), str(m["name"])
-        existing = await self.get(api_version, kind, ns, name)
-        if existing is None:
+        if await self.get(*_identity(obj)) is None:
             try:
-                return await self._request("POST", object_path(api_version, kind, ns), _drop_nulls(obj))
+                return await self._create(obj, _drop_nulls(obj))
             except Conflict:
                 pass  # created concurrently: fall through to patch
         patch = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "status")}
+        return await self._merge_patch(obj, patch)
+
+    async def _create(self, obj: Mapping[str, Any], body: Json) -> Json:
+        """POST ``body`` as the object ``obj`` names (raises :class:`Conflict` when it exists)."""
+        api_version, kind, ns, _name = _identity(obj)
+        return await self._request("POST", object_path(api_version, kind, ns), body)
+
+    async def _merge_patch(self, obj: Mapping[str, Any], patch: Json) -> Json:
+        """Merge-patch (RFC 7386) the object ``obj`` names with ``patch``."""
         return await self._request(
-            "PATCH", object_path(api_version, kind, ns, name), patch, "application/merge-patch+json"
+            "PATCH", object_path(*_identity(obj)), patch, "application/merge-patch+json"
         )
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
@@ -202,6 +202,12 @@ class KubeClient:
         except NotFound:
             return False
         return True
+
+
+def _identity(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """``(apiVersion, kind, namespace, name)`` of a manifest."""
+    m = obj["metadata"]
+    return str(obj["apiVersion"]), str(obj["kind"]), str(m["namespace"]), str(m["name"])
 
 
 def _drop_nulls(value: Any) -> Any:

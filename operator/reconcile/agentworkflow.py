@@ -23,7 +23,8 @@ Reconcile has three steps; only the middle one is done here (pure), the handler 
      writer is recorded in the annotation ``graphs.saga.dev/<key>`` (``<ns>/<name>``): a second
      workflow of the same agent type does not take the key over (:attr:`WorkflowResult.
      bundle_conflict`), and deleting a workflow removes only its own key
-     (:func:`bundle_removal`).
+     (:func:`bundle_removal`); both use the shared bundle helpers of
+     :mod:`saga.operator.reconcile.bundle`.
    * ``redis``: the state store's graph document of the agent type (``StateStore.put_graph``
      on a ``RedisStore`` under ``spec.storage.storeNamespace``, default ``saga``: keys
      ``saga:g:<type>`` and ``saga:gv``), the layout the scheduler reads with
@@ -54,6 +55,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from saga.operator.reconcile.bundle import Bundle
 from saga.operator.reconcile.common import (
     ANNOTATION_GRAPH_DIGEST,
     ANNOTATION_GRAPH_VERSION,
@@ -84,6 +86,7 @@ DEFAULT_MIN_SESSIONS = 30  # paper authors' cold-start threshold
 DEFAULT_STORE_NAMESPACE = "saga"  # RedisStore namespace = the scheduler's state.key_prefix "saga:"
 BUNDLE_ROLE = "agent-graph-bundle"
 BUNDLE_OWNER_PREFIX = "graphs.saga.dev/"  # annotation graphs.saga.dev/<key> = "<ns>/<name>"
+_BUNDLE = Bundle(BUNDLE_ROLE, BUNDLE_OWNER_PREFIX, KIND, "one workflow per agent type")
 DEFAULT_STREAM_MAX = 10000  # newest stream entries read per reconcile (bounds memory and time)
 # ConfigMaps hold at most 1 MiB in total; above this the graph is gzipped into binaryData.
 CONFIGMAP_INLINE_LIMIT = 900 * 1024
@@ -423,20 +426,6 @@ def bundle_key(agent_type: str) -> str:
     return agent_type.replace("/", ".")
 
 
-def _bundle_owner(obj: Mapping[str, Any]) -> str:
-    m = meta(obj)
-    return f"{m.get('namespace', 'default')}/{m.get('name', '')}"
-
-
-def _bundle_meta(name: str, namespace: str, annotations: Mapping[str, str | None]) -> Json:
-    return {
-        "name": name,
-        "namespace": namespace,
-        "labels": {LABEL_ROLE: BUNDLE_ROLE, LABEL_MANAGED_BY: MANAGED_BY},
-        "annotations": dict(annotations),
-    }
-
-
 def bundle_patch(
     obj: Mapping[str, Any],
     graph: BuiltGraph,
@@ -457,64 +446,19 @@ def bundle_patch(
     if isinstance(spec, Invalid):
         return None, None
     stem = bundle_key(spec.agent_type)
-    owner_key = BUNDLE_OWNER_PREFIX + stem
-    me = _bundle_owner(obj)
-    cur = current or {}
-    cur_meta = meta(cur)
-    owner = (cur_meta.get("annotations") or {}).get(owner_key)
-    if owner not in (None, me):
-        return None, (
-            f"agent type {spec.agent_type!r} is already published in ConfigMap {namespace}/{name} "
-            f"by AgentWorkflow {owner}; one workflow per agent type"
-        )
-    data = dict(cur.get("data") or {})
-    binary = dict(cur.get("binaryData") or {})
-    want_data: dict[str, str | None] = {}
-    want_binary: dict[str, str | None] = {}
+    want: dict[str, dict[str, str | None]]
     if len(graph.graph_json.encode()) <= CONFIGMAP_INLINE_LIMIT:
-        if data.get(f"{stem}.json") != graph.graph_json:
-            want_data[f"{stem}.json"] = graph.graph_json
-        if f"{stem}.json.gz" in binary:
-            want_binary[f"{stem}.json.gz"] = None
+        want = {"data": {f"{stem}.json": graph.graph_json}, "binaryData": {f"{stem}.json.gz": None}}
     else:
         packed = base64.b64encode(gzip.compress(graph.graph_json.encode(), mtime=0)).decode()
-        if binary.get(f"{stem}.json.gz") != packed:
-            want_binary[f"{stem}.json.gz"] = packed
-        if f"{stem}.json" in data:
-            want_data[f"{stem}.json"] = None
-    if not want_data and not want_binary and owner == me:
-        return None, None
-    out: Json = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _bundle_meta(name, namespace, {owner_key: me}),
-    }
-    if want_data:
-        out["data"] = want_data
-    if want_binary:
-        out["binaryData"] = want_binary
-    return out, None
+        want = {"data": {f"{stem}.json": None}, "binaryData": {f"{stem}.json.gz": packed}}
+    what = f"agent type {spec.agent_type!r}"
+    return _BUNDLE.key_patch(obj, current, want, stem=stem, what=what, name=name, namespace=namespace)
 
 
 def bundle_removal(obj: Mapping[str, Any], agent_type: str, current: Mapping[str, Any] | None) -> Json | None:
     """The merge patch that removes ``obj``'s key from the bundle (deleted workflow, or one
     switched to redis storage); None when the bundle holds no key written by ``obj``."""
-    if current is None:
-        return None
     stem = bundle_key(agent_type)
-    owner_key = BUNDLE_OWNER_PREFIX + stem
-    cur_meta = meta(current)
-    if (cur_meta.get("annotations") or {}).get(owner_key) != _bundle_owner(obj):
-        return None
-    out: Json = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _bundle_meta(
-            str(cur_meta.get("name", "")), str(cur_meta.get("namespace", "")), {owner_key: None}
-        ),
-    }
-    if f"{stem}.json" in (current.get("data") or {}):
-        out["data"] = {f"{stem}.json": None}
-    if f"{stem}.json.gz" in (current.get("binaryData") or {}):
-        out["binaryData"] = {f"{stem}.json.gz": None}
-    return out
+    keys = {"data": [f"{stem}.json"], "binaryData": [f"{stem}.json.gz"]}
+    return _BUNDLE.key_removal(obj, current, keys, stem=stem)

@@ -11,7 +11,8 @@ name (the chart's ``<release>-tenants``) in the scheduler's namespace, labelled
 and SLOs without a restart (``saga.service.tenants_reload``). Each key's writer is recorded in
 the annotation ``tenants.saga.dev/<tenant>`` (``<ns>/<name>``): a second policy for the same
 tenant does not take the key over, and deleting a policy (or renaming its tenant, or losing
-its Secret) removes only its own key (:func:`bundle_removal`). An invalid spec edit leaves the
+its Secret) removes only its own key (:func:`bundle_removal`); both use the shared bundle
+helpers of :mod:`saga.operator.reconcile.bundle`. An invalid spec edit leaves the
 key as it was (the last good policy stays in force). The API key itself never leaves the
 Secret (the documents name the Secret and key, and carry a hash of the key so the scheduler
 notices a rotation).
@@ -42,6 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from saga.operator.reconcile.bundle import Bundle
 from saga.operator.reconcile.common import (
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
@@ -69,6 +71,7 @@ DEFAULT_DEADLINE_FACTOR = 1.5
 DEFAULT_ATTAINMENT = 0.99
 BUNDLE_ROLE = "tenant-policy-bundle"
 BUNDLE_OWNER_PREFIX = "tenants.saga.dev/"  # annotation tenants.saga.dev/<tenant> = "<ns>/<name>"
+_BUNDLE = Bundle(BUNDLE_ROLE, BUNDLE_OWNER_PREFIX, KIND, "one policy per tenant")
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,24 +289,6 @@ def bundle_key(tenant: str) -> str:
     return f"{tenant}.json"
 
 
-def _owner(obj: Mapping[str, Any]) -> str:
-    m = meta(obj)
-    return f"{m.get('namespace', 'default')}/{m.get('name', '')}"
-
-
-def _bundle_object(name: str, namespace: str, annotations: Mapping[str, str | None]) -> Json:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {LABEL_ROLE: BUNDLE_ROLE, LABEL_MANAGED_BY: MANAGED_BY},
-            "annotations": dict(annotations),
-        },
-    }
-
-
 def bundle_patch(
     obj: Mapping[str, Any],
     tenant: str,
@@ -320,35 +305,15 @@ def bundle_patch(
     ``conflict`` a message when another ``TenantPolicy`` owns the tenant's key (the bundle is
     then left alone). ``current`` is the bundle as read (None: absent).
     """
-    owner_key = BUNDLE_OWNER_PREFIX + tenant
-    me = _owner(obj)
-    cur = current or {}
-    owner = (meta(cur).get("annotations") or {}).get(owner_key)
-    if owner not in (None, me):
-        return None, (
-            f"tenant {tenant!r} is already published in ConfigMap {namespace}/{name} by "
-            f"TenantPolicy {owner}; one policy per tenant"
-        )
-    if owner == me and (cur.get("data") or {}).get(bundle_key(tenant)) == document:
-        return None, None
-    out = _bundle_object(name, namespace, {owner_key: me})
-    out["data"] = {bundle_key(tenant): document}
-    return out, None
+    want = {"data": {bundle_key(tenant): document}}
+    what = f"tenant {tenant!r}"
+    return _BUNDLE.key_patch(obj, current, want, stem=tenant, what=what, name=name, namespace=namespace)
 
 
 def bundle_removal(obj: Mapping[str, Any], tenant: str, current: Mapping[str, Any] | None) -> Json | None:
     """The merge patch that removes ``obj``'s key for ``tenant`` from the bundle; None when the
     bundle holds no key written by ``obj`` for it."""
-    if current is None:
-        return None
-    owner_key = BUNDLE_OWNER_PREFIX + tenant
-    cur_meta = meta(current)
-    if (cur_meta.get("annotations") or {}).get(owner_key) != _owner(obj):
-        return None
-    out = _bundle_object(str(cur_meta.get("name", "")), str(cur_meta.get("namespace", "")), {owner_key: None})
-    if bundle_key(tenant) in (current.get("data") or {}):
-        out["data"] = {bundle_key(tenant): None}
-    return out
+    return _BUNDLE.key_removal(obj, current, {"data": [bundle_key(tenant)]}, stem=tenant)
 
 
 def published_tenants(obj: Mapping[str, Any]) -> list[str]:

@@ -9,7 +9,8 @@ Where graphs come from (``spec.graphs``, docs/config.md):
   (docs/operator.md "Graphs"). Other files are ignored. Each file is read whole every poll
   and compared by SHA-256 digest: kubelet updates a mounted ConfigMap by an atomic symlink
   swap, so a reader sees the old or the new content, never a mix, and an unchanged file costs
-  neither a parse nor a rebuild.
+  neither a parse nor a rebuild. The walk and the per-source bookkeeping are
+  :class:`saga.service.reload_sources.SourceDocs`, shared with the tenant policy reloader.
 * **the state store** (``from_store``): :meth:`StateStore.graph_versions` (one round trip) and
   :meth:`StateStore.get_graph` for the agent types whose version moved. A type that leaves
   the versions (deleted with :meth:`StateStore.delete_graph` when its ``AgentWorkflow`` is
@@ -38,10 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import hashlib
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,15 +49,10 @@ from saga.graphs.aeg import POOLED, AgentExecutionGraph, Edge, GraphFormatError,
 from saga.graphs.api import Predictor
 from saga.graphs.predict import AEGPredictor
 from saga.service.config import GraphSettings
+from saga.service.reload_sources import SourceDocs, poll_forever
 from saga.service.state.api import StateError, StateStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Loaded:
-    digest: str
-    graphs: GraphSet
 
 
 @dataclass(slots=True)
@@ -86,36 +80,32 @@ class GraphReloader:
         self._apply = apply
         self._store = store if settings.from_store else None
         self._sleep = sleep
-        self._good: dict[str, _Loaded] = {}  # source → last document that loaded
-        self._bad: dict[str, str] = {}  # source → digest of the content that failed (log once)
         self._store_versions: dict[str, int] = {}
         self._applied: tuple[tuple[str, str], ...] | None = None
         self.state = ReloadState()
+        self._docs: SourceDocs[GraphSet] = SourceDocs(self.state.errors, self._rejected)
         self.predictor: AEGPredictor | None = None
 
     async def run(self) -> None:
         """Poll every ``poll_interval_s`` forever (a task of the service, started after the
         service's own first :meth:`poll`); one failed poll never stops the loop."""
-        while True:
-            await self._sleep(self.settings.poll_interval_s)
-            try:
-                await self.poll()
-            except Exception:  # a reload bug must not take the scheduler down
-                log.exception("graph reload failed")
+        await poll_forever(self.poll, self.settings.poll_interval_s, self._sleep, log, "graph reload failed")
 
     async def poll(self) -> bool:
         """Read every source once; True when a new predictor was applied."""
         seen: set[str] = set()
         if self.settings.directory is not None:
-            seen |= await asyncio.to_thread(self._scan_directory, Path(self.settings.directory))
+            seen |= await asyncio.to_thread(
+                self._docs.scan_folder,
+                Path(self.settings.directory),
+                (".json", ".json.gz"),
+                _parse_file,
+                (OSError, EOFError, UnicodeDecodeError, GraphFormatError),
+            )
         if self._store is not None:
             seen |= await self._scan_store(self._store)
-        for gone in set(self._good) - seen:
-            del self._good[gone]
-        for gone in set(self._bad) - seen:
-            del self._bad[gone]
-            self.state.errors.pop(gone, None)
-        key = tuple(sorted((src, ld.digest) for src, ld in self._good.items()))
+        self._docs.keep_only(seen)
+        key = self._docs.digests()
         if key == self._applied:
             return False
         merged = self._merge()
@@ -136,43 +126,12 @@ class GraphReloader:
 
     # ------------------------------------------------------------------ sources
 
-    def _scan_directory(self, root: Path) -> set[str]:
-        seen: set[str] = set()
-        if not root.is_dir():
-            return seen
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".."))
-            for name in sorted(filenames):
-                if name.startswith("..") or not name.endswith((".json", ".json.gz")):
-                    continue
-                path = Path(dirpath) / name
-                source = str(path)
-                try:
-                    raw = path.read_bytes()
-                except OSError as exc:  # vanished between listing and reading: next poll
-                    if path.exists():
-                        seen.add(source)
-                        self._failed(source, f"unreadable:{exc.errno}", f"cannot read: {exc}")
-                    continue
-                seen.add(source)
-                digest = hashlib.sha256(raw).hexdigest()
-                if self._known(source, digest):
-                    continue
-                try:
-                    text = gzip.decompress(raw).decode() if name.endswith(".gz") else raw.decode()
-                    graphs = GraphSet.from_json(text)
-                except (OSError, EOFError, UnicodeDecodeError, GraphFormatError) as exc:
-                    self._failed(source, digest, str(exc))
-                    continue
-                self._loaded(source, digest, graphs)
-        return seen
-
     async def _scan_store(self, store: StateStore) -> set[str]:
         try:
             versions = await store.graph_versions()
         except StateError as exc:
             log.warning("graph versions unavailable from the state store: %s", exc)
-            return {s for s in (*self._good, *self._bad) if s.startswith("store:")}  # keep them
+            return {s for s in (*self._docs.good, *self._docs.bad) if s.startswith("store:")}  # keep
         # A deleted type (StateStore.delete_graph) leaves the versions; forget its version too,
         # since a later put of it starts again at version 1.
         for gone in set(self._store_versions) - set(versions):
@@ -190,40 +149,30 @@ class GraphReloader:
                     continue
                 graphs = GraphSet.from_json(json.dumps(doc.document))
             except (StateError, GraphFormatError) as exc:
-                self._failed(source, f"v{version}", f"{where}: {exc}")
+                self._docs.failed(source, f"v{version}", f"{where}: {exc}")
                 self._store_versions[agent_type] = version
                 continue
             self._store_versions[agent_type] = doc.version
-            self._loaded(source, f"v{doc.version}", graphs)
+            self._docs.loaded(source, f"v{doc.version}", graphs)
         return seen
 
-    def _known(self, source: str, digest: str) -> bool:
-        good = self._good.get(source)
-        return (good is not None and good.digest == digest) or self._bad.get(source) == digest
-
-    def _loaded(self, source: str, digest: str, graphs: GraphSet) -> None:
-        self._good[source] = _Loaded(digest, graphs)
-        self._bad.pop(source, None)
-        self.state.errors.pop(source, None)
-
-    def _failed(self, source: str, digest: str, reason: str) -> None:
-        self._bad[source] = digest
-        self.state.errors[source] = reason
-        kept = "keeping its previous document" if source in self._good else "ignored"
-        log.error("graph document %s is invalid (%s): %s", source, kept, reason)
+    def _rejected(self, source: str, reason: str, kept: bool) -> None:
+        what = "keeping its previous document" if kept else "ignored"
+        log.error("graph document %s is invalid (%s): %s", source, what, reason)
 
     # ------------------------------------------------------------------ merge
 
     def _merge(self) -> GraphSet | None:
-        if not self._good:
+        good = self._docs.good
+        if not good:
             return None
         # Files first (sorted by path), then store documents: later sources win per agent type.
-        order = sorted(self._good, key=lambda s: (s.startswith("store:"), s))
-        first = self._good[order[0]].graphs
+        order = sorted(good, key=lambda s: (s.startswith("store:"), s))
+        first = good[order[0]].doc
         merged = GraphSet(first.settings)
         owner: dict[str, str] = {}
         for source in order:
-            gs = self._good[source].graphs
+            gs = good[source].doc
             if gs.settings != first.settings:
                 log.error("graph document %s: settings differ from %s; not used", source, order[0])
                 continue
@@ -238,6 +187,12 @@ class GraphReloader:
                 owner[agent_type] = source
                 merged.graphs[agent_type] = g
         return merged
+
+
+def _parse_file(path: Path, raw: bytes) -> GraphSet:
+    """A graph file's document: ``.json.gz`` is gunzipped first."""
+    text = gzip.decompress(raw).decode() if path.name.endswith(".gz") else raw.decode()
+    return GraphSet.from_json(text)
 
 
 def _add_graph(dst: AgentExecutionGraph, src: AgentExecutionGraph) -> None:

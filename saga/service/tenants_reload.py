@@ -8,7 +8,8 @@ ConfigMap there (``<release>-tenants``, one key ``<tenant>.json`` per tenant, do
 volume's ``..data`` and timestamped folders) are skipped, other files are ignored. Each file
 is read whole every ``poll_interval_s`` and compared by SHA-256: kubelet swaps a mounted
 ConfigMap atomically, so a poll sees the old or the new content, and an unchanged file is not
-parsed again. This is the graph reloader's mechanism (:mod:`saga.service.graphs_reload`).
+parsed again. This is the graph reloader's mechanism (:mod:`saga.service.graphs_reload`): both
+use :class:`saga.service.reload_sources.SourceDocs` for the walk and the per-file bookkeeping.
 
 Document (units in the names; what ``saga.operator.reconcile.tenantpolicy.policy_document``
 writes)::
@@ -43,11 +44,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from saga.scheduler.engine import Engine
 from saga.scheduler.policies.fairness.afs import AgentFairShare
 from saga.service.config import TenantPolicySettings, TenantSettings
 from saga.service.metrics import ServiceMetrics
+from saga.service.reload_sources import SourceDocs, poll_forever
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +198,6 @@ def parse_policy(text: str | bytes) -> TenantPolicy:
 
 
 @dataclass(slots=True)
-class _Loaded:
-    digest: str
-    policy: TenantPolicy
-
-
-@dataclass(slots=True)
 class TenantReloadState:
     """What the reloader has applied (read by tests and operators' debugging)."""
 
@@ -228,34 +222,32 @@ class TenantPolicyReloader:
         self._apply = apply
         self._metrics = metrics
         self._sleep = sleep
-        self._good: dict[str, _Loaded] = {}  # file → last document that validated
-        self._bad: dict[str, str] = {}  # file → digest of the content that failed (log once)
         self._applied: tuple[tuple[str, str], ...] | None = None
         self.state = TenantReloadState()
+        self._docs: SourceDocs[TenantPolicy] = SourceDocs(self.state.errors, self._rejected)
 
     async def run(self) -> None:
         """Poll every ``poll_interval_s`` forever (a task of the service, started after its
         first :meth:`poll`); one failed poll never stops the loop."""
-        while True:
-            await self._sleep(self.settings.poll_interval_s)
-            try:
-                await self.poll()
-            except Exception:  # a reload bug must not take the scheduler down
-                log.exception("tenant policy reload failed")
+        await poll_forever(
+            self.poll, self.settings.poll_interval_s, self._sleep, log, "tenant policy reload failed"
+        )
 
     async def poll(self) -> bool:
         """Read the folder once; True when a new policy set was applied."""
         seen: set[str] = set()
         if self.settings.directory is not None:
-            seen = await asyncio.to_thread(self._scan, Path(self.settings.directory))
-        for gone in set(self._good) - seen:
-            del self._good[gone]
-        for gone in set(self._bad) - seen:
-            del self._bad[gone]
-            self.state.errors.pop(gone, None)
+            seen = await asyncio.to_thread(
+                self._docs.scan_folder,
+                Path(self.settings.directory),
+                (".json",),
+                lambda _path, raw: parse_policy(raw),
+                (PolicyError,),
+            )
+        self._docs.keep_only(seen)
         if self._metrics is not None:
-            self._metrics.tenant_policy_rejected(len(self._bad))
-        key = tuple(sorted((src, ld.digest) for src, ld in self._good.items()))
+            self._metrics.tenant_policy_rejected(len(self._docs.bad))
+        key = self._docs.digests()
         if key == self._applied:
             return False
         merged = self._merge()
@@ -274,52 +266,17 @@ class TenantPolicyReloader:
         )
         return True
 
-    def _scan(self, root: Path) -> set[str]:
-        seen: set[str] = set()
-        if not root.is_dir():
-            return seen
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".."))
-            for name in sorted(filenames):
-                if name.startswith("..") or not name.endswith(".json"):
-                    continue
-                path = Path(dirpath) / name
-                source = str(path)
-                try:
-                    raw = path.read_bytes()
-                except OSError as exc:  # vanished between listing and reading: next poll
-                    if path.exists():
-                        seen.add(source)
-                        self._failed(source, f"unreadable:{exc.errno}", f"cannot read: {exc}")
-                    continue
-                seen.add(source)
-                digest = hashlib.sha256(raw).hexdigest()
-                good = self._good.get(source)
-                if (good is not None and good.digest == digest) or self._bad.get(source) == digest:
-                    continue
-                try:
-                    policy = parse_policy(raw)
-                except PolicyError as exc:
-                    self._failed(source, digest, str(exc))
-                    continue
-                self._good[source] = _Loaded(digest, policy)
-                self._bad.pop(source, None)
-                self.state.errors.pop(source, None)
-        return seen
-
-    def _failed(self, source: str, digest: str, reason: str) -> None:
-        self._bad[source] = digest
-        self.state.errors[source] = reason
+    def _rejected(self, source: str, reason: str, kept: bool) -> None:
         if self._metrics is not None:
             self._metrics.tenant_policy_reload("rejected")
-        kept = "its previous policy stays in force" if source in self._good else "ignored"
-        log.error("tenant policy %s rejected (%s): %s", source, kept, reason)
+        what = "its previous policy stays in force" if kept else "ignored"
+        log.error("tenant policy %s rejected (%s): %s", source, what, reason)
 
     def _merge(self) -> dict[str, TenantPolicy]:
         merged: dict[str, TenantPolicy] = {}
         owner: dict[str, str] = {}
-        for source in sorted(self._good):
-            policy = self._good[source].policy
+        for source, loaded in sorted(self._docs.good.items()):
+            policy = loaded.doc
             if policy.tenant in owner:
                 log.warning(
                     "tenant %r in %s and %s; using %s", policy.tenant, owner[policy.tenant], source, source

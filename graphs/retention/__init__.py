@@ -4,7 +4,7 @@
   compressed into radix-trie segments, the peak working set W;
 - :mod:`.cache`: the page-level replay (radix prefix semantics, tail-first leaf eviction);
 - :mod:`.policies`: tail-first LRU, fixed TTL pin, the paper's weighted score, SAGA's
-  hit-density policy and the offline oracle;
+  value-density policy and the offline oracle;
 - :mod:`.gapmodel`, :mod:`.predictors`: held-out predictions for the online policies;
 - :mod:`.evaluate`: the (capacity × policy) grid; :mod:`.cli`: ``saga graphs eval``.
 

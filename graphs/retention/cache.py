@@ -5,7 +5,8 @@ For each request of a :class:`~saga.graphs.retention.workload.Workload`, in time
 1. **Hit.** The request reuses the longest cached prefix of its pages: the cached set is always
    closed under prefixes (only leaves are evicted), so the hit is the run of fully resident
    segments from the root plus the resident head of the first partial one. Every page after
-   the first missing one is recomputed: ``recomputed += (pages − hit) · block_size``.
+   the first missing one is recomputed: ``recomputed += (pages − hit) · block_size``, also
+   counted per held-out fold of the request's session (``recomputed_by_fold``).
 2. **Touch.** The policy sees the request (``on_request``).
 3. **Insert.** The missing pages are cached. When the cache is full, the policy names victim
    leaf segments (``victims``) and the cache evicts their pages from the tail until there is
@@ -79,6 +80,8 @@ class ReplayResult:
     requested_pages: int
     evicted_pages: int
     block_size: int
+    # recomputed pages of the requests of each held-out fold (Workload.settings.folds entries)
+    recomputed_by_fold: tuple[int, ...] = ()
 
     @property
     def recomputed_tokens(self) -> int:
@@ -103,6 +106,9 @@ def replay(wl: Workload, capacity_pages: int, policy: Policy) -> ReplayResult:
     cap = cache.capacity
     recomputed = requested = evicted = 0
     times = wl.req_time.tolist()
+    stream_fold = [s.fold for s in wl.streams]
+    req_fold = [stream_fold[si] for si in wl.req_stream.tolist()]
+    by_fold = [0] * max(1, wl.settings.folds)
     for r in range(wl.n_requests):
         path = wl.req_path[r]
         if not len(path):
@@ -120,6 +126,7 @@ def replay(wl: Workload, capacity_pages: int, policy: Policy) -> ReplayResult:
             hit = int(lens[:k].sum()) + int(res[k])
         requested += total
         recomputed += total - hit
+        by_fold[req_fold[r]] += total - hit
         policy.on_request(r, t)
         if k == len(path):
             if nres[path[-1]] == 0:
@@ -162,6 +169,7 @@ def replay(wl: Workload, capacity_pages: int, policy: Policy) -> ReplayResult:
         requested_pages=requested,
         evicted_pages=evicted,
         block_size=wl.block_size,
+        recomputed_by_fold=tuple(by_fold),
     )
 
 

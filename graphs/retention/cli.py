@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from saga.graphs.retention.evaluate import POLICIES, EvalReport, evaluate
+from saga.graphs.retention.policies import SagaRetentionSettings
 from saga.graphs.retention.predictors import PredictorFactory
 from saga.graphs.retention.workload import ARRIVALS, ReplaySettings
 from saga.graphs.trace import SessionTrace
@@ -62,6 +63,11 @@ def register_eval(graph_subparsers: Any) -> None:
         choices=("empirical", "aeg"),
         default="empirical",
         help="held-out predictor of the weighted and saga policies",
+    )
+    p.add_argument(
+        "--saga-step-bins",
+        action="store_true",
+        help="SAGA's gap contexts also by call position (first, 2nd-3rd, later): an ablation",
     )
     p.add_argument("--skip-bad", action="store_true", help="skip corrupt trace records (counted)")
     p.set_defaults(handler=run_eval)
@@ -110,6 +116,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 replay_settings=settings,
                 predictor_factory=_factory(args.predictor),
                 ttl_s=args.ttl,
+                saga=SagaRetentionSettings(step_bins=args.saga_step_bins),
                 progress=tick,
             )
         except ValueError as e:

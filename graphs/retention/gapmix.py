@@ -1,45 +1,61 @@
-"""Per-stream gap distributions for SAGA's retention policy: population features + own history.
+"""Per-stream time-to-next-call model for SAGA's retention policy: population samples + own history.
 
-:class:`FeatureGapModel` is fitted on training sessions only (the other hash folds). It keeps,
-per *feature context*, the sorted sample of gaps (end of a call → start of the stream's next
-call) and how often a call in that context was the stream's last one. The context of a call is
-what a serving system knows once the response is out:
+A stream (agent or sub-agent) is always in one of two states, and the model predicts, from what a
+serving system knows *at that moment*, when the stream's next call will touch its context again:
 
-- the stop reason of the response (``tool_use``, ``end_turn``, none),
-- its output tokens, in ``out_bins`` log-spaced bins (long answers take longer to read; a long
-  tool-use response often starts a slow tool),
-- whether the stream is a sub-agent.
+- **running** (its call was sent and has not finished): the response's stop reason and length
+  are not known yet. Known: the stop reason of the *previous* response (``start`` for the first
+  call; it says whether this prompt carries a tool result or a person's message), whether the
+  stream is a sub-agent, and how long the call has been running, ``e``. The sample is the pair
+  (call duration ``D``, time from call start to the next call ``D + G``), and the conditional
+  law keeps the pairs with ``D ≥ e``: the call is still running, so it is at least that long.
+- **in a gap** (the response is out): known are its stop reason (``tool_use``, ``end_turn``,
+  none), its output tokens in ``out_bins`` log-spaced bins (< 128, < 512, < 2048, more), whether
+  the stream is a sub-agent, optionally how far it has come (``step_bins``: its first call, its
+  second or third, later ones; a conversation past its first turn is likelier to go on; off by
+  default, see docs/retention.md), and how long the gap has lasted, ``e``. The sample is the gap
+  ``G`` (end of call → next call), conditioned on ``G ≥ e``.
 
-A context with fewer than ``min_samples`` observations falls back to (stop, sub-agent), then to
-(stop), then to all gaps.
+In both states a stream's last call has no next call: its sample is ``∞`` (the stream ended),
+so a long silence after ``end_turn`` is evidence that the session is over.
 
-:class:`StreamGaps` is the online part: the gaps a stream has shown so far. Its next gap is
-predicted by a *mixture* of the population sample of its context, rescaled by the stream's own
-time scale (the shrunk mean log ratio of its past gaps to the population medians of their
-contexts), and its own past gaps (weight ``n / (n + own_prior)`` × ``own_weight``). The survival
-of the mixture ``S(x)`` and the context's continuation probability ``q`` give, ``e`` seconds into
-the gap, ``P(next call within H) = q·(S(e) − S(e+H)) / (q·S(e) + 1 − q)`` and the expected
-occupancy ``E[min(T − e, H) | T > e]`` (numerically, on a log grid), hence the hit density the
-policy ranks by (:func:`density`). Everything is read from the past: nothing from the future
-of the stream.
+:class:`FeatureGapModel` is fitted on training sessions only (the other hash folds). A context
+with fewer than ``min_samples`` observations falls back to coarser ones (dropping the step bin,
+then the output bin, then the sub-agent flag, then everything).
+
+:class:`StreamHistory` is the online part: the (duration, time to next call) pairs and the gaps
+(per stop reason) that a stream has shown so far. Its next time is predicted by a mixture: the
+population's continuing sample with weight ``1 − w`` and its own with weight
+``w = own_weight · n / (n + own_prior)`` after ``n`` own observations of that state; the
+probability that it ends at all is the population's.
+
+:func:`value_density` turns the conditional mixture into the quantity SAGA ranks by,
+``P(next call | e) / median(time to next call | it comes, e)``: the chance that the context is
+used again, per second until it probably is (Bélády's farthest-next-use with probabilities;
+0 when the stream has probably ended and nothing says otherwise). Everything is read from the
+past: nothing from the future of the stream, and nothing about a running call's response.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
-
-from saga.graphs.api import QUANTILE_LEVELS, NextCallPrediction
 from saga.graphs.trace import LLMCall, SessionTrace
 
-FloatArray = npt.NDArray[np.float64]
-Key = tuple[str, int, bool]
-_GRID = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, 23)])  # fractions of H for the integral
+START = "start"  # the "previous stop reason" of a stream's first call
+Key = tuple[object, ...]
+
+
+def step_bin(call_index: int, enabled: bool = True) -> int:
+    """Position of a call in its stream: 0 for the first, 1 for the second or third, 2 later
+    (always 0 when off)."""
+    if not enabled:
+        return 0
+    return 0 if call_index == 0 else 1 if call_index < 3 else 2
 
 
 def out_bin(output_tokens: int, bins: int) -> int:
@@ -49,152 +65,173 @@ def out_bin(output_tokens: int, bins: int) -> int:
     return min(bins - 1, 1 + int(math.log2(output_tokens / 128) / 2))
 
 
-@dataclass(frozen=True, slots=True)
-class GapContext:
-    """A fitted context: sorted continuing gaps, number of stream ends, median gap."""
+@dataclass(slots=True)
+class Sample:
+    """Observations of one context: how long the state lasted at least (``lives``) and when the
+    next call came (``until``, ``inf`` when the stream ended), both from the state's start."""
 
-    gaps: FloatArray
-    ends: int
-    median: float
+    lives: list[float] = field(default_factory=list)
+    until: list[float] = field(default_factory=list)
+    continuing: int = 0  # observations with a next call
+    _cond: dict[int, tuple[list[float], int]] = field(default_factory=dict, repr=False)
 
-    @property
-    def q(self) -> float:
-        n = len(self.gaps)
-        return n / (n + self.ends) if n + self.ends else 0.0
+    def add(self, lives: float, until: float) -> None:
+        self.lives.append(lives)
+        self.until.append(until)
+        self.continuing += until != math.inf
+        self._cond.clear()
+
+    def __len__(self) -> int:
+        return len(self.until)
+
+    def given(self, elapsed_s: float, memo_key: int | None = None) -> tuple[list[float], int]:
+        """The sorted finite ``until`` values and the number of ends among observations that
+        lasted at least ``elapsed_s`` (memoised under ``memo_key``, e.g. an elapsed-time bin)."""
+        if memo_key is not None:
+            hit = self._cond.get(memo_key)
+            if hit is not None:
+                return hit
+        vals = [u for lv, u in zip(self.lives, self.until, strict=True) if lv >= elapsed_s]
+        fin = sorted(u for u in vals if u != math.inf)
+        out = (fin, len(vals) - len(fin))
+        if memo_key is not None:
+            self._cond[memo_key] = out
+        return out
 
 
 class FeatureGapModel:
-    """Population gap samples per (stop reason, output-token bin, sub-agent)."""
+    """Population samples per running context and per gap context (see the module docstring)."""
 
     def __init__(
-        self, sessions: Iterable[SessionTrace] = (), *, out_bins: int = 4, min_samples: int = 30
+        self,
+        sessions: Iterable[SessionTrace] = (),
+        *,
+        out_bins: int = 4,
+        step_bins: bool = False,
+        min_samples: int = 30,
     ) -> None:
         self.out_bins = out_bins
+        self.step_bins = step_bins
         self.min_samples = min_samples
-        self._gaps: dict[tuple[object, ...], list[float]] = defaultdict(list)
-        self._ends: dict[tuple[object, ...], int] = defaultdict(int)
-        self._fitted: dict[Key, GapContext] = {}
+        self._run: dict[Key, Sample] = defaultdict(Sample)
+        self._gap: dict[Key, Sample] = defaultdict(Sample)
+        self._chosen: dict[Key, Sample] = {}
         for s in sessions:
             self.observe(s)
-
-    def _keys(self, stop: str, ob: int, sub: bool) -> tuple[tuple[object, ...], ...]:
-        return (stop, ob, sub), (stop, sub), (stop,), ()
 
     def observe(self, session: SessionTrace) -> None:
         """Add a finished session (and its sub-agents) to the sample."""
         for s in session.walk():
             sub = s.parent_id is not None
             for i, c in enumerate(s.calls):
-                keys = self._keys(c.stop, out_bin(c.output_tokens, self.out_bins), sub)
-                if i + 1 < len(s.calls):
-                    gap = max(0.0, s.calls[i + 1].start_s - c.end_s)
-                    for k in keys:
-                        self._gaps[k].append(gap)
-                else:
-                    for k in keys:
-                        self._ends[k] += 1
-        self._fitted.clear()
+                nxt = s.calls[i + 1].start_s if i + 1 < len(s.calls) else math.inf
+                prev = s.calls[i - 1].stop if i else START
+                for k in self._run_keys(prev, sub):
+                    self._run[k].add(c.duration_s, nxt - c.start_s)
+                gap = max(0.0, nxt - c.end_s)
+                ob = out_bin(c.output_tokens, self.out_bins)
+                for k in self._gap_keys(c.stop, ob, sub, step_bin(i, self.step_bins)):
+                    self._gap[k].add(gap, gap)
+        self._chosen.clear()
 
-    def context(self, call: LLMCall, is_subagent: bool) -> GapContext:
-        """The fitted context of a stream whose last response is ``call``."""
-        key: Key = (call.stop, out_bin(call.output_tokens, self.out_bins), is_subagent)
-        ctx = self._fitted.get(key)
-        if ctx is None:
-            keys = self._keys(*key)
-            chosen = keys[-1]
-            for k in keys:
-                if len(self._gaps.get(k, ())) + self._ends.get(k, 0) >= self.min_samples:
-                    chosen = k
-                    break
-            arr = np.sort(np.asarray(self._gaps.get(chosen, []), dtype=np.float64))
-            med = float(np.median(arr)) if len(arr) else 0.0
-            ctx = self._fitted[key] = GapContext(arr, self._ends.get(chosen, 0), med)
-        return ctx
+    @staticmethod
+    def _run_keys(prev_stop: str, sub: bool) -> tuple[Key, ...]:
+        return ("run", prev_stop, sub), ("run", prev_stop), ("run",)
+
+    @staticmethod
+    def _gap_keys(stop: str, ob: int, sub: bool, step: int) -> tuple[Key, ...]:
+        return (
+            ("gap", stop, ob, sub, step),
+            ("gap", stop, ob, sub),
+            ("gap", stop, sub),
+            ("gap", stop),
+            ("gap",),
+        )
+
+    def _pick(self, keys: Sequence[Key], table: dict[Key, Sample]) -> Sample:
+        got = self._chosen.get(keys[0])
+        if got is None:
+            got = next((table[k] for k in keys if len(table.get(k, ())) >= self.min_samples), None)
+            got = self._chosen[keys[0]] = got if got is not None else table.get(keys[-1], Sample())
+        return got
+
+    def running(self, prev_stop: str, is_subagent: bool) -> Sample:
+        """The sample of a stream whose call is running after a response with ``prev_stop``."""
+        return self._pick(self._run_keys(prev_stop, is_subagent), self._run)
+
+    def gap(self, call: LLMCall, is_subagent: bool, call_index: int) -> Sample:
+        """The sample of a stream in the gap after ``call`` (its ``call_index``-th, from 0)."""
+        ob = out_bin(call.output_tokens, self.out_bins)
+        step = step_bin(call_index, self.step_bins)
+        return self._pick(self._gap_keys(call.stop, ob, is_subagent, step), self._gap)
 
 
 @dataclass(slots=True)
-class StreamGaps:
-    """A stream's own past gaps (online) and its log time scale against the population."""
+class StreamHistory:
+    """What a stream has shown so far: its (duration, time to next call) pairs and its gaps."""
 
-    gaps: list[float]
-    resid_sum: float = 0.0
+    running: Sample = field(default_factory=Sample)
+    gaps: dict[str, Sample] = field(default_factory=dict)
 
-    def add(self, gap: float, expected_median: float) -> None:
-        self.gaps.append(gap)
-        self.resid_sum += math.log1p(gap) - math.log1p(max(expected_median, 0.0))
-
-    def scale(self, prior: float) -> float:
-        """exp(shrunk mean log residual): > 1 when this stream's gaps have been slower."""
-        n = len(self.gaps)
-        return math.exp(self.resid_sum / (n + prior)) if n else 1.0
+    def add(self, call: LLMCall, start_s: float, end_s: float, next_start_s: float) -> None:
+        """The call that started at ``start_s`` and ended at ``end_s`` was followed at ``next_start_s``."""
+        self.running.add(end_s - start_s, next_start_s - start_s)
+        gap = max(0.0, next_start_s - end_s)
+        self.gaps.setdefault(call.stop, Sample()).add(gap, gap)
 
 
-def _survival(sorted_gaps: FloatArray, x: FloatArray) -> FloatArray:
-    n = len(sorted_gaps)
-    if n == 0:
-        return np.zeros_like(x)
-    out: FloatArray = 1.0 - np.searchsorted(sorted_gaps, x, side="right") / n
-    return out
+def _weighted_median(pop: list[float], w_pop: float, own: list[float], w_own: float, target: float) -> float:
+    """Smallest ``x`` with ``w_pop·#{pop ≤ x} + w_own·#{own ≤ x} ≥ target`` (both lists sorted)."""
+
+    def mass(x: float) -> float:
+        return w_pop * bisect_right(pop, x) + w_own * bisect_right(own, x)
+
+    best = math.inf
+    for arr in (pop, own):
+        lo, hi = 0, len(arr)
+        while lo < hi:  # first index whose value reaches the target mass
+            mid = (lo + hi) // 2
+            if mass(arr[mid]) >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        if lo < len(arr):
+            best = min(best, arr[lo])
+    return best
 
 
-def density(
-    ctx: GapContext,
-    own: FloatArray,
-    scale: float,
+def value_density(
+    pop: Sample,
+    own: Sample | None,
     own_weight: float,
+    own_prior: float,
     elapsed_s: float,
-    horizon_s: float,
+    memo_key: int | None = None,
 ) -> float:
-    """Expected hits per second of occupancy over the next ``horizon_s``, ``elapsed_s`` into the gap.
+    """``P(next call | elapsed) / median(time to next call | it comes, elapsed)`` in 1/s.
 
-    The gap's survival is the mixture ``(1 − w)·S_pop(x / scale) + w·S_own(x)``; the stream ends
-    instead (T = ∞) with probability ``1 − q`` of its context.
+    The continuing part mixes the population sample (weight ``1 − w``) and the stream's own
+    (``w = own_weight · n / (n + own_prior)``); ends come from the population only.
     """
-    q = ctx.q
-    if q <= 0.0 or horizon_s <= 0.0:
+    fin, ends = pop.given(elapsed_s, memo_key)
+    n_cont = pop.continuing
+    mine: list[float] = []
+    w = 0.0
+    if own is not None and len(own) and own_weight > 0.0:
+        n = len(own)
+        w = own_weight * n / (n + own_prior)
+        mine = own.given(elapsed_s)[0]
+    if not n_cont:  # no population evidence of continuing: only the stream's own history
+        if not mine:
+            return 0.0
+        w_pop, w_own, end_mass = 0.0, 1.0 / len(own or ()), 0.0
+    else:
+        w_pop = 1.0 - w
+        w_own = w * n_cont / len(own) if mine and own is not None else 0.0
+        end_mass = float(ends)
+    cont = w_pop * len(fin) + w_own * len(mine)
+    if cont <= 0.0:
         return 0.0
-    xs = elapsed_s + horizon_s * _GRID
-    s = _survival(ctx.gaps, xs / max(scale, 1e-9))
-    if own_weight > 0.0 and len(own):
-        s = (1.0 - own_weight) * s + own_weight * _survival(own, xs)
-    alive = q * s + (1.0 - q)  # P(T > x) with T = ∞ when the stream ends
-    if alive[0] <= 1e-12:
-        return 0.0
-    p_hit = (alive[0] - alive[-1]) / alive[0]
-    occ = float(np.sum(0.5 * (alive[1:] + alive[:-1]) * np.diff(xs))) / alive[0]
-    return float(p_hit / max(occ, 1e-9))
-
-
-def prediction(
-    ctx: GapContext,
-    own: FloatArray,
-    scale: float,
-    own_weight: float,
-    elapsed_s: float,
-) -> NextCallPrediction:
-    """The mixture as a :class:`NextCallPrediction` ``elapsed_s`` into the gap (quantiles of the
-    remaining time given that the stream continues, and the continuation probability)."""
-    q = ctx.q
-    sc = max(scale, 1e-9)
-    pop = ctx.gaps[ctx.gaps > elapsed_s / sc] * sc - elapsed_s
-    mine = own[own > elapsed_s] - elapsed_s if own_weight > 0.0 and len(own) else own[:0]
-    s_pop = len(pop) / len(ctx.gaps) if len(ctx.gaps) else 0.0
-    s_own = len(mine) / len(own) if len(own) else 0.0
-    w = own_weight if len(own) else 0.0
-    surv = (1.0 - w) * s_pop + w * s_own
-    if surv <= 0.0 or q <= 0.0:
-        return NextCallPrediction(0.0, (elapsed_s,) * len(QUANTILE_LEVELS), 0.0, 0.0)
-    p = q * surv / (q * surv + 1.0 - q)
-    # weighted quantiles of the remaining time over the two samples
-    vals = np.concatenate([pop, mine])
-    wts = np.concatenate(
-        [
-            np.full(len(pop), (1.0 - w) / max(len(ctx.gaps), 1)),
-            np.full(len(mine), w / max(len(own), 1)),
-        ]
-    )
-    order = np.argsort(vals, kind="stable")
-    vals, cw = vals[order], np.cumsum(wts[order])
-    cw /= cw[-1]
-    idx = np.minimum(np.searchsorted(cw, QUANTILE_LEVELS, side="left"), len(vals) - 1)
-    return NextCallPrediction(p, tuple(float(v) for v in vals[idx]), 0.0, 1.0)
+    median = _weighted_median(fin, w_pop, mine, w_own, 0.5 * cont)
+    remaining = max(median - elapsed_s, 1e-3)
+    return cont / (cont + end_mass) / remaining

@@ -66,6 +66,10 @@ def test_eval_writes_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFi
         oracle = rows[(cap, "oracle")]["recomputed_tokens"]
         assert rows[(cap, "oracle")]["oracle_ratio"] == 1.0
         assert all(rows[(cap, p)]["recomputed_tokens"] >= oracle for p in ("lru", "ttl", "weighted", "saga"))
+    # per held-out fold (2 by default): recomputed tokens add up to the total
+    saga = rows[(0.1, "saga")]
+    assert len(saga["gap_closed_by_fold"]) == 2
+    assert sum(saga["recomputed_by_fold"]) == saga["recomputed_tokens"]
     assert out_png.stat().st_size > 1000
 
 

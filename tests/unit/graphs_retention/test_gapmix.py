@@ -1,25 +1,41 @@
-"""The feature gap model (gapmix.py), the SAGA policy in feature mode, and leak-free positions."""
+"""The time-to-next-call model (gapmix.py), the SAGA policy on it, and leak-free online state."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from saga.graphs.retention.cache import replay
-from saga.graphs.retention.gapmix import FeatureGapModel, GapContext, StreamGaps, density, out_bin, prediction
+from saga.graphs.retention.gapmix import (
+    START,
+    FeatureGapModel,
+    Sample,
+    StreamHistory,
+    out_bin,
+    step_bin,
+    value_density,
+)
 from saga.graphs.retention.gapmodel import EmpiricalGapPredictor
 from saga.graphs.retention.policies import LRUPolicy, SagaPolicy
+from saga.graphs.retention.policies.saga import fold_models
 from saga.graphs.retention.predictors import PredictionCache, held_out_predictors
 from saga.graphs.retention.workload import ReplaySettings, build_workload
-from saga.graphs.trace import STOP_END_TURN, STOP_TOOL_USE, LLMCall
+from saga.graphs.trace import STOP_END_TURN, STOP_TOOL_USE, LLMCall, SessionTrace
 
 from .conftest import make_session
 
 pytestmark = pytest.mark.unit
+INF = float("inf")
 
 
 def _call(stop: str, out: int) -> LLMCall:
     return LLMCall(start_s=0.0, duration_s=0.0, prompt_tokens=1, output_tokens=out, stop=stop)
+
+
+def _sample(values: list[float], lives: list[float] | None = None) -> Sample:
+    s = Sample()
+    for i, v in enumerate(values):
+        s.add(v if lives is None else lives[i], v)
+    return s
 
 
 def test_out_bins_are_log_spaced() -> None:
@@ -28,53 +44,102 @@ def test_out_bins_are_log_spaced() -> None:
 
 
 def test_model_conditions_on_stop_and_falls_back() -> None:
-    # 40 sessions: tool_use gaps of 2 s then end_turn followed by a 100 s gap, then the end
+    # 40 sessions: a 1 s tool_use call, a 2 s gap, an end_turn call, a 100 s gap, a last call
     sessions = [
         make_session(
-            f"s{i}", [(0.0, [1], STOP_TOOL_USE), (2.0, [1, 2], STOP_END_TURN), (102.0, [1, 2, 3], "")]
+            f"s{i}",
+            [(0.0, [1], STOP_TOOL_USE, 1.0), (3.0, [1, 2], STOP_END_TURN), (103.0, [1, 2, 3], "")],
         )
         for i in range(40)
     ]
     m = FeatureGapModel(sessions, min_samples=30)
-    tool = m.context(_call(STOP_TOOL_USE, 0), False)
-    assert tool.median == pytest.approx(2.0)
-    assert tool.q == 1.0
-    human = m.context(_call(STOP_END_TURN, 0), False)
-    assert human.median == pytest.approx(100.0)
-    last = m.context(_call("", 0), False)
-    assert last.q == 0.0
-    assert last.ends == 40
-    # an unseen (stop, bin, sub-agent) falls back to the stop reason's sample
-    assert m.context(_call(STOP_TOOL_USE, 5000), True).median == pytest.approx(2.0)
+    assert m.gap(_call(STOP_TOOL_USE, 0), False, 0).given(0.0) == ([2.0] * 40, 0)
+    assert m.gap(_call(STOP_END_TURN, 0), False, 1).given(0.0) == ([100.0] * 40, 0)
+    assert m.gap(_call("", 0), False, 2).given(0.0) == ([], 40)  # the last call: the stream ends
+    # an unseen (stop, bin, sub-agent, step) falls back to the stop reason's sample
+    assert m.gap(_call(STOP_TOOL_USE, 5000), True, 7).given(0.0) == ([2.0] * 40, 0)
+    assert [step_bin(i) for i in range(5)] == [0, 1, 1, 2, 2]
+    # running: from the call's start to the next call, by the previous response's stop reason
+    first = m.running(START, False)
+    assert first.given(0.0) == ([3.0] * 40, 0)
+    assert first.given(1.5) == ([], 0)  # no first call ran longer than 1 s
+    assert m.running(STOP_END_TURN, False).given(0.0) == ([], 40)
 
 
-def test_density_prefers_soon_and_drops_ended() -> None:
-    soon = GapContext(np.array([1.0] * 10), 0, 1.0)
-    late = GapContext(np.array([50.0] * 10), 0, 50.0)
-    gone = GapContext(np.array([1.0] * 10), 1000, 1.0)
-    none = np.zeros(0)
-    d = [density(c, none, 1.0, 0.0, 0.0, 20.0) for c in (soon, late, gone)]
-    assert d[0] > d[2] > d[1] == 0.0
-    # a slow stream (scale 100) looks like the late context
-    assert density(soon, none, 100.0, 0.0, 0.0, 20.0) == 0.0
+def test_value_density_prefers_soon_and_drops_ended() -> None:
+    soon, late = _sample([1.0] * 10), _sample([50.0] * 10)
+    gone = _sample([1.0] * 10 + [INF] * 1000)
+    d = [value_density(s, None, 0.5, 5.0, 0.0) for s in (soon, late, gone)]
+    assert d[0] == pytest.approx(1.0)
+    assert d[1] == pytest.approx(1 / 50)
+    assert d[2] == pytest.approx(10 / 1010)
+    assert value_density(_sample([INF] * 5), None, 0.5, 5.0, 0.0) == 0.0
     # the stream's own past gaps pull the mixture: own gaps of 1 s make "late" likely soon
-    assert density(late, np.array([1.0, 1.0]), 1.0, 0.5, 0.0, 20.0) > 0.0
+    own = _sample([1.0] * 20)
+    assert value_density(late, own, 1.0, 5.0, 0.0) == pytest.approx(1.0)  # own weight 0.8: median 1 s
+    assert value_density(late, own, 0.5, 5.0, 0.0) == pytest.approx(1 / 50)  # own weight 0.4: 50 s
 
 
-def test_prediction_conditions_on_elapsed() -> None:
-    ctx = GapContext(np.array([1.0, 2.0, 4.0, 8.0, 100.0]), 5, 4.0)
-    p0 = prediction(ctx, np.zeros(0), 1.0, 0.0, 0.0)
-    p9 = prediction(ctx, np.zeros(0), 1.0, 0.0, 9.0)
-    assert p0.p_continue == pytest.approx(0.5)
-    assert p9.p_continue == pytest.approx(1 / 6)  # one gap of 5 outlasts 9 s, against 5 ends
-    assert p9.gap_quantiles_s[-1] == pytest.approx(91.0)
+def test_value_density_conditions_on_elapsed() -> None:
+    s = _sample([1.0, 2.0, 4.0, 8.0, 100.0, INF, INF, INF, INF, INF])
+    # at 0: P(next) = 1/2, median of (1, 2, 4, 8, 100) = 4
+    assert value_density(s, None, 0.5, 5.0, 0.0) == pytest.approx(0.5 / 4.0)
+    # 9 s in: one gap of 100 outlasts, against 5 ends; remaining 91 s
+    assert value_density(s, None, 0.5, 5.0, 9.0) == pytest.approx((1 / 6) / 91.0)
+    # running: only the pairs whose duration reached the elapsed time count
+    run = _sample([3.0, 30.0, INF], lives=[1.0, 5.0, 5.0])
+    assert value_density(run, None, 0.5, 5.0, 2.0) == pytest.approx(0.5 / 28.0)
 
 
-def test_stream_scale_is_shrunk() -> None:
-    g = StreamGaps([])
-    assert g.scale(3.0) == 1.0
-    g.add(np.e * 11 - 1, 10.0)  # log1p(gap) - log1p(10) = 1
-    assert g.scale(3.0) == pytest.approx(np.exp(1 / 4))
+def test_no_population_uses_the_stream_alone() -> None:
+    h = StreamHistory()
+    h.add(_call(STOP_TOOL_USE, 0), 0.0, 1.0, 3.0)
+    h.add(_call(STOP_TOOL_USE, 0), 3.0, 4.0, 6.0)
+    assert h.running.given(0.0) == ([3.0, 3.0], 0)
+    assert h.gaps[STOP_TOOL_USE].given(0.0) == ([2.0, 2.0], 0)
+    assert value_density(Sample(), h.gaps[STOP_TOOL_USE], 0.5, 5.0, 0.0) == pytest.approx(0.5)
+    assert value_density(Sample(), None, 0.5, 5.0, 0.0) == 0.0
+
+
+def test_fold_models_hold_out_the_evaluated_sessions() -> None:
+    sessions = [
+        make_session(f"s{i}", [(0.0, [10 * i], STOP_TOOL_USE), (float(i + 1), [10 * i, 10 * i + 1], "")])
+        for i in range(20)
+    ]
+    wl = build_workload(sessions, ReplaySettings(arrivals="trace", folds=2))
+    models = fold_models(wl, 4, True, 1)
+    for k, m in enumerate(models):
+        gaps = m.gap(_call(STOP_TOOL_USE, 0), False, 0).given(0.0)[0]
+        # session i's only gap lasts i + 1 s: the model of fold k holds exactly the other folds'
+        assert gaps == sorted(float(int(s.trace.session_id[1:]) + 1) for s in wl.streams if s.fold != k)
+        assert 0 < len(gaps) < 20
+
+
+def test_a_running_call_reveals_nothing_of_its_response() -> None:
+    # the same stream whose second call ends the turn (long output) or asks for a tool: while that
+    # call runs (3 s to 13 s), SAGA must value both alike; once the response is out, it may not
+    train = [
+        make_session(
+            f"t{i}",
+            [
+                (0.0, [100 + i], STOP_TOOL_USE, 1.0),
+                (5.0, [100 + i], STOP_END_TURN, 2.0),
+                (50.0, [100 + i], ""),
+            ],
+        )
+        for i in range(100)
+    ]
+    dens = []
+    for stop, out in ((STOP_END_TURN, 5000), (STOP_TOOL_USE, 10)):
+        first = LLMCall(0.0, 1.0, 1, 0, None, (1,), STOP_TOOL_USE)
+        second = LLMCall(3.0, 10.0, 2, out, None, (1, 2), stop)
+        x = SessionTrace("x", "agent", (first, second), block_size=1)
+        wl = build_workload([x, *train], ReplaySettings(arrivals="trace", folds=2))
+        pol = SagaPolicy()
+        replay(wl, 100, pol)  # the tracker now stands after x's second call was sent
+        dens.append((pol.density(0, 4.0), pol.density(0, 13.5)))
+    assert dens[0][0] == dens[1][0] > 0.0
+    assert 0.0 < dens[0][1] < dens[1][1]  # 43 s after end_turn in training, 4 s after tool_use
 
 
 def test_positions_do_not_reveal_the_last_call() -> None:
@@ -88,7 +153,7 @@ def test_positions_do_not_reveal_the_last_call() -> None:
     assert tools == {"tool"}
 
 
-def test_feature_saga_replays_and_beats_nothing_worse_than_lru_on_a_simple_case() -> None:
+def test_saga_is_no_worse_than_lru_on_a_simple_case() -> None:
     sessions = [
         make_session(
             f"s{i}",
@@ -98,6 +163,5 @@ def test_feature_saga_replays_and_beats_nothing_worse_than_lru_on_a_simple_case(
         for i in range(6)
     ]
     wl = build_workload(sessions, ReplaySettings(arrivals="trace", folds=2))
-    pc = PredictionCache(wl, held_out_predictors(wl, lambda tr: EmpiricalGapPredictor(tr)))
-    saga = replay(wl, 3, SagaPolicy(pc)).recomputed_pages
+    saga = replay(wl, 3, SagaPolicy()).recomputed_pages
     assert saga <= replay(wl, 3, LRUPolicy()).recomputed_pages

@@ -23,10 +23,6 @@ pytestmark = pytest.mark.unit
 TRACE = ReplaySettings(arrivals="trace", folds=1)
 
 
-# the tests with a hand-written predictor drive SAGA by the Predictor, not the feature model
-PREDICTOR_MODE = SagaRetentionSettings(feature_model=False)
-
-
 def three_streams(stop_x: str = STOP_TOOL_USE, stop_y: str = STOP_END_TURN) -> list:
     """X uses page 1 at t=0 and t=3, Y page 2 at t=1 and t=4, Z page 3 at t=2 (cache of 2).
 
@@ -68,28 +64,35 @@ def test_weighted_score_hand_computed() -> None:
 
 
 def test_saga_keeps_the_stream_predicted_to_return() -> None:
-    # "fast" X returns within 1 s (high hit density), "slow" Y and Z never: Y then Z are evicted.
-    wl = build_workload(three_streams(), TRACE)
-    assert (
-        replay(wl, 2, SagaPolicy(PredictionCache(wl, [FakePredictor()]), PREDICTOR_MODE)).recomputed_pages
-        == 4
+    # No population to learn from (one fold): only the streams' own histories. X called at 0, 1
+    # and 2 s (gaps of 1 s) and returns at 5; Y called once at 2.2 and never again. Z at 2.5
+    # needs a page of the full cache (2): SAGA evicts Y (nothing says it returns), LRU evicts X
+    # (least recently used), which then misses again at 5: SAGA 3 misses, LRU 4.
+    x = make_session(
+        "x", [(0.0, [1], STOP_TOOL_USE), (1.0, [1], STOP_TOOL_USE), (2.0, [1], STOP_TOOL_USE), (5.0, [1], "")]
     )
-    # roles swapped (X predicted never to return, Y fast): x goes at t=2, then at t=3 X's miss
-    # evicts z (never returns), not y, so y hits at t=4: 3 + 1 = 4 (LRU would evict y: 5)
-    sessions = three_streams()
-    swapped = [
-        make_session("x", [(0.0, [1], STOP_TOOL_USE), (3.0, [1], STOP_TOOL_USE)], agent_type="slow"),
-        make_session(
-            "y", [(0.0, [2], STOP_END_TURN), (3.0, [2], STOP_END_TURN)], start_s=1.0, agent_type="fast"
-        ),
-        sessions[2],
-    ]
-    wl2 = build_workload(swapped, TRACE)
-    assert (
-        replay(wl2, 2, SagaPolicy(PredictionCache(wl2, [FakePredictor()]), PREDICTOR_MODE)).recomputed_pages
-        == 4
-    )
-    assert replay(wl2, 2, LRUPolicy()).recomputed_pages == 5
+    y = make_session("y", [(0.0, [2], STOP_TOOL_USE)], start_s=2.2)
+    z = make_session("z", [(0.0, [3], STOP_TOOL_USE)], start_s=2.5)
+    wl = build_workload([x, y, z], TRACE)
+    assert replay(wl, 2, SagaPolicy()).recomputed_pages == 3
+    assert replay(wl, 2, LRUPolicy()).recomputed_pages == 4
+
+
+def test_saga_keeps_a_prefix_shared_by_streams() -> None:
+    # Page 1 is the first page of a, b, c and d (a shared system prompt); nothing is known of any
+    # stream (one fold, no history), so every stream is worth 0 and LRU breaks ties. Cache of 3.
+    # At 3.7 V needs 2 pages: c's page 13 goes, which leaves page 1 a leaf. With the shared-prefix
+    # rule page 1 is worth its reuse rate (3 touches in 2.7 s) and W's page 9 goes instead, so d
+    # reuses page 1 at 4 (9 misses); without it (plain LRU among equals) page 1 goes (10 misses).
+    a = make_session("a", [(0.0, [1, 11], STOP_TOOL_USE)], start_s=1.0)
+    b = make_session("b", [(0.0, [1, 12], STOP_TOOL_USE)], start_s=2.0)
+    c = make_session("c", [(0.0, [1, 13], STOP_TOOL_USE)], start_s=3.0)
+    w = make_session("w", [(0.0, [9], STOP_TOOL_USE), (1.5, [9], STOP_TOOL_USE)], start_s=3.5)
+    v = make_session("v", [(0.0, [8, 7], STOP_TOOL_USE)], start_s=3.7)
+    d = make_session("d", [(0.0, [1, 14], STOP_TOOL_USE)], start_s=4.0)
+    wl = build_workload([a, b, c, w, v, d], TRACE)
+    assert replay(wl, 3, SagaPolicy()).recomputed_pages == 9
+    assert replay(wl, 3, SagaPolicy(SagaRetentionSettings(shared_prefixes=False))).recomputed_pages == 10
 
 
 def test_prefix_semantics_tail_first() -> None:
@@ -113,7 +116,7 @@ def test_dead_branches_go_first_under_saga() -> None:
     )
     b = make_session("b", [(0.0, [20, 21], STOP_TOOL_USE)], start_s=2.0, agent_type="fast")
     wl = build_workload([a, b], TRACE)
-    res = replay(wl, 5, SagaPolicy(PredictionCache(wl, [FakePredictor()]), PREDICTOR_MODE))
+    res = replay(wl, 5, SagaPolicy())
     # misses: 3 (first) + 1 (page 5) + 2 (b) + 1 (page 6) = 7, no re-miss of 1 or 5
     assert res.recomputed_pages == 7
 

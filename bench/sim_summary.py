@@ -30,6 +30,7 @@ STICKY_FAMILY = ("sticky", "affinity", "thunder")
 # (one mechanism removed) and experiments with mechanisms that are off by default.
 SIDE_PREFIXES = ("sim_ablation", "sim_batchcap")
 
+
 def speedup(base: RunResult, sys_: RunResult) -> float | None:
     b = {o.session_id: o.completion_s for o in base.outcomes if o.completed and not o.is_subagent}
     ratios = [
@@ -127,7 +128,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     head.append(f"| **geometric mean** | | **{f(gm(vs_ca))}x** | **{f(gm(vs_st))}x** | | | | |")
-    lines += [*head, "", "## Ablations and experiments (each system vs SAGA on the same run)", "", *ablation, "## Commands", "", *commands]
+    lines += [
+        *head,
+        "",
+        "## Ablations and experiments (each system vs SAGA on the same run)",
+        "",
+        *ablation,
+        "## Commands",
+        "",
+        *commands,
+    ]
     out = root / "sim_summary.md"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(out.read_text())

@@ -4,9 +4,12 @@
                  [--page-size 1] [--kv-capacity-tokens N] [--max-running-requests N]
                  [--chunked-prefill-size N] [--context-length N] [--enable-priority-scheduling]
                  [--failure-rate P] [--added-latency-s S] [--unhealthy] [--crash-after-requests N]
+                 [--kv-events-config '{"publisher": "zmq", "endpoint": "tcp://*:5557"}']
 
 Replica ``i`` listens on ``port + i``. Fault knobs apply to every replica (change one replica's
-knobs at run time with ``POST /admin/faults``).
+knobs at run time with ``POST /admin/faults``). ``--kv-events-config`` takes SGLang's JSON and
+publishes each replica's KV cache events over ZMQ as SGLang does (replica ``i`` on the
+endpoint's port + ``i``; see ``saga/emulator/kv_publisher.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from saga.emulator.core import ReplicaConfig
 from saga.emulator.faults import FaultConfig, FaultConfigError
+from saga.kv_events import KvEventsConfig
 
 
 def register(subparsers: Any) -> None:
@@ -51,6 +55,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--unhealthy", action="store_true", help="start with /health answering 503")
     p.add_argument("--crash-after-requests", type=int, default=None, help="crash after N generation requests")
     p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument(
+        "--kv-events-config",
+        default=None,
+        help='SGLang\'s KV events JSON, e.g. \'{"publisher": "zmq", "endpoint": "tcp://*:5557"}\'',
+    )
     p.set_defaults(handler=run_emulate)
 
 
@@ -80,12 +89,13 @@ def run_emulate(args: argparse.Namespace) -> int:
             crash_after_requests=args.crash_after_requests,
             seed=args.fault_seed,
         )
+        kv = KvEventsConfig.from_json(args.kv_events_config) if args.kv_events_config else None
     except (ValueError, FaultConfigError) as e:
         print(f"saga emulate: {e}", file=sys.stderr)
         return 2
     _install_uvloop()
     try:
-        asyncio.run(_serve(args.replicas, config, args.host, args.port, args.time_scale, faults))
+        asyncio.run(_serve(args.replicas, config, args.host, args.port, args.time_scale, faults, kv))
     except KeyboardInterrupt:
         pass
     except OSError as e:
@@ -102,13 +112,25 @@ def _install_uvloop() -> None:
 
 
 async def _serve(
-    n: int, config: ReplicaConfig, host: str, port: int, time_scale: float, faults: FaultConfig
+    n: int,
+    config: ReplicaConfig,
+    host: str,
+    port: int,
+    time_scale: float,
+    faults: FaultConfig,
+    kv_events: KvEventsConfig | None = None,
 ) -> None:
     from saga.emulator.server import start_cluster, stop_cluster
 
-    replicas = await start_cluster(n, config, host, port, time_scale=time_scale, faults=faults)
+    replicas = await start_cluster(
+        n, config, host, port, time_scale=time_scale, faults=faults, kv_events=kv_events
+    )
     for rep in replicas:
         print(f"replica {rep.runtime.replica_id} listening on {rep.url}", flush=True)
+        if rep.kv_publisher is not None:
+            pub = rep.kv_publisher
+            replay = f" (replay {pub.bound_replay_endpoint})" if pub.bound_replay_endpoint else ""
+            print(f"replica {rep.runtime.replica_id} kv events on {pub.bound_endpoint}{replay}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

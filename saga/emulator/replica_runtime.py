@@ -10,12 +10,19 @@ polling: with nothing in flight, no timer is armed.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from saga.clock import MonotonicClock
-from saga.emulator.core import Event, Finished, FirstToken, ReplicaConfig, ReplicaModel, Request
+from saga.emulator.core import Event, Finished, FirstToken, KVEvent, ReplicaConfig, ReplicaModel, Request
 from saga.emulator.faults import FaultConfig
 from saga.emulator.metrics import ReplicaMetrics
+
+
+class KvEventSink(Protocol):
+    """Where a runtime's KV events go (:class:`saga.emulator.kv_publisher.KvEventPublisher`)."""
+
+    def publish(self, events: Sequence[KVEvent]) -> None: ...
 
 
 class InjectedFailure(Exception):
@@ -37,9 +44,12 @@ class ReplicaRuntime:
         time_scale: float = 1.0,
         faults: FaultConfig | None = None,
         stream_interval_s: float = 0.02,
+        kv_events: KvEventSink | None = None,
     ) -> None:
         """``stream_interval_s``: longest wall time between two streamed chunks of a decoding
-        request (decode segments are cut at this length so tokens stream as they appear)."""
+        request (decode segments are cut at this length so tokens stream as they appear).
+        ``kv_events``: receives the model's KV events each time the model advances (the
+        ``--kv-events-config`` publisher); None: the model records none."""
         self.config = config
         self.replica_id = replica_id
         self.clock = MonotonicClock(time_scale)
@@ -49,8 +59,9 @@ class ReplicaRuntime:
             replica_id,
             emit_progress=True,
             decode_horizon_s=stream_interval_s * time_scale,
-            record_kv_events=False,
+            record_kv_events=kv_events is not None,
         )
+        self.kv_events = kv_events
         self.metrics = ReplicaMetrics(self.model)
         self.faults = faults or FaultConfig()
         self.crashed = False
@@ -111,10 +122,24 @@ class ReplicaRuntime:
         self._pump()
         return n
 
+    def flush_cache(self) -> bool:
+        """``/flush_cache``: drop the prefix cache (refused while requests run)."""
+        ok = self.model.flush_cache()
+        self._publish_kv()
+        return ok
+
+    def _publish_kv(self) -> None:
+        if self.kv_events is not None:
+            events = self.model.drain_kv_events()
+            if events:
+                self.kv_events.publish(events)
+
     def _pump(self) -> None:
         """Advance the model to now, hand out its events, re-arm the wake-up timer."""
         now = self.clock.now()
-        for ev in self.model.advance(now):
+        events = self.model.advance(now)
+        self._publish_kv()
+        for ev in events:
             if isinstance(ev, FirstToken):
                 self.metrics.ttft.observe(ev.time - ev.arrival_time)
             q = self._streams.get(ev.rid)

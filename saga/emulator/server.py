@@ -34,6 +34,7 @@ from saga.emulator.core import (
     tokenizer,
 )
 from saga.emulator.faults import FaultConfig, FaultConfigError
+from saga.emulator.kv_publisher import KvEventPublisher
 from saga.emulator.protocol import (
     BadRequest,
     engine_error_body,
@@ -42,6 +43,7 @@ from saga.emulator.protocol import (
     validation_error_body,
 )
 from saga.emulator.replica_runtime import InjectedFailure, ReplicaCrashed, ReplicaRuntime
+from saga.kv_events import KvEventsConfig
 
 EMULATED_SGLANG_VERSION = "0.5.0"
 RUNTIME_KEY = web.AppKey("runtime", ReplicaRuntime)
@@ -314,7 +316,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def flush_cache(request: web.Request) -> web.Response:
-    ok = runtime_of(request).model.flush_cache()
+    ok = runtime_of(request).flush_cache()
     text = (
         "Cache flushed.\nPlease check backend logs for more details. "
         "(When there are running or waiting requests, the operation will not be performed.)\n"
@@ -429,6 +431,7 @@ class RunningReplica:
     runner: web.AppRunner
     host: str
     port: int
+    kv_publisher: KvEventPublisher | None = None
 
     @property
     def url(self) -> str:
@@ -443,9 +446,16 @@ async def start_replica(
     replica_id: str = "replica-0",
     time_scale: float = 1.0,
     faults: FaultConfig | None = None,
+    kv_events: KvEventsConfig | None = None,
+    rank: int = 0,
 ) -> RunningReplica:
-    """Start one replica on ``host:port`` (port 0: a free one) in the running loop."""
-    rt = ReplicaRuntime(config, replica_id, time_scale=time_scale, faults=faults)
+    """Start one replica on ``host:port`` (port 0: a free one) in the running loop.
+    ``kv_events``: publish KV events as SGLang's ``--kv-events-config`` does (on the endpoint's
+    port + ``rank``); publisher ``"null"`` or None: none."""
+    pub = None
+    if kv_events is not None and kv_events.publisher == "zmq":
+        pub = KvEventPublisher(kv_events, rank)
+    rt = ReplicaRuntime(config, replica_id, time_scale=time_scale, faults=faults, kv_events=pub)
     runner = web.AppRunner(build_app(rt), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -457,7 +467,7 @@ async def start_replica(
             asyncio.get_running_loop().create_task(site.stop())
 
     rt.on_crash(_stop_listening)
-    return RunningReplica(rt, runner, host, actual)
+    return RunningReplica(rt, runner, host, actual, pub)
 
 
 async def start_cluster(
@@ -468,8 +478,10 @@ async def start_cluster(
     *,
     time_scale: float = 1.0,
     faults: FaultConfig | None = None,
+    kv_events: KvEventsConfig | None = None,
 ) -> list[RunningReplica]:
-    """Start ``n`` replicas on consecutive ports from ``base_port`` (0: free ports)."""
+    """Start ``n`` replicas on consecutive ports from ``base_port`` (0: free ports); replica
+    ``i`` publishes KV events (``kv_events``) on the endpoint's port + ``i``."""
     replicas = []
     for i in range(n):
         port = base_port + i if base_port else 0
@@ -478,7 +490,14 @@ async def start_cluster(
             f = FaultConfig(**{**faults.as_dict(), "seed": faults.seed + i})
         replicas.append(
             await start_replica(
-                config, host, port, replica_id=f"replica-{i}", time_scale=time_scale, faults=f
+                config,
+                host,
+                port,
+                replica_id=f"replica-{i}",
+                time_scale=time_scale,
+                faults=f,
+                kv_events=kv_events,
+                rank=i,
             )
         )
     return replicas
@@ -487,3 +506,5 @@ async def start_cluster(
 async def stop_cluster(replicas: list[RunningReplica]) -> None:
     for rep in replicas:
         await rep.runner.cleanup()
+        if rep.kv_publisher is not None:
+            await rep.kv_publisher.close()

@@ -3,6 +3,8 @@ core, gRPC API, OpenAI endpoint, metrics server, and the periodic chores.
 
 :class:`Service` is what ``saga serve`` runs and what the integration tests start on free
 ports (``port 0`` in ``spec.listen``; the bound ports are read back from the instance).
+KV event subscribers (``spec.replicas.kv_events``, :mod:`saga.service.kv_events`) feed the
+replicas' exact caches to the engine.
 Periodic chores: graph hot reload (``spec.graphs``, :mod:`saga.service.graphs_reload`),
 tenant policy hot reload (``spec.tenant_policies``, :mod:`saga.service.tenants_reload`), a
 heartbeat in the state store every ``HEARTBEAT_S`` (so operators see the
@@ -22,16 +24,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from saga.clock import Clock, MonotonicClock
-from saga.scheduler.api import EngineProtocol, InvalidInput
+from saga.scheduler.api import EngineProtocol, InvalidInput, ReplicaAdded
 from saga.scheduler.engine import Engine
 from saga.scheduler.settings import EngineSettings
-from saga.service.backend.api import ClientSettings, ClientTimeouts, Discovery, PoolSettings
+from saga.service.backend.api import ClientSettings, ClientTimeouts, Discovery, PoolSettings, ReplicaEvent
 from saga.service.backend.discovery import EndpointSliceDiscovery, StaticDiscovery
 from saga.service.backend.pool import ReplicaPool
 from saga.service.config import ConfigError, SchedulerConfig, _build, host_port
 from saga.service.core import EngineClient, ServiceCore, default_process_id
 from saga.service.graphs_reload import GraphReloader
 from saga.service.grpc_api import start_grpc_server
+from saga.service.kv_events import KvEventSubscribers
 from saga.service.metrics import ServiceMetrics, start_metrics_server
 from saga.service.openai_api import start_http_server
 from saga.service.state.api import StateStore
@@ -113,6 +116,8 @@ class Service:
         self._chores: list[asyncio.Task[None]] = []
         # Graph hot reload (spec.graphs); None when no source is configured.
         self.graphs: GraphReloader | None = None
+        # KV event subscribers (spec.replicas.kv_events); None when no endpoint is configured.
+        self.kv_events: KvEventSubscribers | None = None
         # Tenant policy hot reload (spec.tenant_policies); None when no folder is configured.
         self.tenant_policies: TenantPolicyReloader | None = None
         # spec.tenants and the engine's weights as configured: what policies are applied over.
@@ -149,13 +154,20 @@ class Service:
             first_byte_s=min(60.0, r.request_timeout_s),
             probe_s=r.health_timeout_s,
         )
+        kv = r.kv_events
+        if kv.endpoints:
+            self.kv_events = KvEventSubscribers(
+                kv, spec.tokens.block_size, core.on_replica_cache, self.metrics
+            )
         self.pool = ReplicaPool(
             make_discovery(cfg),
-            core.on_replica_event,
+            self._on_replica_event,
             settings=PoolSettings(load_interval_s=r.poll_interval_s),
             client_settings=ClientSettings(timeouts=timeouts),
         )
         await core.start()
+        if self.kv_events is not None:
+            self.kv_events.start()
         await self.pool.start()
         self._grpc, self.grpc_port = await start_grpc_server(core, *host_port(spec.listen.grpc))
         self._http, self.http_port = await start_http_server(core, *host_port(spec.listen.http))
@@ -184,6 +196,12 @@ class Service:
         weights.update({name: p.weight for name, p in policies.items()})
         if not set_engine_weights(self.engine, weights) and policies:
             log.warning("tenant weights not applied: the injected engine is not saga's Engine")
+
+    def _on_replica_event(self, event: ReplicaEvent) -> None:
+        assert self.core is not None
+        self.core.on_replica_event(event)
+        if isinstance(event, ReplicaAdded) and self.kv_events is not None:
+            self.kv_events.on_replica_added(event.replica_id)  # the engine's view starts empty
 
     def _client(self, replica_id: str) -> EngineClient | None:
         if self.pool is None:
@@ -232,6 +250,8 @@ class Service:
             await self.core.stop()
         if self.pool is not None:
             await self.pool.stop()
+        if self.kv_events is not None:
+            await self.kv_events.stop()
         if self.store is not None and self._store_arg is None:
             await self.store.close()
 

@@ -88,6 +88,27 @@ class KubernetesDiscovery:
 
 
 @dataclass(slots=True)
+class KvEventSettings:
+    # Replica id -> ZMQ endpoint where that replica's SGLang publishes KV cache events
+    # (--kv-events-config's "endpoint" as this process reaches it, e.g. "tcp://10.0.0.7:5557";
+    # a DP rank r publishes on the port + r). Every listed replica's cache view becomes exact
+    # (docs/service.md "KV events"). Empty (the default): no events read; the engine keeps its
+    # approximate views, since nothing can be assumed about how the replicas were launched.
+    endpoints: dict[str, str] = field(default_factory=dict)
+    # Replica id -> its replay endpoint (--kv-events-config's "replay_endpoint"); lost batches
+    # are asked for there before the view is given up. Optional per replica.
+    replay_endpoints: dict[str, str] = field(default_factory=dict)
+    # ZMQ topic the replicas publish on (--kv-events-config's "topic"); SGLang's default "".
+    topic: str = ""
+    # Seconds to wait for a replay before clearing the view: a replay is a loopback-scale
+    # exchange of at most buffer_steps small batches; 1 s bounds the stall of one subscriber.
+    replay_timeout_s: float = 1.0
+    # Replica blocks tracked per replica (memory bound, ~200 B each). 1M covers a replica of
+    # 425,984 KV tokens at page size 1 with room for blocks whose removal was lost in a gap.
+    max_tracked_blocks: int = 1_000_000
+
+
+@dataclass(slots=True)
 class ReplicaSettings:
     # Static replicas: SGLang base URLs, "http://host:port" or "name=http://host:port".
     static: list[str] = field(default_factory=list)
@@ -102,6 +123,8 @@ class ReplicaSettings:
     request_timeout_s: float = 600.0
     # Seconds to connect to a replica; a dead replica fails fast so the call is retried.
     connect_timeout_s: float = 2.0
+    # The replicas' KV cache events (SGLang --kv-events-config), read per replica.
+    kv_events: KvEventSettings = field(default_factory=KvEventSettings)
 
 
 @dataclass(slots=True)
@@ -387,6 +410,23 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
     for name in ("poll_interval_s", "health_timeout_s", "request_timeout_s", "connect_timeout_s"):
         if getattr(r, name) <= 0:
             p.append((f"spec.replicas.{name}", f"must be > 0, got {getattr(r, name)}"))
+    kv = r.kv_events
+    for name in ("endpoints", "replay_endpoints"):
+        for rid, ep in getattr(kv, name).items():
+            where = f"spec.replicas.kv_events.{name}.{rid}"
+            if not isinstance(ep, str) or not ep.startswith(("tcp://", "ipc://", "inproc://")):
+                p.append((where, f"not a ZMQ endpoint (tcp://, ipc:// or inproc://): {ep!r}"))
+            elif ep.startswith("tcp://") and _host_port(ep.removeprefix("tcp://")) is None:
+                p.append((where, f"not a tcp://host:port endpoint: {ep!r}"))
+    for rid in kv.replay_endpoints:
+        if rid not in kv.endpoints:
+            p.append((f"spec.replicas.kv_events.replay_endpoints.{rid}", "replica has no entry in endpoints"))
+    if not 0 < kv.replay_timeout_s <= 60:
+        p.append(
+            ("spec.replicas.kv_events.replay_timeout_s", f"must be in (0, 60], got {kv.replay_timeout_s}")
+        )
+    if kv.max_tracked_blocks < 1:
+        p.append(("spec.replicas.kv_events.max_tracked_blocks", "must be >= 1"))
     if s.state.backend not in ("memory", "redis"):
         p.append(("spec.state.backend", f"must be 'memory' or 'redis', got {s.state.backend!r}"))
     elif s.state.backend == "redis" and urlparse(s.state.redis_url).scheme not in ("redis", "rediss", "unix"):

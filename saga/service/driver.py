@@ -41,6 +41,7 @@ from saga.scheduler.api import (
     Reject,
     Release,
     ReplicaAdded,
+    ReplicaCache,
     ReplicaHealth,
     ReplicaLoad,
     ReplicaRemoved,
@@ -109,6 +110,16 @@ class EngineDriver:
             self._engine(event)
         except EngineError as exc:  # e.g. load for a replica the engine dropped meanwhile
             log.debug("engine ignored %s: %s", type(event).__name__, exc)
+
+    def on_replica_cache(self, event: ReplicaCache) -> bool:
+        """A replica's KV events (:mod:`saga.service.kv_events`); False when the engine does
+        not know the replica (not announced yet, or removed)."""
+        try:
+            self._engine(event)
+        except EngineError as exc:
+            log.debug("engine ignored ReplicaCache: %s", exc)
+            return False
+        return True
 
     def _apply(self, actions: list[Action]) -> None:
         self.metrics.actions(actions)

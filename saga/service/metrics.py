@@ -62,6 +62,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "saga_build_info",
     "saga_tenant_policy_reloads_total",
     "saga_tenant_policy_rejected_documents",
+    "saga_kv_events_total",
 )
 
 
@@ -142,6 +143,12 @@ class ServiceMetrics:
             "Tenant policy documents rejected now (their last good policy stays in force).",
             registry=r,
         )
+        self.kv_events = Counter(
+            "saga_kv_events",
+            "Replica KV event batches by outcome (unmapped: stored blocks whose parent is unknown).",
+            ["outcome"],
+            registry=r,
+        )
 
     # ------------------------------------------------------------------ recording
 
@@ -199,6 +206,9 @@ class ServiceMetrics:
         ):
             with contextlib.suppress(KeyError):
                 g.remove(replica)
+
+    def kv_event(self, outcome: str, n: int = 1) -> None:
+        self.kv_events.labels(outcome).inc(n)
 
     def tenant_policy_reload(self, outcome: str) -> None:
         self.tenant_policy_reloads.labels(outcome).inc()

@@ -47,13 +47,19 @@ def text_prompt(text: str, *, chars_per_token: float, block_size: int, max_block
     return Prompt(num_tokens=n, block_hashes=tuple(hashes), block_size=block_size if hashes else 0)
 
 
+def ids_block_hash(prev: int, block: Sequence[int]) -> int:
+    """Hash of the token-id block after the prefix hashed ``prev`` (0: the empty prefix). The
+    KV event view (:mod:`saga.service.kv_view`) re-hashes a replica's published token ids with
+    it, so its hashes equal :func:`ids_prompt`'s. Ids must be in ``[0, 2**32)``."""
+    return _chain(prev, b"".join(int(t).to_bytes(4, "little") for t in block))
+
+
 def ids_prompt(ids: Sequence[int], *, block_size: int, max_blocks: int) -> Prompt:
     hashes: list[int] = []
     h = 0
     full = min(len(ids) // block_size, max_blocks)
     for i in range(full):
-        block = ids[i * block_size : (i + 1) * block_size]
-        h = _chain(h, b"".join(int(t).to_bytes(4, "little") for t in block))
+        h = ids_block_hash(h, ids[i * block_size : (i + 1) * block_size])
         hashes.append(h)
     return Prompt(num_tokens=len(ids), block_hashes=tuple(hashes), block_size=block_size if hashes else 0)
 

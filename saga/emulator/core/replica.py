@@ -161,6 +161,7 @@ class ReplicaModel:
         self._horizon = decode_horizon_s
         self._record_kv = record_kv_events
         self._kv_events: list[KVEvent] = []
+        self._ins: tuple[int, tuple[int, ...] | None] = (0, None)  # keys being inserted, their tokens
         self._cache = RadixCache(
             on_stored=self._kv_stored if record_kv_events else None,
             on_removed=self._kv_removed,
@@ -501,6 +502,7 @@ class ReplicaModel:
             # Prompt complete: its full pages enter the cache and the first token exists.
             self._prefill_private -= r.done_prefill
             keys = req.page_keys
+            self._ins = (len(keys), req.token_ids)
             node, _new = cache.insert(keys, t)
             cache.lock(node)
             assert r.node is not None
@@ -597,13 +599,22 @@ class ReplicaModel:
         if not more:
             assert r.node is not None
             return r.node
+        if self._record_kv:  # prompt ids + output ids, for BlockStored.token_ids
+            self._ins = (
+                len(req.page_keys) + len(more),
+                req.token_ids + tuple(seq[len(req.token_ids) - start :]),
+            )
         node, _new = self._cache.insert(list(req.page_keys) + more, t)
         return node
 
     # ================================================================== KV events
 
     def _kv_stored(self, keys: list[int], parent: int | None) -> None:
-        self._kv_events.append(BlockStored(tuple(keys), parent, self._ps))
+        # The new keys are the tail of the key list being inserted (self._ins: its length and
+        # the token ids behind it, set before every insert), so their tokens are known.
+        n, tokens = self._ins
+        ids = None if tokens is None else tuple(tokens[(n - len(keys)) * self._ps : n * self._ps])
+        self._kv_events.append(BlockStored(tuple(keys), parent, self._ps, ids))
 
     def _kv_removed(self, keys: list[int]) -> None:
         self._c_evicted_pages += len(keys)

@@ -180,6 +180,9 @@ class BlockStored:
     block_hashes: tuple[int, ...]
     parent_block_hash: int | None
     block_size: int
+    token_ids: tuple[int, ...] | None = None
+    """The token ids of the stored pages (``len(block_hashes) × block_size`` of them), as SGLang
+    publishes them; None for pre-hashed requests (:meth:`Request.from_page_keys`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,3 +88,30 @@ def test_graphs_section_defaults_and_errors() -> None:
     assert ("spec.graphs.directory", "must be a folder path or null") in p
     assert ("spec.graphs.poll_interval_s", "must be in [0.01, 86400], got 0.0") in p
     assert ("spec.graphs.fromStore", "unknown field") in problems(base + "  graphs: {fromStore: true}\n")
+
+
+def test_kv_events_section() -> None:
+    base = HEAD + "spec:\n  replicas:\n    static: [r0=http://a:1]\n"
+    assert load_text(base).spec.replicas.kv_events.endpoints == {}
+    kv = load_text(
+        base
+        + '    kv_events: {endpoints: {r0: "tcp://10.0.0.7:5557"}, replay_endpoints: {r0: "tcp://h:5558"}}\n'
+    ).spec.replicas.kv_events
+    assert kv.endpoints == {"r0": "tcp://10.0.0.7:5557"}
+    assert kv.replay_endpoints == {"r0": "tcp://h:5558"}
+    found = problems(
+        base + "    kv_events:\n"
+        '      endpoints: {r0: "http://a:5557", r1: "tcp://nohost"}\n'
+        '      replay_endpoints: {r2: "tcp://h:1"}\n'
+        "      replay_timeout_s: 0\n"
+        "      max_tracked_blocks: 0\n"
+    )
+    paths = dict(found)
+    assert set(paths) == {
+        "spec.replicas.kv_events.endpoints.r0",
+        "spec.replicas.kv_events.endpoints.r1",
+        "spec.replicas.kv_events.replay_endpoints.r2",
+        "spec.replicas.kv_events.replay_timeout_s",
+        "spec.replicas.kv_events.max_tracked_blocks",
+    }
+    assert paths["spec.replicas.kv_events.replay_endpoints.r2"] == "replica has no entry in endpoints"

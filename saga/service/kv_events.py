@@ -1,0 +1,251 @@
+"""KV event subscribers: each configured replica's SGLang KV events into the engine (I/O edge).
+
+``spec.replicas.kv_events`` (docs/config.md) names, per replica id, the ZMQ endpoint its
+``--kv-events-config`` publisher serves (and optionally its replay endpoint). For each, one
+:class:`KvEventSubscriber` task (``zmq.asyncio`` SUB socket, subscribed to ``topic``) reads
+``[topic, seq, payload]`` messages (format: :mod:`saga.kv_events`), maps them to SAGA's block
+hashes (:class:`saga.service.kv_view.ReplicaKvView`) and hands the resulting ``ReplicaCache``
+to the engine. Every scheduler process subscribes on its own, so every process's engine holds
+the replica's exact cache, whichever process dispatched the calls that filled it.
+
+Per message (each counted in ``saga_kv_events_total{outcome}``):
+
+- not three frames, a bad sequence frame, or a payload that is not a ``KVEventBatch``:
+  ``malformed``, logged (rate-limited), skipped. The sequence number is not advanced, so the
+  next good batch shows the gap and the view is repaired as for any gap.
+- ``seq`` is the next one: ``applied``.
+- ``seq`` jumped ahead (batches lost: the publisher's high-water mark, a slow subscriber, a
+  malformed batch): ``gap``. With a replay endpoint, the missing batches are asked for
+  (``[b"", start_seq]`` to SGLang's ROUTER, answers until the end marker, at most
+  ``replay_timeout_s``); when they all arrive they are applied in order (``replayed``, one per
+  batch) and nothing is lost. Otherwise what the replica caches is unknown: the engine gets a
+  ``ReplicaCache(cleared=True)`` (its view of the replica becomes empty, erring towards "not
+  cached") and the view is rebuilt from the following events.
+- ``seq`` went back: the publisher restarted (a restarted replica's cache is empty):
+  ``restart``, the view is cleared the same way and the batch applied.
+- the first message after connecting sets the sequence (a late joiner has no history:
+  blocks stored before it are unknown until stored again).
+
+Blocks whose parent is unknown are counted as ``unmapped`` (one per block). A batch the engine
+refuses (the replica is not announced yet) is not lost: the view keeps it, and when the pool
+announces the replica (``ReplicaAdded``) :meth:`KvEventSubscribers.on_replica_added` sends the
+engine the whole view. Nothing a replica sends stops a subscriber; a crash of the loop itself
+is logged and the socket reopened after a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+
+from saga.kv_events import END_SEQ, KvEventBatch, KvEventDecodeError, decode_batch, parse_seq, seq_bytes
+from saga.scheduler.api import ReplicaCache
+from saga.service.config import KvEventSettings
+from saga.service.kv_view import ApplyStats, ReplicaKvView
+from saga.service.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+CacheSink = Callable[[ReplicaCache], bool]
+"""Feeds one event to the engine; False when the engine refused it (unknown replica)."""
+
+LOG_EVERY_S = 10.0  # at most one malformed-message log line per subscriber per this many seconds
+
+
+class KvEventSubscriber:
+    """One replica's subscription (see the module docstring)."""
+
+    def __init__(
+        self,
+        view: ReplicaKvView,
+        endpoint: str,
+        sink: CacheSink,
+        metrics: ServiceMetrics,
+        *,
+        ctx: zmq.asyncio.Context,
+        topic: str = "",
+        replay_endpoint: str | None = None,
+        replay_timeout_s: float = 1.0,
+    ) -> None:
+        self.view = view
+        self.endpoint = endpoint
+        self.replay_endpoint = replay_endpoint
+        self.replay_timeout_s = replay_timeout_s
+        self._topic = topic.encode()
+        self._sink = sink
+        self._metrics = metrics
+        self._ctx = ctx
+        self.last_seq: int | None = None
+        self.batches_applied = 0
+        self._last_log = -LOG_EVERY_S
+
+    @property
+    def replica_id(self) -> str:
+        return self.view.replica_id
+
+    async def run(self) -> None:
+        while True:
+            sock = self._ctx.socket(zmq.SUB)
+            sock.linger = 0
+            try:
+                sock.setsockopt(zmq.SUBSCRIBE, self._topic)
+                sock.connect(self.endpoint)
+                while True:
+                    frames = await sock.recv_multipart()
+                    await self.handle(frames)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the subscription must survive anything; reopen the socket
+                log.exception("kv events %s: subscriber failed; reconnecting", self.replica_id)
+                await asyncio.sleep(1.0)
+            finally:
+                sock.close(linger=0)
+
+    async def handle(self, frames: list[bytes]) -> None:
+        """One message from the PUB socket."""
+        if len(frames) != 3:
+            self._malformed(f"{len(frames)} frames, expected [topic, seq, payload]")
+            return
+        try:
+            seq = parse_seq(frames[1])
+            batch = decode_batch(frames[2])
+        except KvEventDecodeError as exc:
+            self._malformed(str(exc))
+            return
+        last = self.last_seq
+        if last is not None and seq <= last:
+            self._metrics.kv_event("restart")
+            log.warning(
+                "kv events %s: sequence went back (%d after %d): publisher restarted",
+                self.replica_id,
+                seq,
+                last,
+            )
+            self._send(self.view.reset())
+        elif last is not None and seq > last + 1:
+            self._metrics.kv_event("gap")
+            if not await self._replay(last + 1, seq):
+                log.warning(
+                    "kv events %s: batches %d..%d lost; cache view cleared and rebuilt",
+                    self.replica_id,
+                    last + 1,
+                    seq - 1,
+                )
+                self._send(self.view.reset())
+        self._apply(seq, batch, "applied")
+
+    def _apply(self, seq: int, batch: KvEventBatch, outcome: str) -> bool:
+        stats = ApplyStats()
+        try:
+            event = self.view.apply(batch, stats)
+        except KvEventDecodeError as exc:
+            self._malformed(str(exc))
+            self._send(self.view.reset())
+            self.last_seq = seq
+            return False
+        self.last_seq = seq
+        self.batches_applied += 1
+        self._metrics.kv_event(outcome)
+        if stats.unmapped_blocks:
+            self._metrics.kv_event("unmapped", stats.unmapped_blocks)
+        if event.cleared or event.stored or event.removed:
+            self._send(event)
+        return True
+
+    def _send(self, event: ReplicaCache) -> None:
+        if not self._sink(event):
+            log.debug("kv events %s: engine does not know the replica yet", self.replica_id)
+
+    def _malformed(self, why: str) -> None:
+        self._metrics.kv_event("malformed")
+        now = time.monotonic()
+        if now - self._last_log >= LOG_EVERY_S:
+            self._last_log = now
+            log.warning("kv events %s: malformed message skipped: %s", self.replica_id, why)
+
+    async def _replay(self, start: int, stop: int) -> bool:
+        """Fetch batches ``[start, stop)`` from the replay endpoint and apply them; False when
+        there is none, it does not answer in time, or the batches do not arrive complete."""
+        if self.replay_endpoint is None:
+            return False
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        got: dict[int, bytes] = {}
+        try:
+            sock.connect(self.replay_endpoint)
+            await sock.send_multipart([b"", seq_bytes(start)])
+            async with asyncio.timeout(self.replay_timeout_s):
+                while True:
+                    frames = await sock.recv_multipart()
+                    if len(frames) != 3:
+                        return False
+                    seq = parse_seq(frames[1])
+                    if seq == END_SEQ:
+                        break
+                    if start <= seq < stop:
+                        got[seq] = frames[2]
+        except (TimeoutError, KvEventDecodeError, zmq.ZMQError) as exc:
+            log.warning("kv events %s: replay failed: %s", self.replica_id, exc or type(exc).__name__)
+            return False
+        finally:
+            sock.close(linger=0)
+        if len(got) != stop - start:
+            return False
+        for seq in range(start, stop):
+            try:
+                batch = decode_batch(got[seq])
+            except KvEventDecodeError as exc:
+                self._malformed(str(exc))
+                return False
+            if not self._apply(seq, batch, "replayed"):
+                return False
+        return True
+
+
+class KvEventSubscribers:
+    """The subscriptions of one scheduler process, one task per configured replica."""
+
+    def __init__(
+        self, settings: KvEventSettings, block_size: int, sink: CacheSink, metrics: ServiceMetrics
+    ) -> None:
+        self._ctx = zmq.asyncio.Context()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.subscribers: dict[str, KvEventSubscriber] = {}
+        for rid, endpoint in settings.endpoints.items():
+            view = ReplicaKvView(rid, block_size, settings.max_tracked_blocks)
+            self.subscribers[rid] = KvEventSubscriber(
+                view,
+                endpoint,
+                sink,
+                metrics,
+                ctx=self._ctx,
+                topic=settings.topic,
+                replay_endpoint=settings.replay_endpoints.get(rid),
+                replay_timeout_s=settings.replay_timeout_s,
+            )
+        self._sink = sink
+
+    def start(self) -> None:
+        for rid, sub in self.subscribers.items():
+            self._tasks.append(asyncio.create_task(sub.run(), name=f"saga-kv-events-{rid}"))
+
+    def on_replica_added(self, replica_id: str) -> None:
+        """The engine (re)learned a replica: give it the whole view of that replica."""
+        sub = self.subscribers.get(replica_id)
+        if sub is not None and sub.last_seq is not None:
+            self._sink(sub.view.snapshot())
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        self._ctx.term()

@@ -103,7 +103,7 @@ class KvEventSettings:
     # Seconds to wait for a replay before clearing the view: a replay is a loopback-scale
     # exchange of at most buffer_steps small batches; 1 s bounds the stall of one subscriber.
     replay_timeout_s: float = 1.0
-    # Replica blocks tracked per replica (memory bound, ~200 B each). 1M covers a replica of
+    # Replica blocks tracked per replica (memory bound: one small record each). 1M covers a replica of
     # 425,984 KV tokens at page size 1 with room for blocks whose removal was lost in a gap.
     max_tracked_blocks: int = 1_000_000
 

@@ -57,10 +57,36 @@ removes at this load.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from saga.scheduler.policy import QueuedCall
 
 OVERDUE_KEY = -1e12  # key offset of a call held past max_hold_s (before every other call)
+
+
+@dataclass(frozen=True, slots=True)
+class CapModel:
+    """What a replica needs to size its cap: the cost model and the cap's settings."""
+
+    overhead_s: float  # f: fixed cost of one iteration
+    decode_s_per_seq: float  # d: per running sequence per iteration
+    kv_read_s_per_token: float  # r: per context token read per iteration
+    max_throughput_loss: float  # eps
+    latency_rule: bool
+    min_batch: int  # never cap below this
+
+    def limit(self, demand: int, mean_ctx: float) -> int:
+        """Calls allowed to run when ``demand`` want to (at least ``min_batch``)."""
+        cap = decode_cap(
+            demand,
+            mean_ctx,
+            self.overhead_s,
+            self.decode_s_per_seq,
+            self.kv_read_s_per_token,
+            self.max_throughput_loss,
+            self.latency_rule,
+        )
+        return max(self.min_batch, cap)
 
 
 def decode_cap(

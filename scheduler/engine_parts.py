@@ -26,7 +26,7 @@ from saga.scheduler.api import (
     Steal,
     UnknownReplica,
 )
-from saga.scheduler.batchcap import srpt_key
+from saga.scheduler.batchcap import CapModel, srpt_key
 from saga.scheduler.policy import FairnessPolicy, PlacementPolicy, QueuedCall
 from saga.scheduler.priors import PriorPredictor
 from saga.scheduler.settings import EngineSettings
@@ -198,11 +198,11 @@ class EngineParts:
         w = self.settings.fairness.weights.get(qc.tenant, 1.0)
         return srpt_key(qc, now, w, bc.aging, bc.max_hold_s, bc.deadline_aware)
 
-    def _batch_cap_params(self) -> tuple[float, float, float, float, bool, int] | None:
+    def _batch_cap_params(self) -> CapModel | None:
         bc, c = self.settings.batch_cap, self.settings.cost
         if not (bc.enabled and self.settings.gating.enabled):
             return None
-        return (
+        return CapModel(
             c.iteration_overhead_s,
             c.decode_s_per_seq,
             c.kv_read_s_per_token,

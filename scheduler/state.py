@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from saga.scheduler.api import Prompt, WorkflowHints
-from saga.scheduler.batchcap import decode_cap
+from saga.scheduler.batchcap import CapModel
 
 
 def sample_hashes(
@@ -133,9 +133,8 @@ class ReplicaState:
     pinned_tokens: int = 0
     inflight_tokens: int = 0  # prompt + max_new of the calls in flight (the KV decode reads)
     kv_watermark: float = 1.0
-    # decode-batch cap (batchcap.py): (overhead s, s per sequence, s per KV token, allowed
-    # throughput loss, latency rule, min batch); None: only max_running bounds running calls
-    batch_cap: tuple[float, float, float, float, bool, int] | None = None
+    # decode-batch cap (batchcap.py); None: only max_running bounds running calls
+    batch_cap: CapModel | None = None
 
     @property
     def inflight_count(self) -> int:
@@ -161,10 +160,8 @@ class ReplicaState:
         cap = self.batch_cap
         if cap is None:
             return hard
-        f, d, r, eps, latency, floor = cap
         n = len(self.inflight)
-        ctx = self.inflight_tokens / n if n else 0.0
-        return min(hard, max(floor, decode_cap(demand, ctx, f, d, r, eps, latency)))
+        return min(hard, cap.limit(demand, self.inflight_tokens / n if n else 0.0))
 
     def has_slot(self) -> bool:
         """One more call may start here (the head of the queue, or a new one if it is empty)."""

@@ -53,10 +53,8 @@ from saga.scheduler.api import (
     Dispatch,
     EngineProtocol,
     FirstToken,
-    InvalidInput,
     RejectReason,
     SessionEnded,
-    TenantMismatch,
     UnknownCall,
     UnknownSession,
     Usage,
@@ -326,12 +324,7 @@ class ServiceCore(SessionBook):
             tenant=tenant,
             home_replica=home,
         )
-        try:
-            self._engine(event)
-        except (UnknownSession, SessionEnded) as exc:
-            raise NotFound(str(exc)) from exc
-        except (InvalidInput, TenantMismatch) as exc:
-            raise InvalidArgument(str(exc)) from exc
+        self._engine_checked(event)
         if pending.future.done():
             return pending.future.result()
         return await self._wait_dispatch(call_id, pending)

@@ -37,6 +37,7 @@ from saga.scheduler.api import (
     EngineError,
     EngineProtocol,
     Event,
+    InvalidInput,
     Pin,
     Reject,
     Release,
@@ -47,13 +48,14 @@ from saga.scheduler.api import (
     ReplicaRemoved,
     SessionEnded,
     Steal,
+    TenantMismatch,
     UnknownCall,
     UnknownSession,
 )
 from saga.service.backend.api import BackendError, ReplicaEvent
 from saga.service.config import SchedulerConfig
 from saga.service.core_types import ClientLookup, Pending, rejection, to_wall
-from saga.service.errors import Rejected
+from saga.service.errors import InvalidArgument, NotFound, Rejected
 from saga.service.kv import KvKeeper
 from saga.service.metrics import ServiceMetrics
 
@@ -84,6 +86,15 @@ class EngineDriver:
         self._apply(actions)
         self._wake.set()
         return actions
+
+    def _engine_checked(self, event: Event) -> list[Action]:
+        """Feed a client's event; the engine's input errors become the service's (mapped once)."""
+        try:
+            return self._engine(event)
+        except (UnknownSession, SessionEnded) as exc:
+            raise NotFound(str(exc)) from exc
+        except (InvalidInput, TenantMismatch) as exc:
+            raise InvalidArgument(str(exc)) from exc
 
     def on_replica_event(self, event: ReplicaEvent) -> None:
         """The replica pool's sink: health, load, arrivals and departures."""

@@ -25,15 +25,11 @@ from typing import Any
 
 from saga.scheduler.api import (
     EngineError,
-    Event,
     InvalidInput,
     SessionEnd,
-    SessionEnded,
     SessionStart,
-    TenantMismatch,
     ToolEnded,
     ToolStarted,
-    UnknownSession,
     Usage,
     WorkflowHints,
 )
@@ -197,7 +193,7 @@ class SessionBook(EngineDriver):
         s.current_tool = tool
         s.inferred_tool = False
         s.last_active = self.clock.now()
-        self._engine_session_event(ToolStarted(session_id, tool))
+        self._engine_checked(ToolStarted(session_id, tool))
 
     async def tool_end(self, principal: Principal, session_id: str, tool: str, status: str = "ok") -> None:
         if status not in ("ok", "error", ""):
@@ -216,22 +212,14 @@ class SessionBook(EngineDriver):
         s.current_tool = None
         s.inferred_tool = False
         s.last_active = self.clock.now()
-        self._engine_session_event(ToolEnded(s.session_id, tool, status))
+        self._engine_checked(ToolEnded(s.session_id, tool, status))
 
     def infer_tool_start(self, s: LiveSession, tool: str) -> None:
         """A response ended in tool calls: the session is now in a tool gap."""
         if s.current_tool is None and s.session_id in self.sessions:
             s.current_tool = tool or "tool"
             s.inferred_tool = True
-            self._engine_session_event(ToolStarted(s.session_id, s.current_tool))
-
-    def _engine_session_event(self, event: Event) -> None:
-        try:
-            self._engine(event)
-        except (UnknownSession, SessionEnded) as exc:
-            raise NotFound(str(exc)) from exc
-        except (InvalidInput, TenantMismatch) as exc:
-            raise InvalidArgument(str(exc)) from exc
+            self._engine_checked(ToolStarted(s.session_id, s.current_tool))
 
     def view(self, s: LiveSession) -> SessionView:
         state = "tool" if s.current_tool else "llm"

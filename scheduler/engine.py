@@ -245,7 +245,8 @@ class Engine(EngineParts):
         if h.deadline_s is not None:
             s.deadline = now + h.deadline_s
         else:
-            s.deadline = now + self.settings.fairness.slo_factor * s.expected_s
+            f = self.settings.fairness
+            s.deadline = now + f.slo_factors.get(s.tenant, f.slo_factor) * s.expected_s
         if s.parent is not None:
             s.admitted = True  # a sub-agent belongs to an admitted task
         self.sessions[s.session_id] = s

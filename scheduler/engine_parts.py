@@ -8,7 +8,9 @@ attribute declared here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from collections.abc import Mapping
 
 from saga.clock import Clock
 from saga.graphs.api import Predictor
@@ -27,6 +29,7 @@ from saga.scheduler.api import (
     UnknownReplica,
 )
 from saga.scheduler.batchcap import CapModel, srpt_key
+from saga.scheduler.policies.fairness.afs import AgentFairShare
 from saga.scheduler.policy import FairnessPolicy, PlacementPolicy, QueuedCall
 from saga.scheduler.priors import PriorPredictor
 from saga.scheduler.settings import EngineSettings
@@ -54,6 +57,19 @@ class EngineParts:
     _gran: int
     _retaining: bool
     _live_by_tenant: Counter[str]
+
+    def set_tenant_policies(self, weights: Mapping[str, float], slo_factors: Mapping[str, float]) -> None:
+        """Use these fair-share ``weights`` and per-tenant deadline factors from the next
+        decision on (tenant policy hot reload). Both replace the settings' maps (validated as
+        at construction; :class:`InvalidInput` leaves the engine unchanged) and, for Agent Fair
+        Share, its own copy. Deadlines already set keep their value; sessions started from
+        now on get the new factor."""
+        f = dataclasses.replace(self.settings.fairness, weights=dict(weights), slo_factors=dict(slo_factors))
+        new = dataclasses.replace(self.settings, fairness=f)
+        new.validate()
+        self.settings = new
+        if isinstance(self.fairness, AgentFairShare):
+            self.fairness.settings = dataclasses.replace(self.fairness.settings, weights=dict(weights))
 
     # implemented by Engine
     def _route(self, call: CallState) -> list[Action]:

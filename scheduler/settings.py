@@ -178,6 +178,9 @@ class FairnessSettings:
     # Deadline = start + slo_factor x expected completion time (paper 1.5), when the client
     # gave no deadline hint.
     slo_factor: float = 1.5
+    # Per-tenant slo_factor (tenant policies' slo.deadline_factor); tenants not listed use
+    # slo_factor. Each >= 1.
+    slo_factors: dict[str, float] = field(default_factory=dict)
     # Bounded deviation: a tenant whose weight-normalised slowdown is below the best-served
     # tenant's by more than this (dimensionless) yields to the others.
     max_deviation: float = 0.25
@@ -232,6 +235,9 @@ class EngineSettings:
         for t, w in self.fairness.weights.items():
             if not (math.isfinite(w) and w > 0):
                 raise InvalidInput(f"settings.fairness.weights[{t!r}]: must be > 0, got {w}")
+        for t, f in self.fairness.slo_factors.items():
+            if not (math.isfinite(f) and f >= 1):
+                raise InvalidInput(f"settings.fairness.slo_factors[{t!r}]: must be >= 1, got {f}")
 
 
 def _check_tree(obj: Any, where: str) -> None:

@@ -43,7 +43,7 @@ from saga.service.tenants_reload import (
     TenantPolicy,
     TenantPolicyReloader,
     effective_tenants,
-    set_engine_weights,
+    set_engine_tenants,
 )
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ HEARTBEAT_S = 5.0  # seconds between state-store heartbeats (TTL is three times 
 
 
 def engine_settings(cfg: SchedulerConfig) -> EngineSettings:
-    """``spec.engine`` as :class:`EngineSettings`, with tenant weights from ``spec.tenants``."""
+    """``spec.engine`` as :class:`EngineSettings`, with tenant weights and deadline factors
+    from ``spec.tenants`` (``spec.engine``'s own maps win where both name a tenant)."""
     problems: list[tuple[str, str]] = []
     settings = _build(EngineSettings, cfg.spec.engine, "spec.engine", problems)
     if problems:
@@ -59,7 +60,10 @@ def engine_settings(cfg: SchedulerConfig) -> EngineSettings:
     assert isinstance(settings, EngineSettings)
     weights = {t.name: t.weight for t in cfg.spec.tenants}
     weights.update(settings.fairness.weights)
-    settings = dataclasses.replace(settings, fairness=dataclasses.replace(settings.fairness, weights=weights))
+    factors = {t.name: t.deadline_factor for t in cfg.spec.tenants if t.deadline_factor > 0}
+    factors.update(settings.fairness.slo_factors)
+    fairness = dataclasses.replace(settings.fairness, weights=weights, slo_factors=factors)
+    settings = dataclasses.replace(settings, fairness=fairness)
     try:
         settings.validate()
     except InvalidInput as exc:
@@ -120,11 +124,11 @@ class Service:
         self.kv_events: KvEventSubscribers | None = None
         # Tenant policy hot reload (spec.tenant_policies); None when no folder is configured.
         self.tenant_policies: TenantPolicyReloader | None = None
-        # spec.tenants and the engine's weights as configured: what policies are applied over.
+        # spec.tenants and the engine's tenant maps as configured: what policies apply over.
         self._base_tenants = list(config.spec.tenants)
-        self._base_weights: dict[str, float] = (
-            dict(self.engine.settings.fairness.weights) if isinstance(self.engine, Engine) else {}
-        )
+        base = self.engine.settings.fairness if isinstance(self.engine, Engine) else None
+        self._base_weights: dict[str, float] = dict(base.weights) if base else {}
+        self._base_factors: dict[str, float] = dict(base.slo_factors) if base else {}
 
     async def start(self) -> None:
         cfg = self.config
@@ -135,6 +139,7 @@ class Service:
             cfg, self.engine, self.clock, self.store, self._client, self.metrics, process_id=pid
         )
         self.core = core
+        self.metrics.tenant_targets({t.name: t.attainment_target for t in spec.tenants})
         g = spec.graphs
         if g.directory is not None or g.from_store:
             if isinstance(self.engine, Engine):
@@ -187,15 +192,21 @@ class Service:
             )
 
     def apply_tenant_policies(self, policies: dict[str, TenantPolicy]) -> None:
-        """Put ``policies`` (tenant → policy, from the reloader) in force: the weights go to
-        the engine's fair share from its next decision, the SLOs to sessions started from now
-        on (``spec.tenants``, which the core reads per session). A tenant whose policy is gone
-        gets its configured ``spec.tenants`` entry (or the defaults) back."""
+        """Put ``policies`` (tenant → policy, from the reloader) in force: weights and deadline
+        factors go to the engine from its next decision, SLOs to sessions started from now on,
+        quotas and TTFT objectives to the next request, attainment targets to the exported
+        gauge (``spec.tenants``, which the core reads per request). A tenant whose policy is
+        gone gets its configured ``spec.tenants`` entry (or the defaults) back."""
         self.config.spec.tenants = effective_tenants(self._base_tenants, policies)
         weights = dict(self._base_weights)
         weights.update({name: p.weight for name, p in policies.items()})
-        if not set_engine_weights(self.engine, weights) and policies:
+        factors = dict(self._base_factors)
+        for name, p in policies.items():
+            if p.deadline_factor > 0:  # else the configured factor (or the engine's default)
+                factors[name] = p.deadline_factor
+        if not set_engine_tenants(self.engine, weights, factors) and policies:
             log.warning("tenant weights not applied: the injected engine is not saga's Engine")
+        self.metrics.tenant_targets({t.name: t.attainment_target for t in self.config.spec.tenants})
 
     def _on_replica_event(self, event: ReplicaEvent) -> None:
         assert self.core is not None

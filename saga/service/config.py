@@ -76,6 +76,21 @@ class TenantSettings:
     weight: float = 1.0
     # Task-completion SLO in seconds for sessions without a deadline hint (0: none).
     slo_s: float = 0.0
+    # The engine's deadline for this tenant's sessions without an SLO or hint: start +
+    # deadline_factor x expected completion time (>= 1). 0: spec.engine's fairness.slo_factor.
+    deadline_factor: float = 0.0
+    # Fraction of tasks that should meet their SLO, in (0, 1]; exported as
+    # saga_tenant_slo_attainment_target for the chart's alert rule. 0: the chart's default.
+    attainment_target: float = 0.0
+    # Time-to-first-token objective per call, seconds; calls are counted met/missed in
+    # saga_ttft_slo_calls_total. 0: none.
+    ttft_s: float = 0.0
+    # Admission quotas (0: unlimited), enforced by each scheduler process (saga.service.quotas):
+    # open sessions, calls per wall second (token bucket, one second's burst), and KV tokens
+    # held by the tenant's open sessions' contexts and calls in flight.
+    max_active_sessions: int = 0
+    max_calls_per_second: float = 0.0
+    max_kv_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -374,8 +389,14 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
             p.append((f"spec.tenants[{i}].name", f"duplicate tenant {t.name!r}"))
         if t.weight <= 0:
             p.append((f"spec.tenants[{i}].weight", f"must be > 0, got {t.weight}"))
-        if t.slo_s < 0:
-            p.append((f"spec.tenants[{i}].slo_s", f"must be >= 0, got {t.slo_s}"))
+        for name in ("slo_s", "ttft_s", "max_active_sessions", "max_calls_per_second", "max_kv_tokens"):
+            if getattr(t, name) < 0:
+                p.append((f"spec.tenants[{i}].{name}", f"must be >= 0, got {getattr(t, name)}"))
+        where = f"spec.tenants[{i}]"
+        if t.deadline_factor != 0 and not t.deadline_factor >= 1:
+            p.append((f"{where}.deadline_factor", f"must be >= 1 or 0, got {t.deadline_factor}"))
+        if not 0 <= t.attainment_target <= 1:
+            p.append((f"{where}.attainment_target", f"must be in [0, 1], got {t.attainment_target}"))
     if s.auth.anonymous_tenant is not None and s.auth.anonymous_tenant not in names:
         p.append(("spec.auth.anonymous_tenant", f"tenant {s.auth.anonymous_tenant!r} is not in spec.tenants"))
     keys: set[str] = set()

@@ -86,6 +86,7 @@ from saga.service.errors import (
 )
 from saga.service.kv import KvKeeper
 from saga.service.metrics import ServiceMetrics
+from saga.service.quotas import NO_QUOTA, Quota, TenantQuotas
 from saga.service.sessions import SessionBook
 from saga.service.state.api import StateStore
 
@@ -140,6 +141,7 @@ class ServiceCore(SessionBook):
         self._tick_task: asyncio.Task[None] | None = None
         self._closed = False
         self.kv = KvKeeper(clients, clock, metrics, self.sessions, self._spawn, self._on_pinned)
+        self.quotas = TenantQuotas(clock, self._quota_of)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -176,6 +178,38 @@ class ServiceCore(SessionBook):
             raise Unauthenticated("an API key is required (authorization: Bearer <key>)")
         return Principal(anon)
 
+    # ------------------------------------------------------------------ tenants
+
+    def _quota_of(self, tenant: str) -> Quota:
+        t = self.config.tenant(tenant)
+        if t is None:
+            return NO_QUOTA
+        return Quota(t.max_active_sessions, t.max_calls_per_second, t.max_kv_tokens)
+
+    def observe_ttft(self, tenant: str, ttft_s: float) -> None:
+        """A call's client-observed time to first token, against its tenant's TTFT objective."""
+        t = self.config.tenant(tenant)
+        self.metrics.first_token(tenant, ttft_s, t.ttft_s if t is not None else 0.0)
+
+    def _admit_call(self, tenant: str, session: LiveSession | None, prompt_tokens: int) -> int:
+        """The tenant's call quotas (:mod:`saga.service.quotas`); returns the KV tokens the
+        call added to the tenant's count."""
+        grown = prompt_tokens if session is None else max(0, prompt_tokens - session.context_tokens)
+        try:
+            self.quotas.admit_call(tenant, grown)
+        except Rejected as exc:
+            self.metrics.rejected(tenant, exc.reason)
+            raise
+        if session is not None:
+            session.context_tokens += grown
+        return grown
+
+    def _set_context(self, s: LiveSession, tokens: int) -> None:
+        """``s``'s context after a finished call (its KV quota count), while it is open."""
+        if self.sessions.get(s.session_id) is s:
+            self.quotas.adjust_kv(s.tenant, tokens - s.context_tokens)
+            s.context_tokens = tokens
+
     # ------------------------------------------------------------------ calls
 
     def check_call(self, spec: CallSpec) -> None:
@@ -200,15 +234,16 @@ class ServiceCore(SessionBook):
         Retries on another replica while nothing was yielded; raises :class:`ServiceError`s.
         """
         self.check_call(spec)
+        if session is not None and session.session_id not in self.sessions:
+            raise NotFound(f"session {session.session_id!r} has ended")
+        tenant = principal.tenant
+        grown = self._admit_call(tenant, session, spec.prompt.num_tokens)
         if session is not None:
-            if session.session_id not in self.sessions:
-                raise NotFound(f"session {session.session_id!r} has ended")
             if session.current_tool is not None and session.inferred_tool:
                 self._close_tool(session, "ok")  # the next request closes an inferred gap
             session.in_flight += 1
             session.calls += 1
             session.last_active = self.clock.now()
-        tenant = principal.tenant
         attempts = self.config.spec.limits.max_attempts
         call_id = self._new_id("c")
         pending = Pending(
@@ -273,6 +308,7 @@ class ServiceCore(SessionBook):
                     session.prompt_tokens += usage.prompt_tokens
                     session.cached_tokens += usage.cached_tokens
                     session.output_tokens += usage.output_tokens
+                    self._set_context(session, usage.prompt_tokens + usage.output_tokens)
                 return
         finally:
             self._pending.pop(call_id, None)
@@ -283,6 +319,8 @@ class ServiceCore(SessionBook):
             if session is not None:
                 session.in_flight -= 1
                 session.last_active = self.clock.now()
+            else:
+                self.quotas.adjust_kv(tenant, -grown)  # a session-less call holds no KV after
 
     async def _wait_dispatch(self, call_id: str, pending: Pending) -> Dispatch:
         timeout = self.config.spec.limits.queue_timeout_s

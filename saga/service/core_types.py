@@ -71,6 +71,7 @@ class LiveSession:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
+    context_tokens: int = 0  # its KV as the tenant's quota counts it (saga.service.quotas)
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,7 +243,7 @@ class SessionServicer:
             async for c in self.core.run_call(p, session, spec, native_stream(payload, timer), result):
                 if first:
                     first = False
-                    self.core.metrics.ttft.labels(p.tenant).observe(time.perf_counter() - t0)
+                    self.core.observe_ttft(p.tenant, time.perf_counter() - t0)
                 yield pb2.GenerateChunk(
                     request_id=spec.request_id,
                     text=c.text,

@@ -63,6 +63,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "saga_tenant_policy_reloads_total",
     "saga_tenant_policy_rejected_documents",
     "saga_kv_events_total",
+    "saga_ttft_slo_calls_total",
+    "saga_tenant_slo_attainment_target",
 )
 
 
@@ -89,6 +91,19 @@ class ServiceMetrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
+        self.ttft_slo = Counter(
+            "saga_ttft_slo_calls",
+            "Calls of tenants with a TTFT objective, by outcome (met: first token within it).",
+            ["tenant", "slo"],
+            registry=r,
+        )
+        self.attainment_target = Gauge(
+            "saga_tenant_slo_attainment_target",
+            "Configured fraction of a tenant's tasks that should meet their SLO (tenant policy).",
+            ["tenant"],
+            registry=r,
+        )
+        self._target_tenants: set[str] = set()
         self.decisions = Counter("saga_decisions", "Engine actions.", ["decision", "reason"], registry=r)
         self.steals = Counter("saga_steals", "Queued sessions moved by work stealing.", registry=r)
         self.kv_retention = Counter(
@@ -173,6 +188,25 @@ class ServiceMetrics:
     def rejected(self, tenant: str, reason: str) -> None:
         self.rejections.labels(tenant, reason).inc()
         self.calls.labels(tenant, "rejected").inc()
+
+    def first_token(self, tenant: str, ttft_s: float, objective_s: float) -> None:
+        """A call's client-observed TTFT; counted against ``objective_s`` when > 0."""
+        self.ttft.labels(tenant).observe(ttft_s)
+        if objective_s > 0:
+            self.ttft_slo.labels(tenant, "met" if ttft_s <= objective_s else "missed").inc()
+
+    def tenant_targets(self, targets: dict[str, float]) -> None:
+        """Export tenant → attainment target; tenants with none (0) are not exported."""
+        keep = {t: v for t, v in targets.items() if v > 0}
+        for tenant in self._target_tenants - set(keep):
+            self.attainment_target.remove(tenant)
+        for tenant, target in keep.items():
+            self.attainment_target.labels(tenant).set(target)
+        self._target_tenants = set(keep)
+
+    def session_rejected(self, tenant: str, reason: str) -> None:
+        """A session start refused (counted with the calls' rejections; no call is counted)."""
+        self.rejections.labels(tenant, reason).inc()
 
     def call_done(self, tenant: str, ok: bool) -> None:
         self.calls.labels(tenant, "ok" if ok else "error").inc()

@@ -261,7 +261,7 @@ class OpenAIEndpoint:
                         }
                     )
                     await resp.prepare(request)
-                    core.metrics.ttft.labels(principal.tenant).observe(time.perf_counter() - t0)
+                    core.observe_ttft(principal.tenant, time.perf_counter() - t0)
                 if ev is _USAGE_ONLY and not want_usage:
                     continue
                 await resp.write(ev.raw if isinstance(ev, SSEEvent) else result.extra["usage_raw"])

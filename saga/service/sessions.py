@@ -51,6 +51,7 @@ from saga.service.errors import (
     Rejected,
     Unavailable,
 )
+from saga.service.quotas import TenantQuotas
 from saga.service.state.api import SessionBinding, StateError, StateStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class SessionBook(EngineDriver):
     _ended: OrderedDict[str, None]
     _ids: itertools.count[int]
     _id_prefix: str
+    quotas: TenantQuotas
 
     def resolve_tenant(self, principal: Principal, requested: str) -> str:
         if requested and requested != principal.tenant:
@@ -101,15 +103,25 @@ class SessionBook(EngineDriver):
         sid = session_id or self._new_id("s")
         if sid in self.sessions:
             raise AlreadyExists(f"session {sid!r} is already open")
-        outcome = await self._store_call(
-            self.store.bind(
-                SessionBinding(sid, tenant, agent_type, owner=self.process_id), expected_version=0
+        try:
+            self.quotas.admit_session(tenant)
+        except Rejected as exc:
+            self.metrics.session_rejected(tenant, exc.reason)
+            raise
+        self.quotas.session_opened(tenant)  # held across the store's await: no overshoot
+        try:
+            outcome = await self._store_call(
+                self.store.bind(
+                    SessionBinding(sid, tenant, agent_type, owner=self.process_id), expected_version=0
+                )
             )
-        )
-        if not outcome.won:
-            raise AlreadyExists(f"session {sid!r} is already open")
-        self._ended.pop(sid, None)
-        s = self._add_local(sid, tenant, agent_type, hints)
+            if not outcome.won:
+                raise AlreadyExists(f"session {sid!r} is already open")
+            self._ended.pop(sid, None)
+            s = self._add_local(sid, tenant, agent_type, hints)
+        except BaseException:
+            self.quotas.session_closed(tenant, 0)
+            raise
         s.binding_version = outcome.binding.version if outcome.binding else 1
         return sid
 
@@ -148,6 +160,7 @@ class SessionBook(EngineDriver):
                 # so the call follows the session's KV, whichever process placed it.
                 hints = WorkflowHints(home_replica=binding.replica_id)
                 s = self._add_local(session_id, binding.tenant, binding.agent_type, hints)
+                self.quotas.session_opened(binding.tenant)  # adopted: counted, never refused
                 s.binding_version = binding.version
                 s.replica_id = binding.replica_id
         if s.tenant != principal.tenant:
@@ -179,6 +192,7 @@ class SessionBook(EngineDriver):
         with contextlib.suppress(EngineError):
             self._engine(SessionEnd(s.session_id))
         self.metrics.session_ended(s.tenant, s.agent_type, duration, s.slo_s)
+        self.quotas.session_closed(s.tenant, s.context_tokens)
         with contextlib.suppress(StateError):
             await self.store.delete_binding(s.session_id)
             await self.store.add_usage(s.tenant, completed_tasks=1, task_time_s=duration)

@@ -43,7 +43,6 @@ alone are in force again.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import math
@@ -54,7 +53,6 @@ from pathlib import Path
 from typing import Any
 
 from saga.scheduler.engine import Engine
-from saga.scheduler.policies.fairness.afs import AgentFairShare
 from saga.service.config import TenantPolicySettings, TenantSettings
 from saga.service.metrics import ServiceMetrics
 from saga.service.reload_sources import SourceDocs, poll_forever
@@ -77,20 +75,22 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TenantPolicy:
-    """One tenant's policy as the scheduler uses it.
+    """One tenant's policy as the scheduler uses it; every field is in force.
 
     ``weight``: fair-share weight (the engine's ``fairness.weights``). ``slo_s``: the task
     completion SLO in seconds for sessions without a deadline hint (0: none), i.e.
-    ``slo.completion_time_s``. The other fields are validated and carried (``Service.
-    tenant_policies.state``) but not enforced by the scheduler: the engine's deadline factor is
-    one setting for all tenants (``spec.engine.fairness.slo_factor``), attainment targets feed
-    the alert rules, and the service has no per-tenant admission quotas.
+    ``slo.completion_time_s``. ``deadline_factor``: the engine's deadline factor for the
+    tenant's sessions without an SLO (0 when the document gives none: the configured factor,
+    ``spec.tenants[].deadline_factor`` or the engine's ``fairness.slo_factor``).
+    ``attainment_target``: exported as ``saga_tenant_slo_attainment_target`` for the alert
+    rule. ``ttft_s``: per-call TTFT objective counted in ``saga_ttft_slo_calls_total``.
+    Quotas: admission limits of :mod:`saga.service.quotas` (0: unlimited).
     """
 
     tenant: str
     weight: float
     slo_s: float = 0.0
-    deadline_factor: float = 1.5
+    deadline_factor: float = 0.0
     attainment_target: float = 0.99
     ttft_s: float | None = None
     max_active_sessions: int = 0
@@ -163,7 +163,7 @@ def parse_policy(text: str | bytes) -> TenantPolicy:
     completion = _number(slo, "completion_time_s", "$.slo", p, default=None, nullable=True)
     if completion is not None and completion <= 0:
         p.append(("$.slo.completion_time_s", f"must be > 0 or null, got {completion}"))
-    factor = _number(slo, "deadline_factor", "$.slo", p, default=1.5)
+    factor = _number(slo, "deadline_factor", "$.slo", p, default=None, nullable=True)
     if factor is not None and factor < 1:
         p.append(("$.slo.deadline_factor", f"must be >= 1, got {factor}"))
     target = _number(slo, "attainment_target", "$.slo", p, default=0.99)
@@ -188,7 +188,7 @@ def parse_policy(text: str | bytes) -> TenantPolicy:
         tenant=tenant,
         weight=weight,
         slo_s=completion or 0.0,
-        deadline_factor=factor if factor is not None else 1.5,
+        deadline_factor=factor or 0.0,
         attainment_target=target if target is not None else 0.99,
         ttft_s=ttft,
         max_active_sessions=max_sessions,
@@ -292,34 +292,36 @@ class TenantPolicyReloader:
 def effective_tenants(
     base: list[TenantSettings], policies: Mapping[str, TenantPolicy]
 ) -> list[TenantSettings]:
-    """``spec.tenants`` with the policies applied: a policy sets the weight and SLO of the
-    tenant of its name (added when ``spec.tenants`` lacks it); tenants without one keep their
+    """``spec.tenants`` with the policies applied: a policy replaces every field of the tenant
+    of its name (added when ``spec.tenants`` lacks it); tenants without one keep their
     configured values."""
-    out: list[TenantSettings] = []
-    for t in base:
-        p = policies.get(t.name)
-        out.append(t if p is None else TenantSettings(name=t.name, weight=p.weight, slo_s=p.slo_s))
+    out = [t if t.name not in policies else _settings(policies[t.name]) for t in base]
     known = {t.name for t in base}
-    for name in sorted(set(policies) - known):
-        p = policies[name]
-        out.append(TenantSettings(name=name, weight=p.weight, slo_s=p.slo_s))
+    out += [_settings(policies[name]) for name in sorted(set(policies) - known)]
     return out
 
 
-def set_engine_weights(engine: object, weights: Mapping[str, float]) -> bool:
-    """Make ``weights`` the engine's fair-share weights from its next decision on.
+def _settings(p: TenantPolicy) -> TenantSettings:
+    return TenantSettings(
+        name=p.tenant,
+        weight=p.weight,
+        slo_s=p.slo_s,
+        deadline_factor=p.deadline_factor,
+        attainment_target=p.attainment_target,
+        ttft_s=p.ttft_s or 0.0,
+        max_active_sessions=p.max_active_sessions,
+        max_calls_per_second=p.max_calls_per_second,
+        max_kv_tokens=p.max_kv_tokens,
+    )
 
-    The engine reads them from its settings (``fairness.weights``) and its Agent Fair Share
-    policy (``settings.weights``) on every decision; both are replaced (one event loop: the
-    swap is atomic). False (nothing changed) for an engine that is not a
-    :class:`saga.scheduler.engine.Engine`.
-    """
+
+def set_engine_tenants(
+    engine: object, weights: Mapping[str, float], slo_factors: Mapping[str, float]
+) -> bool:
+    """Make ``weights`` and ``slo_factors`` (per-tenant deadline factors) the engine's from
+    its next decision on (:meth:`saga.scheduler.engine.Engine.set_tenant_policies`). False
+    (nothing changed) for an engine that is not a :class:`saga.scheduler.engine.Engine`."""
     if not isinstance(engine, Engine):
         return False
-    w = dict(weights)
-    engine.settings = dataclasses.replace(
-        engine.settings, fairness=dataclasses.replace(engine.settings.fairness, weights=w)
-    )
-    if isinstance(engine.fairness, AgentFairShare):
-        engine.fairness.settings = dataclasses.replace(engine.fairness.settings, weights=dict(w))
+    engine.set_tenant_policies(weights, slo_factors)
     return True

@@ -105,7 +105,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
             f"  listen: {{grpc: '127.0.0.1:{grpc_p}', http: '127.0.0.1:{http_p}', "
             f"metrics: '127.0.0.1:{metrics_p}'}}\n"
             "  auth: {anonymous_tenant: acme}\n"
-            "  tenants: [{name: acme, weight: 1.0, slo_s: 3600}]\n"
+            "  tenants: [{name: acme, weight: 1.0, slo_s: 3600, attainment_target: 0.99, ttft_s: 5}]\n"
             f"  replicas: {{static: ['http://127.0.0.1:{replica_port}']}}\n"
             "  state: {backend: memory}\n"
             # Reject a new session as soon as a call waits in the engine's queue.

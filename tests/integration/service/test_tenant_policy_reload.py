@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from saga.client import AsyncSagaClient
+from saga.client.errors import RejectedError
 from saga.emulator.core import ReplicaConfig
 from saga.emulator.server import start_replica
 from saga.scheduler.engine import Engine
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 ALPHA_KEY = next(k for k, t in KEYS.items() if t == "alpha")
 
 
-def publish(folder: Path, tenant: str, weight: Any, completion_s: float | None) -> None:
+def publish(folder: Path, tenant: str, weight: Any, completion_s: float | None, **quotas: float) -> None:
     """Atomically replace the tenant's policy file (as kubelet swaps a mounted ConfigMap)."""
     doc = {
         "tenant": tenant,
@@ -38,7 +39,7 @@ def publish(folder: Path, tenant: str, weight: Any, completion_s: float | None) 
             "attainment_target": 0.99,
             "ttft_s": None,
         },
-        "quotas": {"max_active_sessions": 0, "max_calls_per_second": 0.0, "max_kv_tokens": 0},
+        "quotas": {"max_active_sessions": 0, "max_calls_per_second": 0.0, "max_kv_tokens": 0, **quotas},
         "api_key": {"secret": f"{tenant}-key", "key": "api-key", "sha256_16": "0123456789abcdef"},
     }
     tmp = folder / f"{tenant}.tmp"
@@ -98,5 +99,50 @@ async def test_policy_changes_apply_to_the_next_session_and_bad_ones_are_refused
         (folder / "alpha.json").unlink()  # the TenantPolicy is deleted: spec.tenants again
         await wait_for(lambda: reloader.state.generation == 3)
         assert engine.settings.fairness.weights["alpha"] == 2.0  # config_text's weight
+    finally:
+        await stop_stack(st)
+
+
+async def test_policy_quotas_refuse_over_grpc_and_http(tmp_path: Path) -> None:
+    folder = tmp_path / "tenants"
+    folder.mkdir()
+    publish(folder, "alpha", 2.0, None, max_active_sessions=1, max_calls_per_second=0.5)
+    replica = await start_replica(ReplicaConfig(), replica_id="r0", time_scale=TIME_SCALE)
+    extra = f"  tenant_policies: {{directory: {str(folder)!r}, poll_interval_s: 0.05}}\n"
+    svc = Service(
+        load_text(config_text([f"r0={replica.url}"], extra_limits=extra)), registry=CollectorRegistry()
+    )
+    await svc.start()
+    st = Stack(svc, [replica])
+    try:
+        await svc.wait_replicas(1, timeout_s=10)
+        async with (
+            AsyncSagaClient(st.grpc_target, api_key=ALPHA_KEY) as c,
+            c.session(agent="swe") as s,
+        ):
+            with pytest.raises(RejectedError, match="open sessions, its quota is 1") as ei:
+                async with c.session(agent="swe"):
+                    pass
+            assert ei.value.retry_after_s == 5.0
+            out = await s.generate("hello world", max_new_tokens=4)  # the bucket's one call
+            assert out.usage.completion_tokens > 0
+            with pytest.raises(RejectedError, match=r"0\.5 calls per second"):
+                await s.generate("hello again", max_new_tokens=4)
+        body = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        headers = {"Authorization": f"Bearer {ALPHA_KEY}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{st.http_base}/chat/completions", json=body, headers=headers) as resp,
+        ):
+            assert resp.status == 429
+            assert resp.headers["Retry-After"] == "2"
+            err = (await resp.json())["error"]
+            assert err["type"] == "rate_limit_error"
+            assert "calls per second" in err["message"]
+        url = f"http://127.0.0.1:{svc.metrics_port}/metrics"
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            text = await resp.text()
+        assert 'saga_admission_rejections_total{reason="tenant_quota",tenant="alpha"} 3.0' in text
+        assert 'saga_calls_total{status="rejected",tenant="alpha"} 2.0' in text  # the session is no call
     finally:
         await stop_stack(st)

@@ -115,3 +115,28 @@ def test_kv_events_section() -> None:
         "spec.replicas.kv_events.max_tracked_blocks",
     }
     assert paths["spec.replicas.kv_events.replay_endpoints.r2"] == "replica has no entry in endpoints"
+
+
+def test_tenant_objectives_and_quotas() -> None:
+    from saga.service.app import engine_settings
+
+    base = HEAD + "spec:\n  replicas: {static: [http://a:1]}\n  tenants:\n    - {name: default}\n"
+    cfg = load_text(
+        base + "    - {name: a, deadline_factor: 2, attainment_target: 0.95, ttft_s: 1.5,"
+        " max_active_sessions: 10, max_calls_per_second: 2.5, max_kv_tokens: 100000}\n"
+    )
+    a = cfg.tenant("a")
+    assert a is not None
+    assert (a.deadline_factor, a.attainment_target, a.ttft_s) == (2.0, 0.95, 1.5)
+    assert (a.max_active_sessions, a.max_calls_per_second, a.max_kv_tokens) == (10, 2.5, 100000)
+    assert engine_settings(cfg).fairness.slo_factors == {"a": 2.0}  # default's 0: the engine's
+    p = dict(
+        problems(
+            base + "    - {name: a, deadline_factor: 0.5, attainment_target: 2, ttft_s: -1,"
+            " max_active_sessions: -1, max_calls_per_second: -2, max_kv_tokens: -3}\n"
+        )
+    )
+    assert p["spec.tenants[1].deadline_factor"] == "must be >= 1 or 0, got 0.5"
+    assert p["spec.tenants[1].attainment_target"] == "must be in [0, 1], got 2.0"
+    for name in ("ttft_s", "max_active_sessions", "max_calls_per_second", "max_kv_tokens"):
+        assert p[f"spec.tenants[1].{name}"].startswith("must be >= 0")

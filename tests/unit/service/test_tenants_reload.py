@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from saga.clock import VirtualClock
 from saga.operator.reconcile import tenantpolicy
 from saga.operator.reconcile.common import Invalid
+from saga.scheduler.api import InvalidInput, SessionStart, WorkflowHints
 from saga.scheduler.engine import Engine
 from saga.scheduler.settings import EngineSettings, FairnessSettings
 from saga.service.app import Service
@@ -26,7 +27,7 @@ from saga.service.tenants_reload import (
     TenantPolicyReloader,
     effective_tenants,
     parse_policy,
-    set_engine_weights,
+    set_engine_tenants,
 )
 
 pytestmark = pytest.mark.unit
@@ -193,14 +194,23 @@ def test_effective_tenants_override_add_and_restore() -> None:
     assert effective_tenants(base, {}) == base
 
 
-def test_engine_weights_change_for_the_next_decision() -> None:
-    engine = Engine(VirtualClock(), EngineSettings(fairness=FairnessSettings(weights={"acme": 1.0})))
+def test_engine_weights_and_deadline_factors_change_for_the_next_decision() -> None:
+    clock = VirtualClock()
+    engine = Engine(clock, EngineSettings(fairness=FairnessSettings(weights={"acme": 1.0})))
     assert engine.fairness.weight("acme") == 1.0  # type: ignore[attr-defined]
-    assert set_engine_weights(engine, {"acme": 4.0, "beta": 0.5})
+    assert set_engine_tenants(engine, {"acme": 4.0, "beta": 0.5}, {"acme": 3.0})
     assert engine.fairness.weight("acme") == 4.0  # type: ignore[attr-defined]
     assert engine.fairness.weight("beta") == 0.5  # type: ignore[attr-defined]
     assert engine.settings.fairness.weights == {"acme": 4.0, "beta": 0.5}
-    assert not set_engine_weights(object(), {"acme": 1.0})
+    engine.handle(SessionStart("a", "acme", "swe", WorkflowHints()))
+    engine.handle(SessionStart("b", "beta", "swe", WorkflowHints()))
+    a, b = engine.sessions["a"], engine.sessions["b"]
+    assert a.deadline == pytest.approx(3.0 * a.expected_s)  # acme's own factor
+    assert b.deadline == pytest.approx(1.5 * b.expected_s)  # the engine's slo_factor
+    with pytest.raises(InvalidInput, match="slo_factors"):
+        engine.set_tenant_policies({}, {"acme": 0.5})
+    assert engine.settings.fairness.slo_factors == {"acme": 3.0}  # unchanged by the refusal
+    assert not set_engine_tenants(object(), {"acme": 1.0}, {})
 
 
 def test_service_applies_policies_over_its_config() -> None:
@@ -226,7 +236,18 @@ spec:
     assert acme is not None
     assert (acme.weight, acme.slo_s) == (5.0, 60.0)  # new sessions of acme get the new SLO
     assert cfg.tenant("gamma") is not None
+    svc.apply_tenant_policies(
+        {"acme": TenantPolicy("acme", 5.0, deadline_factor=2.5, attainment_target=0.9, max_active_sessions=3)}
+    )
+    assert engine.settings.fairness.slo_factors == {"acme": 2.5}
+    acme = cfg.tenant("acme")
+    assert acme is not None
+    assert (acme.deadline_factor, acme.max_active_sessions) == (2.5, 3)
+    target = svc.registry.get_sample_value("saga_tenant_slo_attainment_target", {"tenant": "acme"})
+    assert target == 0.9
     svc.apply_tenant_policies({})  # every policy deleted: the configured values again
+    assert svc.registry.get_sample_value("saga_tenant_slo_attainment_target", {"tenant": "acme"}) is None
+    assert engine.settings.fairness.slo_factors == {}
     assert engine.settings.fairness.weights == {"default": 1.0, "acme": 2.0, "beta": 3.0}
     acme = cfg.tenant("acme")
     assert acme is not None

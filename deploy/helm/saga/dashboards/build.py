@@ -146,13 +146,17 @@ def slo_dashboard() -> Json:
                     f'sum by (tenant) (rate(saga_tasks_total{{{T}, slo="met"}}[{RI}])) / '
                     f'sum by (tenant) (rate(saga_tasks_total{{{T}, slo=~"met|missed"}}[{RI}]))',
                     "{{tenant}}",
-                )
+                ),
+                (f"max by (tenant) (saga_tenant_slo_attainment_target{{{T}}})", "target {{tenant}}"),
             ],
             x=0,
             y=0,
             unit="percentunit",
             minmax=(0, 1),
-            description="Finished tasks that met their deadline / tasks with a deadline (saga_tasks_total).",
+            description=(
+                "Finished tasks that met their deadline / tasks with a deadline (saga_tasks_total);"
+                ' series "target": the tenant\'s attainment target where its policy sets one.'
+            ),
             thresholds=[("red", None), ("orange", 0.95), ("green", 0.99)],
         ),
         panel(
@@ -217,6 +221,22 @@ def slo_dashboard() -> Json:
             x=12,
             y=16,
             unit="s",
+        ),
+        panel(
+            7,
+            "Calls within their tenant's TTFT objective",
+            [
+                (
+                    f'sum by (tenant) (rate(saga_ttft_slo_calls_total{{{T}, slo="met"}}[{RI}])) / '
+                    f"sum by (tenant) (rate(saga_ttft_slo_calls_total{{{T}}}[{RI}]))",
+                    "{{tenant}}",
+                )
+            ],
+            x=0,
+            y=24,
+            unit="percentunit",
+            minmax=(0, 1),
+            description="Streamed calls whose first token came within the tenant's ttft_s (if it has one).",
         ),
     ]
     return dashboard(

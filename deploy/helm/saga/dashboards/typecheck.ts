@@ -101,7 +101,7 @@ export const sagaSlo: Exact<Dashboard> = {
       "id": 1,
       "type": "timeseries",
       "title": "SLO attainment per tenant",
-      "description": "Finished tasks that met their deadline / tasks with a deadline (saga_tasks_total).",
+      "description": "Finished tasks that met their deadline / tasks with a deadline (saga_tasks_total); series \"target\": the tenant's attainment target where its policy sets one.",
       "datasource": {
         "type": "prometheus",
         "uid": "${datasource}"
@@ -159,6 +159,16 @@ export const sagaSlo: Exact<Dashboard> = {
           "expr": "sum by (tenant) (rate(saga_tasks_total{tenant=~\"$tenant\", slo=\"met\"}[$__rate_interval])) / sum by (tenant) (rate(saga_tasks_total{tenant=~\"$tenant\", slo=~\"met|missed\"}[$__rate_interval]))",
           "legendFormat": "{{tenant}}",
           "refId": "A",
+          "range": true
+        },
+        {
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "max by (tenant) (saga_tenant_slo_attainment_target{tenant=~\"$tenant\"})",
+          "legendFormat": "target {{tenant}}",
+          "refId": "B",
           "range": true
         }
       ]
@@ -453,6 +463,64 @@ export const sagaSlo: Exact<Dashboard> = {
             "uid": "${datasource}"
           },
           "expr": "histogram_quantile(0.95, sum by (tenant, le) (rate(saga_call_ttft_seconds_bucket{tenant=~\"$tenant\"}[$__rate_interval])))",
+          "legendFormat": "{{tenant}}",
+          "refId": "A",
+          "range": true
+        }
+      ]
+    },
+    {
+      "id": 7,
+      "type": "timeseries",
+      "title": "Calls within their tenant's TTFT objective",
+      "description": "Streamed calls whose first token came within the tenant's ttft_s (if it has one).",
+      "datasource": {
+        "type": "prometheus",
+        "uid": "${datasource}"
+      },
+      "gridPos": {
+        "h": 8,
+        "w": 12,
+        "x": 0,
+        "y": 24
+      },
+      "fieldConfig": {
+        "defaults": {
+          "unit": "percentunit",
+          "thresholds": {
+            "mode": "absolute",
+            "steps": [
+              {
+                "color": "green",
+                "value": null
+              }
+            ]
+          },
+          "min": 0,
+          "max": 1,
+          "custom": {
+            "drawStyle": "line",
+            "lineWidth": 1,
+            "fillOpacity": 10,
+            "showPoints": "never"
+          }
+        },
+        "overrides": []
+      },
+      "options": {
+        "legend": {
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        }
+      },
+      "targets": [
+        {
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "sum by (tenant) (rate(saga_ttft_slo_calls_total{tenant=~\"$tenant\", slo=\"met\"}[$__rate_interval])) / sum by (tenant) (rate(saga_ttft_slo_calls_total{tenant=~\"$tenant\"}[$__rate_interval]))",
           "legendFormat": "{{tenant}}",
           "refId": "A",
           "range": true

@@ -16,8 +16,8 @@
 # 5. writes everything (report, server logs, nvidia-smi, pip freeze) under OUT_DIR and stops
 #    the servers on exit.
 #
-# Status: written for this project's GPU runs; NOT run on the 2-core CPU machine it was
-# developed on (no GPU there). See docs/bench.md.
+# Status: written for this project's GPU runs; NOT yet run against real SGLang (the lent GPU
+# machine has no network and cannot carry SGLang's pinned torch and kernels). See docs/bench.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"

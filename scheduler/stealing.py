@@ -4,9 +4,11 @@ A *thief* is a healthy replica with a free running slot, room in its KV and an e
 of its own. A *victim* is a replica whose engine-held queue is not empty. For each call
 near the head of a victim's queue (the first ``SCAN`` calls) the thief compares, in seconds:
 
-- benefit = the call's modelled wait on the victim: ``(position + 1) x call_s / max_running``
-  (it runs at once on the thief); under a decode-batch cap (``batchcap.py``) ``running`` (its
-  calls in flight) replaces ``max_running``, the cap being what holds the queue;
+- benefit = the call's modelled wait on the victim: ``(position + 1) x call_s / running``
+  (it runs at once on the thief), ``running`` being the victim's calls in flight (at most
+  ``max_running``, at least 1): whatever holds the queue (full running slots, the KV
+  watermark, a decode-batch cap), it drains as running calls finish, one every
+  ``call_s / running`` seconds;
 - cost = the extra prefill it pays on the thief: ``(cached_on_victim - cached_on_thief) /
   prefill_tokens_per_s`` (SGLang cannot ship KV between replicas, so "moving" a session means
   recomputing the prefix the thief does not hold; later calls then hit the thief's cache).
@@ -50,8 +52,7 @@ def best_steal(
     for v in victims:
         if v is thief or not v.queue:
             continue
-        slots = v.max_running if v.batch_cap is None else max(1, min(len(v.inflight), v.max_running))
-        per_slot = v.call_s / slots
+        per_slot = v.call_s / max(1, min(len(v.inflight), v.max_running))
         for pos, cid in enumerate(v.queue[:SCAN]):
             c = calls[cid]
             if not fits(thief, c):

@@ -81,3 +81,20 @@ def test_stealing_switch_off(make_engine: Callable[..., Engine]) -> None:
     acts = e.handle(CallSubmitted("cb", "b", Prompt(160), 10))
     assert [type(a) for a in acts] == [Defer]
     assert e.next_deadline() is None
+
+
+def test_a_queue_held_by_the_kv_watermark_is_stolen_from(make_engine: Callable[..., Engine]) -> None:
+    """r0 has 64 free slots but no KV for cb, so cb waits for ca (one running call), not for
+    one of 64 slots: the modelled wait is call_s / 1, worth recomputing cb's 4k-token prefix
+    (~0.4 s with the margin); a call_s / max_running model would call it 0.09 s and never steal."""
+    e = make_engine(replicas=2, kv=10_000, slots=64, placement=AlwaysFirst())
+    e.handle(ReplicaCache("r0", stored=_hashes(2, 250)))  # cb's prefix, cached on r0 only
+    e.handle(ReplicaCache("r1", stored=()))
+    for s in ("a", "b"):
+        e.handle(SessionStart(s, "t", "x"))
+    first = e.handle(CallSubmitted("ca", "a", Prompt(8000, _hashes(1, 500), 16), 10))
+    assert [(type(a), a.replica_id) for a in first if isinstance(a, Dispatch)] == [(Dispatch, "r0")]
+    acts = e.handle(CallSubmitted("cb", "b", Prompt(4000, _hashes(2, 250), 16), 10))
+    steals = [a for a in acts if isinstance(a, Steal)]
+    assert [(s.from_replica, s.to_replica) for s in steals] == [("r0", "r1")]
+    assert any(isinstance(a, Dispatch) and a.call_id == "cb" and a.replica_id == "r1" for a in acts)

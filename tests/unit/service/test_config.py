@@ -115,3 +115,22 @@ def test_kv_events_section() -> None:
         "spec.replicas.kv_events.max_tracked_blocks",
     }
     assert paths["spec.replicas.kv_events.replay_endpoints.r2"] == "replica has no entry in endpoints"
+
+
+def test_kv_events_discovered_port() -> None:
+    base = HEAD + "spec:\n  replicas:\n    kubernetes: {namespace: llm, label_selector: app=sglang}\n"
+    assert load_text(base).spec.replicas.kv_events.discovered_port == 0  # off by default
+    kv = load_text(
+        base + "    kv_events: {discovered_port: 5557, topic: kv-events}\n"
+    ).spec.replicas.kv_events
+    assert (kv.discovered_port, kv.topic, kv.endpoints) == (5557, "kv-events", {})
+    for bad in ("-1", "65536"):
+        p = problems(base + f"    kv_events: {{discovered_port: {bad}}}\n")
+        assert p == [
+            (
+                "spec.replicas.kv_events.discovered_port",
+                f"must be 0 (off) or a TCP port in [1, 65535], got {bad}",
+            )
+        ]
+    p = problems(base + "    kv_events: {discovered_port: '5557'}\n")  # phase 1: types
+    assert [x[0] for x in p] == ["spec.replicas.kv_events.discovered_port"]

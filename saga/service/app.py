@@ -4,7 +4,8 @@ core, gRPC API, OpenAI endpoint, metrics server, and the periodic chores.
 :class:`Service` is what ``saga serve`` runs and what the integration tests start on free
 ports (``port 0`` in ``spec.listen``; the bound ports are read back from the instance).
 KV event subscribers (``spec.replicas.kv_events``, :mod:`saga.service.kv_events`) feed the
-replicas' exact caches to the engine.
+replicas' exact caches to the engine; the pool's ``ReplicaAdded`` / ``ReplicaRemoved`` (with
+the replica's base URL from the pool) open and close the subscriptions of discovered replicas.
 Periodic chores: graph hot reload (``spec.graphs``, :mod:`saga.service.graphs_reload`),
 tenant policy hot reload (``spec.tenant_policies``, :mod:`saga.service.tenants_reload`), a
 heartbeat in the state store every ``HEARTBEAT_S`` (so operators see the
@@ -24,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from saga.clock import Clock, MonotonicClock
-from saga.scheduler.api import EngineProtocol, InvalidInput, ReplicaAdded
+from saga.scheduler.api import EngineProtocol, InvalidInput, ReplicaAdded, ReplicaRemoved
 from saga.scheduler.engine import Engine
 from saga.scheduler.settings import EngineSettings
 from saga.service.backend.api import ClientSettings, ClientTimeouts, Discovery, PoolSettings, ReplicaEvent
@@ -100,6 +101,7 @@ class Service:
         engine: EngineProtocol | None = None,
         store: StateStore | None = None,
         process_id: str | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -107,6 +109,8 @@ class Service:
         self.metrics = ServiceMetrics(self.registry)
         self.engine = engine or Engine(self.clock, engine_settings(config))
         self._store_arg = store
+        # Where replicas come from; None: from spec.replicas (make_discovery).
+        self._discovery_arg = discovery
         self.process_id = process_id
         self.core: ServiceCore | None = None
         self.pool: ReplicaPool | None = None
@@ -120,7 +124,7 @@ class Service:
         self._chores: list[asyncio.Task[None]] = []
         # Graph hot reload (spec.graphs); None when no source is configured.
         self.graphs: GraphReloader | None = None
-        # KV event subscribers (spec.replicas.kv_events); None when no endpoint is configured.
+        # KV event subscribers (spec.replicas.kv_events); None without endpoints or discovered_port.
         self.kv_events: KvEventSubscribers | None = None
         # Tenant policy hot reload (spec.tenant_policies); None when no folder is configured.
         self.tenant_policies: TenantPolicyReloader | None = None
@@ -160,12 +164,12 @@ class Service:
             probe_s=r.health_timeout_s,
         )
         kv = r.kv_events
-        if kv.endpoints:
+        if kv.endpoints or kv.discovered_port:
             self.kv_events = KvEventSubscribers(
                 kv, spec.tokens.block_size, core.on_replica_cache, self.metrics
             )
         self.pool = ReplicaPool(
-            make_discovery(cfg),
+            self._discovery_arg or make_discovery(cfg),
             self._on_replica_event,
             settings=PoolSettings(load_interval_s=r.poll_interval_s),
             client_settings=ClientSettings(timeouts=timeouts),
@@ -211,8 +215,15 @@ class Service:
     def _on_replica_event(self, event: ReplicaEvent) -> None:
         assert self.core is not None
         self.core.on_replica_event(event)
-        if isinstance(event, ReplicaAdded) and self.kv_events is not None:
-            self.kv_events.on_replica_added(event.replica_id)  # the engine's view starts empty
+        if self.kv_events is None:
+            return
+        if isinstance(event, ReplicaAdded):  # the engine's view starts empty
+            state = self.pool.replicas().get(event.replica_id) if self.pool is not None else None
+            self.kv_events.on_replica_added(
+                event.replica_id, state.spec.base_url if state is not None else None
+            )
+        elif isinstance(event, ReplicaRemoved):
+            self.kv_events.on_replica_removed(event.replica_id)
 
     def _client(self, replica_id: str) -> EngineClient | None:
         if self.pool is None:

@@ -113,7 +113,15 @@ class KvEventSettings:
     # Replica id -> its replay endpoint (--kv-events-config's "replay_endpoint"); lost batches
     # are asked for there before the view is given up. Optional per replica.
     replay_endpoints: dict[str, str] = field(default_factory=dict)
+    # TCP port every replica without an entry in endpoints publishes on (0: off). Each such
+    # replica the pool announces (e.g. a pod found by spec.replicas.kubernetes) is subscribed
+    # at tcp://<host of its base URL>:<port>, and unsubscribed when the pool removes it; no
+    # replay endpoint. The operator's ReplicaPool pods publish on spec.kvEventsPort (5557 by
+    # default; the Helm chart's scheduler.kvEvents.port). 0 by default for the same reason as
+    # endpoints: nothing can be assumed about how discovered replicas were launched.
+    discovered_port: int = 0
     # ZMQ topic the replicas publish on (--kv-events-config's "topic"); SGLang's default "".
+    # A SUB socket matches by prefix, so "" also receives the operator's "kv-events".
     topic: str = ""
     # Seconds to wait for a replay before clearing the view: a replay is a loopback-scale
     # exchange of at most buffer_steps small batches; 1 s bounds the stall of one subscriber.
@@ -442,6 +450,13 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
     for rid in kv.replay_endpoints:
         if rid not in kv.endpoints:
             p.append((f"spec.replicas.kv_events.replay_endpoints.{rid}", "replica has no entry in endpoints"))
+    if not 0 <= kv.discovered_port <= 65535:
+        p.append(
+            (
+                "spec.replicas.kv_events.discovered_port",
+                f"must be 0 (off) or a TCP port in [1, 65535], got {kv.discovered_port}",
+            )
+        )
     if not 0 < kv.replay_timeout_s <= 60:
         p.append(
             ("spec.replicas.kv_events.replay_timeout_s", f"must be in (0, 60], got {kv.replay_timeout_s}")

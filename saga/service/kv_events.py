@@ -1,8 +1,22 @@
-"""KV event subscribers: each configured replica's SGLang KV events into the engine (I/O edge).
+"""KV event subscribers: each replica's SGLang KV events into the engine (I/O edge).
 
-``spec.replicas.kv_events`` (docs/config.md) names, per replica id, the ZMQ endpoint its
-``--kv-events-config`` publisher serves (and optionally its replay endpoint). For each, one
-:class:`KvEventSubscriber` task (``zmq.asyncio`` SUB socket, subscribed to ``topic``) reads
+Which replicas (``spec.replicas.kv_events``, docs/config.md):
+
+- **static**: ``endpoints`` names, per replica id, the ZMQ endpoint its ``--kv-events-config``
+  publisher serves (and optionally, in ``replay_endpoints``, its replay endpoint). These
+  subscribers run from :meth:`KvEventSubscribers.start` to :meth:`KvEventSubscribers.stop`,
+  whatever the pool reports: a replica the pool removes and re-adds keeps its view.
+- **discovered** (``discovered_port`` > 0): every other replica the pool announces
+  (``ReplicaAdded``) gets a subscriber at ``tcp://<host of its base URL>:<discovered_port>``,
+  e.g. a Kubernetes-discovered pod at ``http://10.0.0.7:30000`` is read at
+  ``tcp://10.0.0.7:5557``, the port every ReplicaPool pod publishes on. When the pool removes
+  the replica (``ReplicaRemoved``: gone from discovery, or a new address) its task is cancelled
+  and its view dropped, so a replica that comes back starts from an empty view, as the engine's
+  does. No replay endpoint (the operator renders none): a gap clears the view. The subscription
+  starts when the replica is announced, so what it cached before is unknown (late joiner).
+
+Both kinds then run the same way: one :class:`KvEventSubscriber` task per replica
+(``zmq.asyncio`` SUB socket, subscribed to ``topic``) reads
 ``[topic, seq, payload]`` messages (format: :mod:`saga.kv_events`), maps them to SAGA's block
 hashes (:class:`saga.service.kv_view.ReplicaKvView`) and hands the resulting ``ReplicaCache``
 to the engine. Every scheduler process subscribes on its own, so every process's engine holds
@@ -30,7 +44,8 @@ Blocks whose parent is unknown are counted as ``unmapped`` (one per block). A ba
 refuses (the replica is not announced yet) is not lost: the view keeps it, and when the pool
 announces the replica (``ReplicaAdded``) :meth:`KvEventSubscribers.on_replica_added` sends the
 engine the whole view. Nothing a replica sends stops a subscriber; a crash of the loop itself
-is logged and the socket reopened after a second.
+is logged and the socket reopened after a second. An IPv6 endpoint (``tcp://[fd00::7]:5557``)
+turns on the socket's IPv6 option (ZMQ does not connect to one without it).
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from urllib.parse import urlparse
 
 import zmq
 import zmq.asyncio
@@ -93,6 +109,7 @@ class KvEventSubscriber:
         while True:
             sock = self._ctx.socket(zmq.SUB)
             sock.linger = 0
+            sock.ipv6 = _is_ipv6(self.endpoint)
             try:
                 sock.setsockopt(zmq.SUBSCRIBE, self._topic)
                 sock.connect(self.endpoint)
@@ -176,6 +193,7 @@ class KvEventSubscriber:
             return False
         sock = self._ctx.socket(zmq.DEALER)
         sock.linger = 0
+        sock.ipv6 = _is_ipv6(self.replay_endpoint)
         got: dict[int, bytes] = {}
         try:
             sock.connect(self.replay_endpoint)
@@ -208,44 +226,100 @@ class KvEventSubscriber:
         return True
 
 
+def _is_ipv6(endpoint: str) -> bool:
+    return endpoint.startswith("tcp://[")
+
+
+def discovered_endpoint(base_url: str, port: int) -> str | None:
+    """``tcp://<host of base_url>:<port>`` (an IPv6 host bracketed); None without a host."""
+    host = urlparse(base_url).hostname
+    if not host:
+        return None
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
 class KvEventSubscribers:
-    """The subscriptions of one scheduler process, one task per configured replica."""
+    """The subscriptions of one scheduler process, one task per replica (static or
+    discovered, see the module docstring), driven by the pool's events through
+    :meth:`on_replica_added` and :meth:`on_replica_removed` on the service's event loop."""
 
     def __init__(
         self, settings: KvEventSettings, block_size: int, sink: CacheSink, metrics: ServiceMetrics
     ) -> None:
-        self._ctx = zmq.asyncio.Context()
-        self._tasks: list[asyncio.Task[None]] = []
-        self.subscribers: dict[str, KvEventSubscriber] = {}
-        for rid, endpoint in settings.endpoints.items():
-            view = ReplicaKvView(rid, block_size, settings.max_tracked_blocks)
-            self.subscribers[rid] = KvEventSubscriber(
-                view,
-                endpoint,
-                sink,
-                metrics,
-                ctx=self._ctx,
-                topic=settings.topic,
-                replay_endpoint=settings.replay_endpoints.get(rid),
-                replay_timeout_s=settings.replay_timeout_s,
-            )
+        self._settings = settings
+        self._block_size = block_size
         self._sink = sink
+        self._metrics = metrics
+        self._ctx = zmq.asyncio.Context()
+        self._started = False
+        self.subscribers: dict[str, KvEventSubscriber] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}  # replica id -> its subscriber's task
+        self._retired: set[asyncio.Task[None]] = set()  # cancelled, not finished yet
+        for rid, endpoint in settings.endpoints.items():
+            self._add(rid, endpoint, settings.replay_endpoints.get(rid))
+
+    def _add(self, replica_id: str, endpoint: str, replay_endpoint: str | None) -> None:
+        s = self._settings
+        view = ReplicaKvView(replica_id, self._block_size, s.max_tracked_blocks)
+        self.subscribers[replica_id] = KvEventSubscriber(
+            view,
+            endpoint,
+            self._sink,
+            self._metrics,
+            ctx=self._ctx,
+            topic=s.topic,
+            replay_endpoint=replay_endpoint,
+            replay_timeout_s=s.replay_timeout_s,
+        )
+        if self._started:
+            self._run(replica_id)
+
+    def _run(self, replica_id: str) -> None:
+        sub = self.subscribers[replica_id]
+        self.tasks[replica_id] = asyncio.create_task(sub.run(), name=f"saga-kv-events-{replica_id}")
 
     def start(self) -> None:
-        for rid, sub in self.subscribers.items():
-            self._tasks.append(asyncio.create_task(sub.run(), name=f"saga-kv-events-{rid}"))
+        self._started = True
+        for rid in self.subscribers:
+            if rid not in self.tasks:
+                self._run(rid)
 
-    def on_replica_added(self, replica_id: str) -> None:
-        """The engine (re)learned a replica: give it the whole view of that replica."""
+    def on_replica_added(self, replica_id: str, base_url: str | None = None) -> None:
+        """The engine (re)learned a replica, reached at ``base_url``. A subscribed one: give the
+        engine the whole view. Otherwise, with ``discovered_port``, subscribe to it at its host
+        (a fresh, empty view)."""
         sub = self.subscribers.get(replica_id)
-        if sub is not None and sub.last_seq is not None:
-            self._sink(sub.view.snapshot())
+        if sub is not None:
+            if sub.last_seq is not None:
+                self._sink(sub.view.snapshot())
+            return
+        port = self._settings.discovered_port
+        endpoint = discovered_endpoint(base_url, port) if base_url and port else None
+        if endpoint is not None:
+            log.info("kv events %s: subscribing at %s (discovered replica)", replica_id, endpoint)
+            self._add(replica_id, endpoint, None)
+
+    def on_replica_removed(self, replica_id: str) -> None:
+        """The pool removed a replica: a discovered one's task is cancelled (its socket closes
+        as it ends) and its view dropped; a static one keeps running."""
+        if replica_id in self._settings.endpoints or replica_id not in self.subscribers:
+            return
+        del self.subscribers[replica_id]
+        task = self.tasks.pop(replica_id, None)
+        if task is not None:
+            task.cancel()
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+        log.info("kv events %s: unsubscribed (replica removed)", replica_id)
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        tasks = [*self.tasks.values(), *self._retired]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        self._tasks.clear()
+        self.tasks.clear()
+        self._retired.clear()
+        self._started = False
         self._ctx.term()

@@ -3,6 +3,7 @@ manifest offline (kubernetes-validate --strict), sample CRs against the CRDs, ba
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "image": {"tag": "v9.9.9"},
     },
     "scheduler-only": {"operator": {"enabled": False}, "grafana": {"dashboards": {"enabled": False}}},
+    "kv-events-on": {"scheduler": {"kvEvents": {"enabled": True}}},
 }
 
 
@@ -214,6 +216,43 @@ def test_scheduler_config_is_a_valid_schedulerconfig(tmp_path: Path) -> None:
     assert custom["spec"]["limits"] == {"max_prompt_tokens": 65536}
 
 
+def test_scheduler_kv_events_match_what_replicapool_pods_publish(tmp_path: Path) -> None:
+    from saga.cli import main
+    from saga.operator.reconcile import replicapool
+    from saga.operator.reconcile.common import Invalid
+    from saga.service.config import load_file
+
+    _, spec = _scheduler(render({}))
+    assert "kv_events" not in spec["replicas"]  # off by default
+
+    # The sample pool (default kvEventsPort) publishes where the chart's defaults subscribe.
+    pool = replicapool.desired(yaml.safe_load((CHART / "samples" / "replicapool.yaml").read_text()))
+    assert not isinstance(pool, Invalid)
+    cmd = pool.workload["spec"]["template"]["spec"]["containers"][0]["command"]
+    published = json.loads(cmd[cmd.index("--kv-events-config") + 1])
+    _, spec = _scheduler(render(VALUE_SETS["kv-events-on"]))
+    kv = spec["replicas"]["kv_events"]
+    assert kv == {
+        "discovered_port": int(published["endpoint"].rsplit(":", 1)[1]),
+        "topic": published["topic"],
+    }
+    assert spec["replicas"]["kubernetes"]["label_selector"] == "saga.dev/role=replica"
+
+    # A custom port, and extraConfig still merges into the block; `saga serve --check` accepts it.
+    values = {
+        "scheduler": {
+            "kvEvents": {"enabled": True, "port": 6000, "topic": "kv"},
+            "extraConfig": {"replicas": {"kv_events": {"replay_timeout_s": 2}}},
+        }
+    }
+    cm = next(d for d in by_kind(render(values), "ConfigMap") if d["metadata"]["name"] == "saga-scheduler")
+    path = tmp_path / "config.yaml"
+    path.write_text(cm["data"]["config.yaml"])
+    assert main(["serve", "--check", "--config", str(path)]) == 0
+    got = load_file(path).spec.replicas.kv_events
+    assert (got.discovered_port, got.topic, got.replay_timeout_s, got.endpoints) == (6000, "kv", 2.0, {})
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -230,6 +269,9 @@ def test_scheduler_config_is_a_valid_schedulerconfig(tmp_path: Path) -> None:
         {"graphs": {"pollIntervalSeconds": 0}},
         {"tenantPolicies": {"mountPath": "relative/path"}},
         {"tenantPolicies": {"pollIntervalSeconds": 0}},
+        {"scheduler": {"kvEvents": {"port": 0}}},
+        {"scheduler": {"kvEvents": {"enabled": "yes"}}},
+        {"scheduler": {"kvEvents": {"prot": 5557}}},
     ],
 )
 def test_invalid_values_rejected_by_schema(bad: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """KV events end to end: emulated replicas publish SGLang's ZMQ format on loopback, running
 services subscribe, and their engines see exactly what each replica caches, including the
-blocks another scheduler process dispatched there."""
+blocks another scheduler process dispatched there; replicas found through EndpointSlices
+(kmock) are subscribed at their address with ``discovered_port`` and unsubscribed when they go."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
+import kmock
 import pytest
 import zmq.asyncio
+from kubernetes import client as k8s
 from prometheus_client import CollectorRegistry
 
 from saga.client.aio import AsyncSagaClient
@@ -22,6 +26,7 @@ from saga.kv_events import KvEventsConfig, encode_batch, seq_bytes
 from saga.scheduler.api import ReplicaCache
 from saga.scheduler.engine import Engine
 from saga.service.app import Service
+from saga.service.backend.discovery import EndpointSliceDiscovery
 from saga.service.config import load_text
 from saga.service.kv_events import KvEventSubscriber
 from saga.service.kv_view import ReplicaKvView
@@ -205,3 +210,107 @@ async def test_a_gap_is_filled_from_the_replay_endpoint() -> None:
     finally:
         await pub.close()
         ctx.term()
+
+
+RES = "discovery.k8s.io/v1/endpointslices"
+
+
+def replica_slice(rep: RunningReplica) -> dict[str, Any]:
+    """The EndpointSlice a ReplicaPool's Service would have for this replica's pod."""
+    pod = rep.runtime.replica_id
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": f"pool-{pod}", "namespace": "llm", "labels": {"saga.dev/role": "replica"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": rep.port, "protocol": "TCP"}],
+        "endpoints": [
+            {
+                "addresses": [rep.host],
+                "conditions": {"ready": True},
+                "targetRef": {"kind": "Pod", "name": pod, "namespace": "llm"},
+            }
+        ],
+    }
+
+
+@pytest.fixture
+async def k8s_api() -> AsyncIterator[Any]:
+    async with kmock.KubernetesEmulator() as server, kmock.Server(server):
+        server.resources[RES] = {"kind": "EndpointSlice", "namespaced": True}
+        yield server
+
+
+async def generate_on(rep: RunningReplica, ids: list[int]) -> None:
+    async with aiohttp.ClientSession() as http:
+        body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 1}}
+        async with http.post(f"{rep.url}/generate", json=body) as resp:
+            assert resp.status == 200
+
+
+async def test_discovered_replicas_are_subscribed_while_discovered(k8s_api: Any) -> None:
+    # Both publish like ReplicaPool pods (topic "kv-events"); r0 is also listed in endpoints.
+    pub = KvEventsConfig(publisher="zmq", topic="kv-events", endpoint="tcp://127.0.0.1:*")
+    reps = [
+        await start_replica(ReplicaConfig(), replica_id=f"r{i}", time_scale=TIME_SCALE, kv_events=pub)
+        for i in range(2)
+    ]
+    assert reps[0].kv_publisher is not None
+    assert reps[1].kv_publisher is not None
+    static_ep = reps[0].kv_publisher.bound_endpoint
+    port = int(reps[1].kv_publisher.bound_endpoint.rsplit(":", 1)[1])
+    for rep in reps:
+        k8s_api.objects[RES, "llm", f"pool-{rep.runtime.replica_id}"] = replica_slice(rep)
+    text = config_text([]).replace(
+        "    static:\n\n",
+        "    kubernetes: {namespace: llm, label_selector: saga.dev/role=replica}\n"
+        f"    kv_events: {{endpoints: {{r0: '{static_ep}'}}, discovered_port: {port}, topic: kv-events}}\n",
+    )
+    cfg = load_text(text)
+    assert cfg.spec.replicas.kubernetes is not None
+    api = k8s.Configuration()
+    api.host = str(k8s_api.url).rstrip("/")
+    discovery = EndpointSliceDiscovery("llm", "saga.dev/role=replica", api_client=k8s.ApiClient(api))
+    svc = Service(cfg, registry=CollectorRegistry(), discovery=discovery)
+    await svc.start()
+    try:
+        await svc.wait_replicas(2, timeout_s=READY_S)
+        kv = svc.kv_events
+        assert kv is not None
+        assert svc.pool is not None
+        # r0 keeps its configured endpoint although r1's port is open on its host too.
+        assert kv.subscribers["r0"].endpoint == static_ep
+        assert kv.subscribers["r1"].endpoint == f"tcp://127.0.0.1:{port}"
+        await subscribed(svc, reps)
+        ids = prompt_ids(1)
+        await generate_on(reps[1], ids)
+        await eventually(lambda: cached_tokens(svc, "r1", ids) == 192, "r1's blocks in r1's view")
+        assert cached_tokens(svc, "r0", ids) == 0
+
+        # r1's pod leaves discovery: its subscription ends, r0's runs on.
+        r1_task, r0_task = kv.tasks["r1"], kv.tasks["r0"]
+        del k8s_api.objects[RES, "llm", "pool-r1"]
+        await svc.pool.refresh()
+        assert "r1" not in kv.subscribers
+        assert "r1" not in kv.tasks
+        await eventually(r1_task.done, "r1's subscriber task ended")
+        assert r1_task.cancelled()
+        assert kv.tasks["r0"] is r0_task
+        assert not r0_task.done()
+
+        # It comes back: a new subscription whose view starts empty, then fills again.
+        k8s_api.objects[RES, "llm", "pool-r1"] = replica_slice(reps[1])
+        await svc.pool.refresh()
+        await eventually(lambda: "r1" in kv.tasks, "r1 subscribed again")
+        assert kv.tasks["r1"] is not r1_task
+        await subscribed(svc, reps[1:])
+        assert cached_tokens(svc, "r1", ids) == 0  # stored before the new subscription
+        ids2 = prompt_ids(2)
+        await generate_on(reps[1], ids2)
+        await eventually(lambda: cached_tokens(svc, "r1", ids2) == 192, "r1's new blocks")
+    finally:
+        await svc.stop()
+        for r in reps:
+            await r.runner.cleanup()
+            if r.kv_publisher is not None:
+                await r.kv_publisher.close()

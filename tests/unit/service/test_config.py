@@ -140,3 +140,22 @@ def test_tenant_objectives_and_quotas() -> None:
     assert p["spec.tenants[1].attainment_target"] == "must be in [0, 1], got 2.0"
     for name in ("ttft_s", "max_active_sessions", "max_calls_per_second", "max_kv_tokens"):
         assert p[f"spec.tenants[1].{name}"].startswith("must be >= 0")
+
+
+def test_kv_events_discovered_port() -> None:
+    base = HEAD + "spec:\n  replicas:\n    kubernetes: {namespace: llm, label_selector: app=sglang}\n"
+    assert load_text(base).spec.replicas.kv_events.discovered_port == 0  # off by default
+    kv = load_text(
+        base + "    kv_events: {discovered_port: 5557, topic: kv-events}\n"
+    ).spec.replicas.kv_events
+    assert (kv.discovered_port, kv.topic, kv.endpoints) == (5557, "kv-events", {})
+    for bad in ("-1", "65536"):
+        p = problems(base + f"    kv_events: {{discovered_port: {bad}}}\n")
+        assert p == [
+            (
+                "spec.replicas.kv_events.discovered_port",
+                f"must be 0 (off) or a TCP port in [1, 65535], got {bad}",
+            )
+        ]
+    p = problems(base + "    kv_events: {discovered_port: '5557'}\n")  # phase 1: types
+    assert [x[0] for x in p] == ["spec.replicas.kv_events.discovered_port"]

@@ -1,7 +1,9 @@
-"""The KV event subscriber's message handling: sequence gaps, restarts, malformed messages."""
+"""The KV event subscriber's message handling: sequence gaps, restarts, malformed messages;
+subscriptions of discovered replicas opened and closed with the pool's events."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from saga.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, encode_batch, seq_bytes
 from saga.scheduler.api import ReplicaCache
 from saga.service.config import KvEventSettings
-from saga.service.kv_events import KvEventSubscriber, KvEventSubscribers
+from saga.service.kv_events import KvEventSubscriber, KvEventSubscribers, discovered_endpoint
 from saga.service.kv_view import ReplicaKvView
 from saga.service.metrics import ServiceMetrics
 from saga.service.tokens import ids_prompt
@@ -121,5 +123,73 @@ async def test_refused_batches_are_resent_when_the_replica_is_announced() -> Non
         assert sink.events[-1] == ReplicaCache("r0", stored=(H[0], H[1]), cleared=True)
         subs.on_replica_added("unknown")  # no subscription: nothing
         assert len(sink.events) == 2
+    finally:
+        await subs.stop()
+
+
+def test_discovered_endpoint_is_the_replicas_host_at_the_port() -> None:
+    assert discovered_endpoint("http://10.0.0.7:30000", 5557) == "tcp://10.0.0.7:5557"
+    assert discovered_endpoint("https://pod.llm.svc:443", 6000) == "tcp://pod.llm.svc:6000"
+    assert discovered_endpoint("http://[fd00::7]:30000", 5557) == "tcp://[fd00::7]:5557"
+    assert discovered_endpoint("not a url", 5557) is None
+
+
+async def test_discovered_replicas_come_and_go_static_ones_stay() -> None:
+    sink = Sink()
+    settings = KvEventSettings(endpoints={"r0": "tcp://127.0.0.1:1"}, discovered_port=2)
+    subs = KvEventSubscribers(settings, 16, sink, ServiceMetrics(CollectorRegistry()))
+    try:
+        subs.on_replica_added("r1", "http://127.0.0.1:30000")  # before start(): no task yet
+        assert subs.subscribers["r1"].endpoint == "tcp://127.0.0.1:2"
+        assert subs.subscribers["r1"].replay_endpoint is None
+        assert not subs.tasks
+        subs.start()
+        assert set(subs.tasks) == {"r0", "r1"}
+        static, static_task = subs.subscribers["r0"], subs.tasks["r0"]
+        # A static replica announced by discovery keeps its configured endpoint.
+        subs.on_replica_added("r0", "http://127.0.0.9:30000")
+        assert subs.subscribers["r0"] is static
+        assert static.endpoint == "tcp://127.0.0.1:1"
+
+        old, old_task = subs.subscribers["r1"], subs.tasks["r1"]
+        await old.handle(msg(0, page(0)))
+        subs.on_replica_removed("r1")
+        assert "r1" not in subs.subscribers
+        assert "r1" not in subs.tasks
+        await asyncio.wait([old_task])
+        assert old_task.cancelled()
+        subs.on_replica_removed("r0")  # static: keeps running
+        assert subs.tasks["r0"] is static_task
+        assert not static_task.done()
+
+        # Back at a new address: a fresh subscription with an empty view, nothing re-sent.
+        sent = len(sink.events)
+        subs.on_replica_added("r1", "http://[::1]:30000")
+        new = subs.subscribers["r1"]
+        assert new is not old
+        assert new.endpoint == "tcp://[::1]:2"
+        assert new.last_seq is None
+        assert not new.view.cached_hashes
+        assert subs.tasks["r1"] is not old_task
+        assert len(sink.events) == sent
+        retired = subs.tasks["r1"]
+        subs.on_replica_removed("r1")  # stop() still waits for it to end
+    finally:
+        await subs.stop()
+    assert retired.cancelled()
+    assert static_task.cancelled()
+
+
+async def test_no_discovered_port_no_discovered_subscription() -> None:
+    sink = Sink()
+    subs = KvEventSubscribers(KvEventSettings(), 16, sink, ServiceMetrics(CollectorRegistry()))
+    try:
+        subs.start()
+        subs.on_replica_added("r1", "http://127.0.0.1:30000")
+        subs.on_replica_removed("r1")
+        subs.on_replica_removed("never-added")
+        assert not subs.subscribers
+        assert not subs.tasks
+        assert not sink.events
     finally:
         await subs.stop()

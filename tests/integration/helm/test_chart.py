@@ -40,7 +40,20 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "scheduler": {
             "ports": {"grpc": 9000, "http": 9001, "metrics": 9002},
             "service": {"type": "LoadBalancer"},
-            "tenants": [{"name": "acme", "weight": 2, "sloSeconds": 300}, {"name": "globex"}],
+            "tenants": [
+                {
+                    "name": "acme",
+                    "weight": 2,
+                    "sloSeconds": 300,
+                    "deadlineFactor": 2,
+                    "attainmentTarget": 0.95,
+                    "ttftSeconds": 1.5,
+                    "maxActiveSessions": 40,
+                    "maxCallsPerSecond": 2.5,
+                    "maxKvTokens": 1000000,
+                },
+                {"name": "globex"},
+            ],
             "anonymousTenant": "acme",
             "extraConfig": {"limits": {"max_prompt_tokens": 65536}},
         },
@@ -211,6 +224,16 @@ def test_scheduler_config_is_a_valid_schedulerconfig(tmp_path: Path) -> None:
         path.write_text(cm["data"]["config.yaml"])
         cfg = load_file(str(path))  # raises ConfigError naming the field when invalid
         assert cfg.spec.listen.metrics.endswith(":9464") or name == "memory-state-custom-ports"
+    acme = load_file(str(tmp_path / "memory-state-custom-ports.yaml")).tenant("acme")
+    assert acme is not None
+    assert (acme.weight, acme.slo_s, acme.deadline_factor, acme.attainment_target, acme.ttft_s) == (
+        2.0,
+        300.0,
+        2.0,
+        0.95,
+        1.5,
+    )
+    assert (acme.max_active_sessions, acme.max_calls_per_second, acme.max_kv_tokens) == (40, 2.5, 1000000)
     custom = yaml.safe_load((tmp_path / "memory-state-custom-ports.yaml").read_text())
     assert custom["spec"]["state"] == {"backend": "memory"}
     assert custom["spec"]["limits"] == {"max_prompt_tokens": 65536}
@@ -261,6 +284,9 @@ def test_scheduler_kv_events_match_what_replicapool_pods_publish(tmp_path: Path)
         {"redis": {"externalUrl": "http://not-redis"}},
         {"scheduler": {"tenants": []}},
         {"scheduler": {"tenants": [{"name": "a", "weight": 0}]}},
+        {"scheduler": {"tenants": [{"name": "default", "deadlineFactor": 0.5}]}},
+        {"scheduler": {"tenants": [{"name": "default", "maxActiveSessions": 1.5}]}},
+        {"scheduler": {"tenants": [{"name": "default", "maxKvTokens": -1}]}},
         {"metrics": {"prometheusRule": {"sloAttainmentTarget": 99}}},
         {"image": {"pullPolicy": "Sometimes"}},
         {"schedulr": {}},  # typo at the top level

@@ -120,6 +120,10 @@ class KvEventSettings:
     # default; the Helm chart's scheduler.kvEvents.port). 0 by default for the same reason as
     # endpoints: nothing can be assumed about how discovered replicas were launched.
     discovered_port: int = 0
+    # With discovered_port on: a discovered replica whose EndpointSlice has a port of this name
+    # is read there instead (each pool's own spec.kvEventsPort; the operator names it
+    # "kv-events"), so pools may publish on different ports. "" : always discovered_port.
+    discovered_port_name: str = "kv-events"
     # ZMQ topic the replicas publish on (--kv-events-config's "topic"); SGLang's default "".
     # A SUB socket matches by prefix, so "" also receives the operator's "kv-events".
     topic: str = ""

@@ -284,16 +284,25 @@ class KvEventSubscribers:
             if rid not in self.tasks:
                 self._run(rid)
 
-    def on_replica_added(self, replica_id: str, base_url: str | None = None) -> None:
+    def on_replica_added(
+        self,
+        replica_id: str,
+        base_url: str | None = None,
+        named_ports: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         """The engine (re)learned a replica, reached at ``base_url``. A subscribed one: give the
         engine the whole view. Otherwise, with ``discovered_port``, subscribe to it at its host
-        (a fresh, empty view)."""
+        (a fresh, empty view), on its ``discovered_port_name`` port when ``named_ports`` (its
+        EndpointSlice's) has one, else on ``discovered_port``."""
         sub = self.subscribers.get(replica_id)
         if sub is not None:
             if sub.last_seq is not None:
                 self._sink(sub.view.snapshot())
             return
-        port = self._settings.discovered_port
+        s = self._settings
+        port = s.discovered_port
+        if port and s.discovered_port_name:
+            port = dict(named_ports).get(s.discovered_port_name, port)
         endpoint = discovered_endpoint(base_url, port) if base_url and port else None
         if endpoint is not None:
             log.info("kv events %s: subscribing at %s (discovered replica)", replica_id, endpoint)

@@ -180,6 +180,9 @@ class ReplicaSpec:
 
     replica_id: str
     base_url: str  # "http://10.0.0.7:30000", no trailing slash
+    # Every named port of the replica's EndpointSlice, sorted ((name, port), ...): e.g. the
+    # operator's ("kv-events", 5557), where its KV events come. Empty for a static list.
+    named_ports: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

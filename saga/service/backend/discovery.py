@@ -103,6 +103,7 @@ def replicas_from_slices(
         if not matches(labels, terms):
             continue
         ports = [p for p in sl.get("ports") or [] if isinstance(p, dict) and isinstance(p.get("port"), int)]
+        named = tuple(sorted((p["name"], p["port"]) for p in ports if isinstance(p.get("name"), str)))
         if port_name is not None:
             ports = [p for p in ports if p.get("name") == port_name]
         if len(ports) != 1:
@@ -119,7 +120,7 @@ def replicas_from_slices(
             addresses = [a for a in ep.get("addresses") or [] if isinstance(a, str) and a]
             for address in addresses:
                 rid = address if not name else name if len(addresses) == 1 else f"{name}/{address}"
-                out[rid] = ReplicaSpec(rid, f"{scheme}://{_host(address)}:{port}")
+                out[rid] = ReplicaSpec(rid, f"{scheme}://{_host(address)}:{port}", named)
     return [out[k] for k in sorted(out)]
 
 

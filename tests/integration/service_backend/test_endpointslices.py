@@ -112,5 +112,9 @@ def test_slice_parsing_edge_cases() -> None:
     two_ports["ports"].append({"name": "http", "port": 81})
     got = replicas_from_slices([v6, two_ports, "junk", {"ports": None}], port_name="http", scheme="http")
     assert [(r.replica_id, r.base_url) for r in got] == [("p6", "http://[fd00::1]:80")]
+    kv = slice_("kv", 30000, [ep("10.0.0.9", "p9")])
+    kv["ports"] += [{"name": "kv-events", "port": 5557}, {"port": 1}]  # an unnamed port is skipped
+    (p9,) = replicas_from_slices([kv], port_name="http", scheme="http")
+    assert (p9.base_url, p9.named_ports) == ("http://10.0.0.9:30000", (("http", 30000), ("kv-events", 5557)))
     with pytest.raises(ValueError, match="namespace"):
         EndpointSliceDiscovery("", "app=x")

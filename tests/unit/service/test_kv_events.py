@@ -193,3 +193,31 @@ async def test_no_discovered_port_no_discovered_subscription() -> None:
         assert not sink.events
     finally:
         await subs.stop()
+
+
+async def test_a_discovered_replicas_named_kv_events_port_wins() -> None:
+    """Pools may publish on different ports: the replica's EndpointSlice port named
+    ``discovered_port_name`` is used, ``discovered_port`` only when its slice has none."""
+    settings = KvEventSettings(discovered_port=5557)
+    subs = KvEventSubscribers(settings, 16, Sink(), ServiceMetrics(CollectorRegistry()))
+    try:
+        subs.on_replica_added("a", "http://10.0.0.7:30000", (("http", 30000), ("kv-events", 6001)))
+        subs.on_replica_added("b", "http://10.0.0.8:30000", (("http", 30000),))
+        assert subs.subscribers["a"].endpoint == "tcp://10.0.0.7:6001"
+        assert subs.subscribers["b"].endpoint == "tcp://10.0.0.8:5557"
+    finally:
+        await subs.stop()
+    off = KvEventSettings(discovered_port=5557, discovered_port_name="")
+    subs = KvEventSubscribers(off, 16, Sink(), ServiceMetrics(CollectorRegistry()))
+    try:
+        subs.on_replica_added("a", "http://10.0.0.7:30000", (("kv-events", 6001),))
+        assert subs.subscribers["a"].endpoint == "tcp://10.0.0.7:5557"
+    finally:
+        await subs.stop()
+    none = KvEventSettings()  # discovered_port 0 is the switch: a named port alone does nothing
+    subs = KvEventSubscribers(none, 16, Sink(), ServiceMetrics(CollectorRegistry()))
+    try:
+        subs.on_replica_added("a", "http://10.0.0.7:30000", (("kv-events", 6001),))
+        assert not subs.subscribers
+    finally:
+        await subs.stop()

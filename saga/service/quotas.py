@@ -23,7 +23,7 @@ Scope: each scheduler process counts what it serves. With several processes behi
 Service (Redis mode) a tenant can hold up to that many times its quota; per-process counts
 keep the check off the state store's round trip on every call.
 
-Times come from the injected clock, converted to wall seconds with its ``to_wall`` (the
+Times come from the injected clock, converted to wall seconds (``core_types.to_wall``: the
 bench's time-scaled clock), so a rate is per real second.
 """
 
@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from saga.clock import Clock
+from saga.service.core_types import to_wall
 from saga.service.errors import Rejected
 
 REASON = "tenant_quota"
@@ -75,11 +76,6 @@ class TenantQuotas:
         self.open_sessions: Counter[str] = Counter()
         self.kv_tokens: Counter[str] = Counter()  # tenant → tokens counted (see module docstring)
         self._buckets: dict[str, _Bucket] = {}
-
-    def _wall_now(self) -> float:
-        to_wall = getattr(self._clock, "to_wall", None)
-        now = self._clock.now()
-        return float(to_wall(now)) if to_wall is not None else now
 
     # ------------------------------------------------------------------ sessions
 
@@ -138,7 +134,7 @@ class TenantQuotas:
             self.kv_tokens.pop(tenant, None)
 
     def _take_token(self, tenant: str, rate: float) -> None:
-        now = self._wall_now()
+        now = to_wall(self._clock, self._clock.now())
         burst = max(1.0, rate)
         b = self._buckets.get(tenant)
         if b is None or b.rate != rate:

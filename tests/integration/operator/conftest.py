@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import kmock
@@ -24,7 +24,6 @@ import pytest
 
 from saga.operator.handlers import OperatorSettings, run
 from saga.operator.kube import KubeConfig
-from saga.service.state.redis_server import RedisServer, RedisServerMissing
 
 RESOURCES: dict[str, kmock.ResourceInfo] = {
     "saga.dev/v1alpha1/replicapools": kmock.ResourceInfo(
@@ -148,13 +147,3 @@ async def running_cluster(**settings: Any) -> AsyncIterator[Cluster]:
 async def cluster() -> AsyncIterator[Cluster]:
     async with running_cluster() as cl:
         yield cl
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer().start()
-    except RedisServerMissing as exc:
-        pytest.skip(f"{exc}; `make test` installs it via scripts/ensure-system-deps.sh")
-    yield server
-    server.stop()

@@ -1,4 +1,5 @@
-"""A real redis-server per test on a free loopback port (no persistence)."""
+"""Fixtures shared by the integration tiers: a real redis-server per test on a free loopback
+port (no persistence), for the state-store and operator tests."""
 
 from __future__ import annotations
 

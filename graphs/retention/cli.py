@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from saga.graphs.retention.evaluate import POLICIES, EvalReport, evaluate
+from saga.graphs.retention.evaluate import BOUNDS, POLICIES, EvalReport, evaluate
 from saga.graphs.retention.policies import SagaRetentionSettings
 from saga.graphs.retention.predictors import PredictorFactory
 from saga.graphs.retention.workload import ARRIVALS, ReplaySettings
@@ -34,9 +34,10 @@ def _floats(text: str) -> list[float]:
 
 def _policies(text: str) -> list[str]:
     names = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [n for n in names if n not in POLICIES]
+    bad = [n for n in names if n not in POLICIES + BOUNDS]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown policies {bad}; choose from {', '.join(POLICIES)}")
+        known = ", ".join(POLICIES + BOUNDS)
+        raise argparse.ArgumentTypeError(f"unknown policies {bad}; choose from {known}")
     return names
 
 
@@ -50,7 +51,12 @@ def register_eval(graph_subparsers: Any) -> None:
     )
     p.add_argument("traces", nargs="+", help="trace files (WEKA Claude Code, Mooncake, OTLP JSON, event log)")
     p.add_argument("--capacity", type=_floats, default=[0.05, 0.1, 0.25, 0.5], help="fractions of W")
-    p.add_argument("--policies", type=_policies, default=list(POLICIES), help=",".join(POLICIES))
+    p.add_argument(
+        "--policies",
+        type=_policies,
+        default=list(POLICIES),
+        help=",".join(POLICIES) + " (default); the bound 'informed' on request",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--png", type=Path, default=None, help="write a plot of recompute vs capacity here")
     p.add_argument("--seed", type=int, default=0, help="seed of the Poisson session arrivals")
@@ -58,6 +64,12 @@ def register_eval(graph_subparsers: Any) -> None:
     p.add_argument("--arrivals", choices=ARRIVALS, default="auto", help="session start times")
     p.add_argument("--folds", type=int, default=2, help="held-out folds for the predictors")
     p.add_argument("--ttl", type=float, default=60.0, help="TTL of the ttl policy (seconds)")
+    p.add_argument(
+        "--informed-sigma",
+        type=float,
+        default=1.0,
+        help="log-normal error (sd of ln predicted/true) of the 'informed' bound's next-call times",
+    )
     p.add_argument(
         "--predictor",
         choices=("empirical", "aeg"),
@@ -117,6 +129,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 predictor_factory=_factory(args.predictor),
                 ttl_s=args.ttl,
                 saga=SagaRetentionSettings(step_bins=args.saga_step_bins),
+                informed_sigma=args.informed_sigma,
                 progress=tick,
             )
         except ValueError as e:

@@ -19,6 +19,7 @@ from typing import Any
 from saga.graphs.retention.cache import Policy, ReplayResult, replay
 from saga.graphs.retention.gapmodel import EmpiricalGapPredictor
 from saga.graphs.retention.policies import (
+    InformedBoundPolicy,
     LRUPolicy,
     OraclePolicy,
     SagaPolicy,
@@ -31,6 +32,9 @@ from saga.graphs.retention.workload import ReplaySettings, Workload, build_workl
 from saga.graphs.trace import SessionTrace
 
 POLICIES = ("oracle", "lru", "ttl", "weighted", "saga")
+# Bounds that read the future besides the oracle (not run unless asked for): ``informed`` is
+# Bélády told each stream's end and its next call time up to a log-normal error (``informed_sigma``).
+BOUNDS = ("informed",)
 RESULT_VERSION = 1
 
 
@@ -103,9 +107,15 @@ def _closed(lru: int, oracle: int, policy: int) -> float | None:
 
 
 def make_policy(
-    name: str, predictions: PredictionCache, *, ttl_s: float = 60.0, saga: SagaRetentionSettings | None = None
+    name: str,
+    predictions: PredictionCache,
+    *,
+    ttl_s: float = 60.0,
+    saga: SagaRetentionSettings | None = None,
+    informed_sigma: float = 1.0,
+    seed: int = 0,
 ) -> Policy:
-    """A fresh policy by name (one of :data:`POLICIES`)."""
+    """A fresh policy by name (one of :data:`POLICIES` or :data:`BOUNDS`)."""
     if name == "oracle":
         return OraclePolicy()
     if name == "lru":
@@ -116,7 +126,9 @@ def make_policy(
         return WeightedScorePolicy(predictions)
     if name == "saga":
         return SagaPolicy(saga)
-    raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
+    if name == "informed":
+        return InformedBoundPolicy(informed_sigma, seed)
+    raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES + BOUNDS)}")
 
 
 def evaluate(
@@ -128,12 +140,13 @@ def evaluate(
     predictor_factory: PredictorFactory | None = None,
     ttl_s: float = 60.0,
     saga: SagaRetentionSettings | None = None,
+    informed_sigma: float = 1.0,
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Replay every policy at every capacity (fractions of W) and compare with the oracle."""
     for name in policies:
-        if name not in POLICIES:
-            raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
+        if name not in POLICIES + BOUNDS:
+            raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES + BOUNDS)}")
     for c in capacities:
         if c <= 0:
             raise ValueError(f"capacity fractions must be > 0, got {c}")
@@ -147,7 +160,14 @@ def evaluate(
         pages = max(1, round(cap * wl.working_set_pages))
         got: dict[str, ReplayResult] = {}
         for name in run:
-            pol = make_policy(name, PredictionCache(wl, predictors), ttl_s=ttl_s, saga=saga)
+            pol = make_policy(
+                name,
+                PredictionCache(wl, predictors),
+                ttl_s=ttl_s,
+                saga=saga,
+                informed_sigma=informed_sigma,
+                seed=wl.settings.seed,
+            )
             got[name] = replay(wl, pages, pol)
             if progress:
                 progress(f"{100 * cap:g}% {name}")
@@ -192,6 +212,7 @@ def evaluate(
             "seed": st.seed,
             "folds": st.folds,
             "ttl_s": ttl_s,
+            **({"informed_sigma": informed_sigma} if "informed" in policies else {}),
             "saga": asdict(saga or SagaRetentionSettings()),
         },
     )

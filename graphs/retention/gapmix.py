@@ -200,18 +200,19 @@ def _weighted_median(pop: list[float], w_pop: float, own: list[float], w_own: fl
     return best
 
 
-def value_density(
+def _mixture(
     pop: Sample,
     own: Sample | None,
     own_weight: float,
     own_prior: float,
     elapsed_s: float,
     memo_key: int | None = None,
-) -> float:
-    """``P(next call | elapsed) / median(time to next call | it comes, elapsed)`` in 1/s.
+) -> tuple[float, float, float]:
+    """``(continuing mass, end mass, median time to next call | it comes)`` given ``elapsed_s``.
 
     The continuing part mixes the population sample (weight ``1 − w``) and the stream's own
-    (``w = own_weight · n / (n + own_prior)``); ends come from the population only.
+    (``w = own_weight · n / (n + own_prior)``); ends come from the population only. The median
+    is ``inf`` when nothing continues.
     """
     fin, ends = pop.given(elapsed_s, memo_key)
     n_cont = pop.continuing
@@ -223,7 +224,7 @@ def value_density(
         mine = own.given(elapsed_s)[0]
     if not n_cont:  # no population evidence of continuing: only the stream's own history
         if not mine:
-            return 0.0
+            return 0.0, float(ends), math.inf
         w_pop, w_own, end_mass = 0.0, 1.0 / len(own or ()), 0.0
     else:
         w_pop = 1.0 - w
@@ -231,7 +232,74 @@ def value_density(
         end_mass = float(ends)
     cont = w_pop * len(fin) + w_own * len(mine)
     if cont <= 0.0:
+        return 0.0, end_mass, math.inf
+    return cont, end_mass, _weighted_median(fin, w_pop, mine, w_own, 0.5 * cont)
+
+
+def value_density(
+    pop: Sample,
+    own: Sample | None,
+    own_weight: float,
+    own_prior: float,
+    elapsed_s: float,
+    memo_key: int | None = None,
+) -> float:
+    """``P(next call | elapsed) / median(time to next call | it comes, elapsed)`` in 1/s
+    (the mixture of :func:`_mixture`)."""
+    cont, end_mass, median = _mixture(pop, own, own_weight, own_prior, elapsed_s, memo_key)
+    if cont <= 0.0:
         return 0.0
-    median = _weighted_median(fin, w_pop, mine, w_own, 0.5 * cont)
     remaining = max(median - elapsed_s, 1e-3)
     return cont / (cont + end_mass) / remaining
+
+
+@dataclass(slots=True)
+class LogErrors:
+    """Natural-log errors ``ln(predicted / true)`` of the time from a call's start to its stream's
+    next call, over the calls that have one (see :func:`prediction_log_errors`)."""
+
+    at_start: list[float] = field(default_factory=list)  # predicted when the call is sent
+    at_end: list[float] = field(default_factory=list)  # predicted when its response is out
+    skipped: int = 0  # calls with a zero duration-plus-gap (no ratio)
+
+
+def prediction_log_errors(
+    model: FeatureGapModel,
+    sessions: Iterable[SessionTrace],
+    *,
+    own_weight: float = 0.5,
+    own_prior: float = 5.0,
+) -> LogErrors:
+    """How well SAGA's model predicts when each held-out stream calls again.
+
+    For every call with a next call, the prediction is the median of the same mixture SAGA ranks
+    by (:func:`_mixture`: population ``model``, plus the stream's own history so far) at zero
+    elapsed time: at the call's start (running state: ``median(D + G)``), and at its end (gap
+    state: the known duration ``D`` plus ``median(G)``); the truth is ``D + G``. ``sessions``
+    must not be in ``model``'s sample (held out). This is the quantity whose error
+    :class:`~saga.graphs.retention.policies.informed.InformedBoundPolicy` injects.
+    """
+    out = LogErrors()
+    for session in sessions:
+        for s in session.walk():
+            sub = s.parent_id is not None
+            hist = StreamHistory()
+            for i, c in enumerate(s.calls):
+                if i + 1 >= len(s.calls):
+                    break
+                nxt = s.calls[i + 1].start_s
+                true = nxt - c.start_s
+                if true <= 0.0:
+                    out.skipped += 1
+                else:
+                    prev = s.calls[i - 1].stop if i else START
+                    _, _, m_run = _mixture(model.running(prev, sub), hist.running, own_weight, own_prior, 0.0)
+                    gap_own = hist.gaps.get(c.stop)
+                    _, _, m_gap = _mixture(model.gap(c, sub, i), gap_own, own_weight, own_prior, 0.0)
+                    for m, acc in ((m_run, out.at_start), (c.duration_s + m_gap, out.at_end)):
+                        if 0.0 < m < math.inf:
+                            acc.append(math.log(m / true))
+                        else:
+                            out.skipped += 1
+                hist.add(c, c.start_s, c.end_s, nxt)
+    return out

@@ -68,6 +68,6 @@ def test_oracle_is_never_worse_than_any_policy(case: tuple[list[SessionTrace], i
     wl = build_workload(sessions, TRACE)
     preds = [EmpiricalGapPredictor(sessions, min_samples=1)]
     oracle = replay(wl, cap, make_policy("oracle", PredictionCache(wl, preds))).recomputed_pages
-    for name in ("lru", "ttl", "weighted", "saga"):
+    for name in ("lru", "ttl", "weighted", "saga", "informed"):
         got = replay(wl, cap, make_policy(name, PredictionCache(wl, preds), ttl_s=5.0)).recomputed_pages
         assert oracle <= got, name

@@ -1,7 +1,8 @@
 """Headline table and ablation table from ``saga simulate`` result folders.
 
-Reads every ``bench/results/sim_*/`` folder (``<system>.json`` RunResults + ``limits.json`` +
-``run.json``), and writes ``bench/results/sim_summary.md``: per workload, SAGA's geometric-mean
+Reads every ``bench/results/sim_*/`` folder (``<system>.json.gz`` RunResults +
+``limits.json.gz`` + ``run.json``; older folders' plain ``<system>.json`` / ``limits.json``
+load the same), and writes ``bench/results/sim_summary.md``: per workload, SAGA's geometric-mean
 speedup in task completion time over cache_aware and over the best sticky/affinity baseline
 (sticky, affinity, thunder), its ratio to the physical limit, SLO attainment per tenant,
 Jain indices and throughput relative to the best baseline; the geometric mean over the
@@ -15,12 +16,11 @@ default switched on).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
-from saga.scheduler.report import ALL, build_report, load_results
+from saga.scheduler.report import ALL, build_report, find_json, json_files, load_json, load_results, stem_of
 from saga.scheduler.report.model import RunResult
 
 STICKY_FAMILY = ("sticky", "affinity", "thunder")
@@ -65,15 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     ablation: list[str] = []
     commands: list[str] = []
     for d in sorted(root.glob("sim_*")):
-        if not d.is_dir() or not (d / "limits.json").is_file():
+        limits_path = find_json(d, "limits") if d.is_dir() else None
+        if limits_path is None:
             continue
-        results = load_results(
-            sorted(
-                str(p) for p in d.glob("*.json") if p.name not in ("limits.json", "run.json", "report.json")
-            )
-        )
-        limits = {k: float(v) for k, v in json.loads((d / "limits.json").read_text()).items()}
-        run = json.loads((d / "run.json").read_text()) if (d / "run.json").is_file() else {}
+        results = load_results([p for p in json_files(d) if stem_of(p) not in ("limits", "run", "report")])
+        limits = {k: float(v) for k, v in load_json(limits_path).items()}
+        run_path = find_json(d, "run")
+        run = load_json(run_path) if run_path is not None else {}
         commands.append(f"- `{run.get('command', '?')}` ({run.get('date', '?')}, {run.get('machine', '?')})")
         by = {r.system: r for r in results}
         if "saga" not in by:

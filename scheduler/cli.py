@@ -9,8 +9,11 @@ replica model's own iteration costs, ``sim.limits.emulator_demand``); compute ev
 physical limit (``sim.limits.physical_limits``; deadlines are the tenant's ``slo_factor`` x
 that limit); train the AEG predictor on a *different* sample of the same workload (seed +
 10000) for the systems that use it; run each system (``sim.loop.Simulator``); write one
-``RunResult`` JSON per system, ``limits.json``, ``run.json`` (command, parameters, wall
-times) and the report (``report.md``, ``report.json``, PNG plots).
+``RunResult`` per system (``<system>.json.gz``), every session's physical limit
+(``limits.json.gz``), ``run.json`` (command, parameters, wall times) and the report
+(``report.md``, ``report.json``, PNG plots). The per-session detail is gzipped JSON,
+byte-identical on a rerun with the same content (``zcat``, or
+``saga.scheduler.report.read_json_text``); the summaries stay plain JSON.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from tqdm import tqdm
 from saga.emulator.core import ReplicaConfig
 from saga.graphs.aeg import build_graphs
 from saga.graphs.predict import AEGPredictor
-from saga.scheduler.report import ReportError, build_report, write_report
+from saga.scheduler.report import ReportError, build_report, write_json_gz, write_report, write_result
 from saga.scheduler.sim.limits import emulator_demand, physical_limits
 from saga.scheduler.sim.loop import SimError, Simulator
 from saga.scheduler.sim.profiles import DEFAULT_PROFILE, PROFILES
@@ -106,7 +109,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         t_wl = time.perf_counter() - t0
         with _progress(len(w.sessions), "physical limits", args.no_progress) as bar:
             limits = physical_limits(w, cfg, progress=bar.update)
-        (out / "limits.json").write_text(json.dumps(limits), encoding="utf-8")
+        write_json_gz(out / "limits.json.gz", json.dumps(limits))
         predictor = None
         if any(s.use_predictor for s in specs):
             train = get_workload(
@@ -131,7 +134,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                 )
                 r = sim.run()
             walls[spec.name] = r.wall_s or 0.0
-            (out / f"{spec.name}.json").write_text(r.to_json(), encoding="utf-8")
+            write_result(r, out / f"{spec.name}.json.gz")
             results.append(r)
             done = sum(1 for o in r.outcomes if o.completed)
             print(f"{spec.name}: {r.wall_s:.1f} s wall, {done} sessions done", file=sys.stderr)

@@ -9,7 +9,10 @@ sessions: start a fresh emulated cluster (cold caches), start the system in fron
 own metrics. The report (``saga.scheduler.report``) compares the systems; this module adds the
 live-run sections: validity (CPU guard), peers (the router process's command line and the
 requests the replicas served), replica counters, SAGA vs the best router policy and the
-issue's targets, and the simulator's speedups on the same workload (agreement).
+issue's targets, and the simulator's speedups on the same workload (agreement). Output
+folder: ``report.md``, ``report.json``, ``bench.json`` and PNGs (plain), one
+``<workload>-<system>.json.gz`` ``RunResult`` per run (gzipped JSON, deterministic:
+``saga.scheduler.report.write_result`` / ``read_json_text``) and ``logs/``.
 
 Time: the emulator runs ``time_scale`` model seconds per wall second; tool gaps are slept
 ``gap / time_scale`` wall seconds and SAGA's clock runs at the same factor. Reported times
@@ -48,7 +51,7 @@ from saga.bench.systems import (
     start_front,
 )
 from saga.emulator.core import ReplicaConfig
-from saga.scheduler.report import RunResult, build_report, write_report
+from saga.scheduler.report import RunResult, build_report, write_report, write_result
 from saga.scheduler.sim.limits import physical_limits
 from saga.scheduler.workloads.model import Workload
 
@@ -270,7 +273,7 @@ async def run_e2e(
                 echo(f"[{w.name}] {system}: starting {s.replicas} replicas + {system}")
                 run = await run_system(system, w, s, deadlines, http, log_dir)
                 runs[(w.name, system)] = run
-                (out / f"{w.name}-{system}.json").write_text(run.result.to_json(), encoding="utf-8")
+                write_result(run.result, out / f"{w.name}-{system}.json.gz")
                 v = "valid" if run.cpu.valid else "INVALID: " + "; ".join(run.cpu.reasons)
                 done = sum(1 for o in run.result.outcomes if o.completed and not o.is_subagent)
                 echo(

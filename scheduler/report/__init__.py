@@ -3,9 +3,20 @@
 ``model``: the result model (:class:`RunResult`, :class:`SessionOutcome`) the simulator and
 the live benchmark produce. ``metrics``: the metrics computed from several results
 (completion-time percentiles, geometric-mean speedups, SLO attainment, Jain index, ratio to
-the physical limit, ...). ``render``: Markdown, JSON and PNG output.
+the physical limit, ...). ``render``: Markdown, JSON and PNG output. ``files``: result files
+on disk (per-session detail as deterministic gzipped ``.json.gz``; readers take ``.json`` too).
 """
 
+from saga.scheduler.report.files import (
+    find_json,
+    json_files,
+    load_json,
+    load_results,
+    read_json_text,
+    stem_of,
+    write_json_gz,
+    write_result,
+)
 from saga.scheduler.report.metrics import (
     ALL,
     GroupStats,
@@ -23,7 +34,6 @@ from saga.scheduler.report.model import (
     RunResult,
     Series,
     SessionOutcome,
-    load_results,
     slo_met_for,
 )
 from saga.scheduler.report.render import environment, render_markdown, report_json, write_report
@@ -41,12 +51,19 @@ __all__ = [
     "SessionOutcome",
     "build_report",
     "environment",
+    "find_json",
     "geomean",
     "jain",
+    "json_files",
+    "load_json",
     "load_results",
     "percentile",
+    "read_json_text",
     "render_markdown",
     "report_json",
     "slo_met_for",
+    "stem_of",
+    "write_json_gz",
     "write_report",
+    "write_result",
 ]

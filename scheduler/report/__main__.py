@@ -1,34 +1,37 @@
-"""``python -m saga.scheduler.report RESULT.json ... --out DIR [--baseline SYSTEM] [--limits FILE]``.
+"""``python -m saga.scheduler.report RESULT.json.gz ... --out DIR [--baseline SYSTEM] [--limits FILE]``.
 
-Reads ``RunResult`` JSON files, writes report.md, report.json and PNG plots into ``--out``.
-``--limits``: a JSON object mapping session id -> physical limit in seconds.
+Reads ``RunResult`` files (gzipped ``.json.gz`` as ``saga simulate`` writes them, or plain
+``.json``), writes report.md, report.json and PNG plots into ``--out``.
+``--limits``: a JSON object mapping session id -> physical limit in seconds (``limits.json.gz``
+from ``saga simulate``, or plain ``.json``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 
+from saga.scheduler.report.files import load_json, load_results
 from saga.scheduler.report.metrics import build_report
-from saga.scheduler.report.model import ReportError, load_results
+from saga.scheduler.report.model import ReportError
 from saga.scheduler.report.render import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m saga.scheduler.report", description=__doc__)
-    ap.add_argument("results", nargs="+", help="RunResult JSON files")
+    ap.add_argument("results", nargs="+", help="RunResult files (.json.gz or .json)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--baseline", default=None, help="system the speedups are relative to")
-    ap.add_argument("--limits", default=None, help="JSON object: session id -> physical limit (s)")
+    ap.add_argument(
+        "--limits", default=None, help="JSON object (.json.gz or .json): session id -> physical limit (s)"
+    )
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args(argv)
     try:
         limits = None
         if args.limits:
-            with open(args.limits, encoding="utf-8") as f:
-                raw = json.load(f)
+            raw = load_json(args.limits)
             if not isinstance(raw, dict):
                 raise ReportError(f"{args.limits}: expected a JSON object")
             limits = {str(k): float(v) for k, v in raw.items()}

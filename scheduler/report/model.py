@@ -14,14 +14,14 @@ values come from the workload's arrivals); token counts are ints >= 0; fractions
 
 JSON: :meth:`RunResult.to_json` / :meth:`RunResult.from_json` round-trip exactly (floats are
 written by ``json`` with repr precision). Bad input raises :class:`ReportError` naming the
-field (``outcomes[3].end_s``).
+field (``outcomes[3].end_s``). Files on disk (``.json`` or gzipped ``.json.gz``): ``files.py``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,16 +313,3 @@ def _series_from(d: Any, where: str) -> Series:
         )
     except (TypeError, ValueError) as e:
         raise _err(where, f"bad value: {e}") from None
-
-
-def load_results(paths: Sequence[str]) -> list[RunResult]:
-    """Read ``RunResult`` JSON files (the thin I/O shell used by the CLI and benchmarks)."""
-    out = []
-    for p in paths:
-        try:
-            with open(p, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise ReportError(f"{p}: cannot read: {e.strerror}") from None
-        out.append(RunResult.from_json(text, source=p))
-    return out

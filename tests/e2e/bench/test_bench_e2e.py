@@ -12,7 +12,7 @@ import pytest
 
 from saga.bench.cli import build_workload, register
 from saga.bench.e2e import E2ESettings, run_e2e
-from saga.scheduler.report import RunResult
+from saga.scheduler.report import load_results
 
 pytestmark = [
     pytest.mark.e2e,
@@ -74,8 +74,9 @@ async def test_tiny_run_writes_every_section_through_the_real_router(tmp_path: P
     assert bench["versions"]["sglang-router"] != "not installed"
 
     total_calls = sum(x.total_calls for x in w.sessions)
+    assert not list(tmp_path.glob("swe_bench-*.json"))  # RunResults are written gzipped only
     for system in systems:
-        r = RunResult.from_json((tmp_path / f"swe_bench-{system}.json").read_text())
+        (r,) = load_results([tmp_path / f"swe_bench-{system}.json.gz"])
         assert len([o for o in r.outcomes if not o.is_subagent]) == len(w.sessions)
         assert all(o.completed for o in r.outcomes), summary["replicas"][f"swe_bench/{system}"]["errors"]
         peer = bench["peers"][f"swe_bench/{system}"]

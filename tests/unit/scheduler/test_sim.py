@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from saga.cli import main as saga_main
 from saga.graphs.trace import LLMCall, SessionTrace, SubAgent, ToolCall
+from saga.scheduler.report import load_json, load_results, write_result
 from saga.scheduler.sim.limits import physical_limits, simulated_limits
 from saga.scheduler.sim.loop import SimError, Simulator
 from saga.scheduler.sim.profiles import PROFILES
@@ -77,18 +79,40 @@ def test_saga_keeps_sessions_home_and_pins() -> None:
     assert sum(o.recomputed_tokens for o in r.outcomes) <= sum(o.recomputed_tokens for o in rr.outcomes)
 
 
-def test_saga_simulate_cli_writes_the_report(tmp_path: Path) -> None:
-    out = tmp_path / "sim"
-    rc = saga_main(
+def _simulate(out: Path) -> int:
+    return saga_main(
         [
             "simulate", "--workload", "webarena", "--replicas", "2", "--sessions", "6", "--seed", "3",
             "--systems", "saga,sticky", "--out", str(out), "--no-plots", "--no-progress",
         ]
     )  # fmt: skip
-    assert rc == 0
-    for name in ("report.md", "report.json", "saga.json", "sticky.json", "limits.json", "run.json"):
+
+
+def test_saga_simulate_cli_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "saga.json").write_text("{}")  # a stale plain result from an older run
+    assert _simulate(out) == 0
+    names = ("report.md", "report.json", "saga.json.gz", "sticky.json.gz", "limits.json.gz", "run.json")
+    for name in names:
         assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)  # the stale saga.json is gone
     assert "saga" in (out / "report.md").read_text()
+    saga, sticky = load_results([out / "saga.json.gz", out / "sticky.json.gz"])
+    assert (saga.system, sticky.system) == ("saga", "sticky")
+    assert gzip.decompress((out / "saga.json.gz").read_bytes()).decode() == saga.to_json()
+    limits = load_json(out / "limits.json.gz")
+    assert set(limits) == {o.session_id for o in saga.outcomes}
+    # a rerun with the same content writes the same bytes; RunResults differ only in wall_s
+    again = tmp_path / "again"
+    assert _simulate(again) == 0
+    assert (again / "limits.json.gz").read_bytes() == (out / "limits.json.gz").read_bytes()
+    for name in ("saga.json.gz", "sticky.json.gz"):
+        (r1,), (r2,) = load_results([out / name]), load_results([again / name])
+        assert replace(r1, wall_s=None) == replace(r2, wall_s=None)
+        assert write_result(replace(r1, wall_s=None), tmp_path / "a.json.gz").read_bytes() == (
+            write_result(replace(r2, wall_s=None), tmp_path / "b.json.gz").read_bytes()
+        )
     assert saga_main(["simulate", "--workload", "webarena", "--systems", "nope", "--out", str(out)]) == 2
 
 

@@ -20,6 +20,7 @@ from saga.scheduler.report import (
     percentile,
     render_markdown,
     write_report,
+    write_result,
 )
 from saga.scheduler.report.__main__ import main as report_main
 
@@ -167,13 +168,13 @@ def test_render_and_cli(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert data["overall_speedups"]["fast"] == pytest.approx(2.0)
     assert data["environment"]["seeds"] == [1]
-    # CLI over files
-    for r in (base, fast):
-        (tmp_path / f"{r.system}.json").write_text(r.to_json())
+    # CLI over files: a plain .json (older folders) and a gzipped .json.gz (what runs write now)
+    (tmp_path / "base.json").write_text(base.to_json())
+    write_result(fast, tmp_path / "fast.json.gz")
     rc = report_main(
         [
             str(tmp_path / "base.json"),
-            str(tmp_path / "fast.json"),
+            str(tmp_path / "fast.json.gz"),
             "--out",
             str(tmp_path / "cli"),
             "--baseline",

@@ -1,0 +1,65 @@
+"""bench/sim_summary.py and bench/compress_results.py on a tiny ``saga simulate`` folder: the
+summary reads gzipped and plain result folders alike, and compressing a plain folder gives the
+writer's own bytes."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from saga.cli import main as saga_main
+
+pytestmark = pytest.mark.unit
+
+BENCH = Path(__file__).resolve().parents[3] / "bench"
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"saga_bench_script_{name}", BENCH / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_summary_reads_both_forms_and_compressing_reproduces_the_writer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = tmp_path / "new" / "sim_tiny"
+    rc = saga_main(
+        [
+            "simulate", "--workload", "webarena", "--replicas", "2", "--sessions", "6", "--seed", "3",
+            "--systems", "saga,sticky,cache_aware", "--out", str(new), "--no-plots", "--no-progress",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    packed = sorted(p.name for p in new.glob("*.json.gz"))
+    assert packed == ["cache_aware.json.gz", "limits.json.gz", "saga.json.gz", "sticky.json.gz"]
+    # the same folder as it was written before detail files were compressed
+    old = tmp_path / "old" / "sim_tiny"
+    shutil.copytree(new, old)
+    for p in old.glob("*.json.gz"):
+        p.with_name(p.name[: -len(".gz")]).write_bytes(gzip.decompress(p.read_bytes()))
+        p.unlink()
+    assert not list(old.glob("*.gz"))
+
+    summary = _script("sim_summary")
+    assert summary.main(["--results", str(tmp_path / "new")]) == 0
+    assert summary.main(["--results", str(tmp_path / "old")]) == 0
+    md_new = (tmp_path / "new" / "sim_summary.md").read_text()
+    assert "| webarena | 6 |" in md_new
+    assert (tmp_path / "old" / "sim_summary.md").read_text() == md_new
+
+    compress = _script("compress_results")
+    assert compress.main([str(tmp_path / "old")]) == 0
+    assert "total:" in capsys.readouterr().out
+    assert sorted(p.name for p in old.glob("*.json")) == ["report.json", "run.json"]
+    for name in packed:
+        assert (old / name).read_bytes() == (new / name).read_bytes(), name
+    assert compress.main([str(tmp_path / "old")]) == 0  # nothing left to do

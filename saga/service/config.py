@@ -110,8 +110,9 @@ class KubernetesDiscovery:
 @dataclass(slots=True)
 class KvEventSettings:
     # Replica id -> ZMQ endpoint where that replica's SGLang publishes KV cache events
-    # (--kv-events-config's "endpoint" as this process reaches it, e.g. "tcp://10.0.0.7:5557";
-    # a DP rank r publishes on the port + r). Every listed replica's cache view becomes exact
+    # (--kv-events-config's "endpoint" as this process reaches it, e.g. "tcp://10.0.0.7:5557":
+    # rank 0's; with --enable-dp-attention, rank r of the dp_size its /server_info reports is
+    # read on the port + r, and on the replay endpoint's + r). Every listed replica's view becomes exact
     # (docs/service.md "KV events"). Empty (the default): no events read; the engine keeps its
     # approximate views, since nothing can be assumed about how the replicas were launched.
     endpoints: dict[str, str] = field(default_factory=dict)

@@ -9,7 +9,10 @@ on (verified against SGLang 0.5):
   how SAGA keeps KV across tool calls;
 - ``--enable-priority-scheduling``: SAGA passes ``priority`` per request (AFS urgency);
 - ``--kv-events-config {"publisher":"zmq","topic":"kv-events","endpoint":"tcp://*:<port>"}``:
-  ``BlockStored``/``BlockRemoved`` events give the scheduler an exact view of each cache.
+  ``BlockStored``/``BlockRemoved`` events give the scheduler an exact view of each cache; with
+  ``kvEventsReplayPort`` also ``"replay_endpoint":"tcp://*:<replay port>"`` (SGLang's
+  ``KVEventsConfig.replay_endpoint``: a ZMQ ROUTER serving the last ``buffer_steps`` batches,
+  so a scheduler that missed batches fetches them instead of dropping its view).
 
 Flags SAGA owns (``--host``, ``--port``, ``--model-path``, ``--tp-size`` and the four above)
 may not be overridden in ``spec.extraArgs``; ``--disable-radix-cache`` is refused (SAGA's KV
@@ -18,7 +21,18 @@ retention needs the radix cache). Both are reported as :class:`Invalid` with the
 Discovery: pods and the Service carry ``saga.dev/role=replica`` and
 ``saga.dev/replica-pool=<pool>``; the Service is headless (``clusterIP: None``) so its DNS
 name resolves to every ready pod. The scheduler lists pods by these labels (or resolves the
-Service) and talks to each replica on the ``http`` port; KV events come on ``kv-events``.
+Service) and talks to each replica on the ``http`` port; KV events come on ``kv-events``, replays
+on ``kv-replay`` (container and Service ports of those names, so every pod's EndpointSlice
+names them; a container port name is at most 15 characters, hence not ``kv-events-replay``).
+
+Data-parallel attention (``--dp-size N --enable-dp-attention`` in ``extraArgs``): SGLang runs
+one publisher per attention DP rank, rank ``r`` binding ``kvEventsPort + r`` and
+``kvEventsReplayPort + r``. The operator reads those two flags from ``extraArgs`` only to check
+that the ranges ``[kvEventsPort, kvEventsPort + N)``, ``[kvEventsReplayPort, … + N)`` and
+``port`` do not overlap and stay below 65536; the scheduler learns N from each replica's
+``/server_info`` and derives the ranks' ports from the two named ports. The rank ports beyond
+rank 0 are not declared as container ports (pod IPs reach them all the same; a NetworkPolicy
+must allow the whole range).
 
 Spec fields and defaults (see the CRD for the schema):
 
@@ -28,6 +42,9 @@ Spec fields and defaults (see the CRD for the schema):
 - ``workload``: ``Deployment`` (default) or ``StatefulSet`` (stable pod names, when replicas
   keep local state such as a host KV tier);
 - ``port`` (30000, SGLang's default), ``kvEventsPort`` (5557, the ZMQ default in SGLang docs);
+- ``kvEventsReplayPort`` (optional, off when absent: SGLang's own default is no replay
+  endpoint, an existing pool's pods keep their command line, and no port is guessed next to
+  the DP ranks' range; e.g. 5600);
 - ``radixEvictionPolicy`` (optional: ``lru|lfu|slru|priority|tlru``);
 - ``shmSize`` (``16Gi``: NCCL and the tokenizer manager use ``/dev/shm``; the container
   runtime's 64 MiB default breaks tensor parallelism);
@@ -70,6 +87,7 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 EVICTION_POLICIES = ("lru", "lfu", "slru", "priority", "tlru")
 DEFAULT_PORT = 30000
 DEFAULT_KV_EVENTS_PORT = 5557
+REPLAY_PORT_NAME = "kv-replay"  # the scheduler's kv_events.discovered_replay_port_name default
 DEFAULT_SHM = "16Gi"
 
 # Flags SAGA always passes (the engine side of SAGA's KV retention and observability).
@@ -108,6 +126,7 @@ class PoolSpec:
     workload: str
     port: int
     kv_events_port: int
+    kv_events_replay_port: int | None
     radix_eviction_policy: str | None
     shm_size: str
     extra_args: tuple[str, ...]
@@ -176,6 +195,14 @@ def parse_spec(obj: Mapping[str, Any]) -> PoolSpec | Invalid:
             return Invalid(f"spec.{field}", f"must be a TCP port (1..65535), got {p}")
     if port == kv_port:
         return Invalid("spec.kvEventsPort", f"must differ from spec.port ({port})")
+    replay_port: int | None = None
+    if s.get("kvEventsReplayPort") is not None:
+        rp = as_int(s, "kvEventsReplayPort", 0, "spec", minimum=1)
+        if isinstance(rp, Invalid):
+            return rp
+        if rp > 65535:
+            return Invalid("spec.kvEventsReplayPort", f"must be a TCP port (1..65535), got {rp}")
+        replay_port = rp
     policy = s.get("radixEvictionPolicy")
     if policy is not None and policy not in EVICTION_POLICIES:
         return Invalid(
@@ -187,6 +214,12 @@ def parse_spec(obj: Mapping[str, Any]) -> PoolSpec | Invalid:
     checked = _check_extra_args(extra)
     if isinstance(checked, Invalid):
         return checked
+    ranks = attention_dp_ranks(extra)
+    if isinstance(ranks, Invalid):
+        return ranks
+    clash = _check_port_ranges(port, kv_port, replay_port, ranks)
+    if clash is not None:
+        return clash
     pod_labels = s.get("podLabels", {}) or {}
     if not isinstance(pod_labels, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) and label_value_ok(v) for k, v in pod_labels.items()
@@ -206,6 +239,7 @@ def parse_spec(obj: Mapping[str, Any]) -> PoolSpec | Invalid:
         workload=str(workload),
         port=port,
         kv_events_port=kv_port,
+        kv_events_replay_port=replay_port,
         radix_eviction_policy=policy,
         shm_size=str(s.get("shmSize", DEFAULT_SHM)),
         extra_args=tuple(extra),
@@ -227,17 +261,68 @@ def _check_extra_args(args: Sequence[str]) -> Invalid | None:
             return Invalid(
                 f"spec.extraArgs[{i}]",
                 f"{flag} is set by the operator; use the matching spec field (model, port, tensorParallel, "
-                "kvEventsPort) instead, or remove it",
+                "kvEventsPort, kvEventsReplayPort) instead, or remove it",
             )
     return None
 
 
+DP_SIZE_FLAGS = ("--dp-size", "--data-parallel-size")  # SGLang's spellings of dp_size
+DP_ATTENTION_FLAG = "--enable-dp-attention"
+
+
+def attention_dp_ranks(args: Sequence[str]) -> int | Invalid:
+    """How many KV event publishers a replica runs: ``--dp-size N`` (or ``=N``) with
+    ``--enable-dp-attention``, else 1 (SGLang's ``attn_dp_rank`` is 0 without DP attention)."""
+    dp = 1
+    for i, a in enumerate(args):
+        flag, eq, value = a.partition("=")
+        if flag not in DP_SIZE_FLAGS:
+            continue
+        if not eq:
+            value = args[i + 1] if i + 1 < len(args) else ""
+        if not value.isdigit() or int(value) < 1:
+            return Invalid(f"spec.extraArgs[{i}]", f"{flag} needs a positive integer, got {value!r}")
+        dp = int(value)
+    return dp if DP_ATTENTION_FLAG in args else 1
+
+
+def _check_port_ranges(port: int, kv_port: int, replay_port: int | None, ranks: int) -> Invalid | None:
+    """The HTTP port and the KV event (and replay) ports of every attention DP rank must not
+    overlap: SGLang would fail to bind."""
+    why = f" (rank r of the {ranks} attention DP ranks binds the port + r)" if ranks > 1 else ""
+    ranges = [("kvEventsPort", kv_port)] + ([("kvEventsReplayPort", replay_port)] if replay_port else [])
+    for field, first in ranges:
+        last = first + ranks - 1
+        span = f"{first}..{last}" if ranks > 1 else str(first)
+        if last > 65535:
+            return Invalid(f"spec.{field}", f"ports {span} go beyond 65535{why}; lower it")
+        if first <= port <= last:
+            if ranks == 1:
+                return Invalid(f"spec.{field}", f"must differ from spec.port ({port})")
+            return Invalid(f"spec.{field}", f"ports {span} include spec.port ({port}){why}")
+    if replay_port is not None and abs(replay_port - kv_port) < ranks:
+        if ranks == 1:
+            return Invalid("spec.kvEventsReplayPort", f"must differ from spec.kvEventsPort ({kv_port})")
+        return Invalid(
+            "spec.kvEventsReplayPort",
+            f"ports {replay_port}..{replay_port + ranks - 1} overlap the KV event ports "
+            f"{kv_port}..{kv_port + ranks - 1}{why}; use a port below {kv_port - ranks + 1} or "
+            f"from {kv_port + ranks} on",
+        )
+    return None
+
+
+def kv_events_config(spec: PoolSpec) -> str:
+    """The ``--kv-events-config`` JSON (SGLang's ``KVEventsConfig`` fields)."""
+    doc = {"publisher": "zmq", "topic": "kv-events", "endpoint": f"tcp://*:{spec.kv_events_port}"}
+    if spec.kv_events_replay_port is not None:
+        doc["replay_endpoint"] = f"tcp://*:{spec.kv_events_replay_port}"
+    return json.dumps(doc, separators=(",", ":"))
+
+
 def server_args(spec: PoolSpec) -> list[str]:
     """The ``sglang.launch_server`` command line for one replica."""
-    kv_events = json.dumps(
-        {"publisher": "zmq", "topic": "kv-events", "endpoint": f"tcp://*:{spec.kv_events_port}"},
-        separators=(",", ":"),
-    )
+    kv_events = kv_events_config(spec)
     args = [
         "python3",
         "-m",
@@ -292,6 +377,7 @@ def desired(obj: Mapping[str, Any]) -> DesiredPool | Invalid:
         "ports": [
             {"name": "http", "containerPort": spec.port, "protocol": "TCP"},
             {"name": "kv-events", "containerPort": spec.kv_events_port, "protocol": "TCP"},
+            *_replay_ports(spec, "containerPort"),
         ],
         "env": [{"name": "SGLANG_POOL", "value": name}, *spec.env],
         "resources": resources,
@@ -365,10 +451,21 @@ def desired(obj: Mapping[str, Any]) -> DesiredPool | Invalid:
                     "targetPort": "kv-events",
                     "protocol": "TCP",
                 },
+                *_replay_ports(spec, "port"),
             ],
         },
     }
     return DesiredPool(workload=workload, service=service)
+
+
+def _replay_ports(spec: PoolSpec, key: str) -> list[Json]:
+    """The ``kv-replay`` container (``key`` "containerPort") or Service ("port") port."""
+    if spec.kv_events_replay_port is None:
+        return []
+    p: Json = {"name": REPLAY_PORT_NAME, key: spec.kv_events_replay_port, "protocol": "TCP"}
+    if key == "port":
+        p["targetPort"] = REPLAY_PORT_NAME
+    return [p]
 
 
 def _resources(spec: PoolSpec) -> Json:

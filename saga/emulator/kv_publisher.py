@@ -16,7 +16,9 @@ pages' token ids as ``token_ids``), an evicted node one ``BlockRemoved``, a flus
 ``KVEventBatch`` messages and the subscriber handles both.
 
 Replay: with ``replay_endpoint`` set, a ZMQ ROUTER answers ``[b"", start_seq]`` with every
-buffered batch from ``start_seq`` on (at most ``buffer_steps`` kept) and the end marker.
+buffered batch from ``start_seq`` on (at most ``buffer_steps`` kept) and the end marker; rank
+``i`` serves it on the replay endpoint's port + ``i``, as SGLang does. ``drop_next`` (a fault
+knob) makes the next batches miss the PUB socket but not the replay buffer.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class KvEventPublisher:
         self._seq = 0
         self._buffer: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=config.buffer_steps)
         self.dropped = 0
+        # Fault knob: the next this many batches are numbered and kept for replay but not
+        # sent, as when the PUB socket's high-water mark is reached (a sequence gap on demand).
+        self.drop_next = 0
         self._sync_ctx = zmq.Context()  # PUB: plain socket, sent from the runtime's callbacks
         self._ctx = zmq.asyncio.Context()  # replay ROUTER: served by a task
         self._pub: zmq.Socket[bytes] = self._sync_ctx.socket(zmq.PUB)
@@ -117,6 +122,10 @@ class KvEventPublisher:
         self._seq += 1
         payload = encode_batch(time.time(), wire)
         self._buffer.append((seq, payload))
+        if self.drop_next > 0:
+            self.drop_next -= 1
+            self.dropped += 1
+            return
         try:
             # A PUB socket never blocks; NOBLOCK makes a full queue raise instead of waiting.
             self._pub.send_multipart([self._topic, seq_bytes(seq), payload], flags=zmq.NOBLOCK)

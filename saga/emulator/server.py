@@ -47,6 +47,7 @@ from saga.kv_events import KvEventsConfig
 
 EMULATED_SGLANG_VERSION = "0.5.0"
 RUNTIME_KEY = web.AppKey("runtime", ReplicaRuntime)
+ATTN_DP_SIZE_KEY = web.AppKey("attn_dp_size", int)
 HEALTH_TIMEOUT_S = 20.0
 """Wall seconds ``/health_generate`` waits for its one-token request (SGLang uses 20 s)."""
 
@@ -250,7 +251,8 @@ async def server_info(request: web.Request) -> web.Response:
             "enable_priority_scheduling": cfg.enable_priority_scheduling,
             "schedule_low_priority_values_first": cfg.schedule_low_priority_values_first,
             "tp_size": 1,
-            "dp_size": 1,
+            "dp_size": request.app[ATTN_DP_SIZE_KEY],
+            "enable_dp_attention": request.app[ATTN_DP_SIZE_KEY] > 1,
             "version": EMULATED_SGLANG_VERSION,
             "internal_states": [_load_entry(rt)],
             "emulator": {
@@ -385,11 +387,12 @@ async def set_faults(request: web.Request) -> web.Response:
     return _json(rt.faults.as_dict())
 
 
-def build_app(rt: ReplicaRuntime) -> web.Application:
+def build_app(rt: ReplicaRuntime, attn_dp_size: int = 1) -> web.Application:
     from saga.emulator import openai_api
 
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024 * 1024)
     app[RUNTIME_KEY] = rt
+    app[ATTN_DP_SIZE_KEY] = attn_dp_size
     r = app.router
     r.add_route("POST", "/generate", generate)
     r.add_route("PUT", "/generate", generate)
@@ -448,15 +451,25 @@ async def start_replica(
     faults: FaultConfig | None = None,
     kv_events: KvEventsConfig | None = None,
     rank: int = 0,
+    attn_dp_size: int = 1,
 ) -> RunningReplica:
     """Start one replica on ``host:port`` (port 0: a free one) in the running loop.
     ``kv_events``: publish KV events as SGLang's ``--kv-events-config`` does (on the endpoint's
-    port + ``rank``); publisher ``"null"`` or None: none."""
+    and the replay endpoint's ports + ``rank``); publisher ``"null"`` or None: none.
+
+    ``attn_dp_size`` > 1: ``/server_info`` reports a replica with that many attention DP ranks
+    (``dp_size``, ``enable_dp_attention``), of which this server runs one (``rank``, with its
+    own model, radix cache and publisher, as each SGLang rank has). The emulator has no DP
+    controller: the other ranks are started as replicas of their own (same ``kv_events``,
+    ``rank=r``), so they publish where SGLang's rank ``r`` would, and calls meant for rank
+    ``r`` go to its server."""
+    if attn_dp_size < 1 or rank < 0:
+        raise ValueError(f"attn_dp_size must be >= 1 and rank >= 0, got {attn_dp_size}, {rank}")
     pub = None
     if kv_events is not None and kv_events.publisher == "zmq":
         pub = KvEventPublisher(kv_events, rank)
     rt = ReplicaRuntime(config, replica_id, time_scale=time_scale, faults=faults, kv_events=pub)
-    runner = web.AppRunner(build_app(rt), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(rt, attn_dp_size), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -219,10 +219,12 @@ class Service:
             return
         if isinstance(event, ReplicaAdded):  # the engine's view starts empty
             state = self.pool.replicas().get(event.replica_id) if self.pool is not None else None
+            info = state.info if state is not None else None
             self.kv_events.on_replica_added(
                 event.replica_id,
                 state.spec.base_url if state is not None else None,
                 state.spec.named_ports if state is not None else (),
+                info.attn_dp_size if info is not None else 1,
             )
         elif isinstance(event, ReplicaRemoved):
             self.kv_events.on_replica_removed(event.replica_id)

@@ -17,6 +17,7 @@ everything on loopback, in-memory state, anonymous calls accepted as tenant ``de
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- settings
+
+
+_PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+"""A Service / EndpointSlice port name (a DNS label)."""
 
 
 @dataclass(slots=True)
@@ -105,8 +110,9 @@ class KubernetesDiscovery:
 @dataclass(slots=True)
 class KvEventSettings:
     # Replica id -> ZMQ endpoint where that replica's SGLang publishes KV cache events
-    # (--kv-events-config's "endpoint" as this process reaches it, e.g. "tcp://10.0.0.7:5557";
-    # a DP rank r publishes on the port + r). Every listed replica's cache view becomes exact
+    # (--kv-events-config's "endpoint" as this process reaches it, e.g. "tcp://10.0.0.7:5557":
+    # rank 0's; with --enable-dp-attention, rank r of the dp_size its /server_info reports is
+    # read on the port + r, and on the replay endpoint's + r). Every listed replica's view becomes exact
     # (docs/service.md "KV events"). Empty (the default): no events read; the engine keeps its
     # approximate views, since nothing can be assumed about how the replicas were launched.
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -124,6 +130,12 @@ class KvEventSettings:
     # is read there instead (each pool's own spec.kvEventsPort; the operator names it
     # "kv-events"), so pools may publish on different ports. "" : always discovered_port.
     discovered_port_name: str = "kv-events"
+    # With discovered_port on: a discovered replica whose EndpointSlice has a port of this name
+    # serves replays there (--kv-events-config's "replay_endpoint"; the operator names a pool's
+    # spec.kvEventsReplayPort "kv-replay"), so a sequence gap is repaired instead of clearing
+    # the view. A slice without it: no replay. "": never. With DP attention, every rank r of a
+    # replica (the count from its /server_info) is read on these ports + r.
+    discovered_replay_port_name: str = "kv-replay"
     # ZMQ topic the replicas publish on (--kv-events-config's "topic"); SGLang's default "".
     # A SUB socket matches by prefix, so "" also receives the operator's "kv-events".
     topic: str = ""
@@ -459,6 +471,23 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
             (
                 "spec.replicas.kv_events.discovered_port",
                 f"must be 0 (off) or a TCP port in [1, 65535], got {kv.discovered_port}",
+            )
+        )
+    for name in ("discovered_port_name", "discovered_replay_port_name"):
+        value = getattr(kv, name)
+        if value and not _PORT_NAME.fullmatch(value):
+            p.append(
+                (
+                    f"spec.replicas.kv_events.{name}",
+                    f"must be empty or a Kubernetes port name (a DNS label: lowercase letters, digits"
+                    f" and '-', at most 63 characters), got {value!r}",
+                )
+            )
+    if kv.discovered_port_name and kv.discovered_port_name == kv.discovered_replay_port_name:
+        p.append(
+            (
+                "spec.replicas.kv_events.discovered_replay_port_name",
+                f"must differ from discovered_port_name ({kv.discovered_port_name!r})",
             )
         )
     if not 0 < kv.replay_timeout_s <= 60:

@@ -28,8 +28,20 @@ because a chained replica hash always names the same prefix, so later blocks tha
 known prefixes still map. :meth:`snapshot` re-sends the whole view (a replica the engine
 (re)learned about).
 
-Memory: one entry per replica block tracked, at most ``max_tracked_blocks`` (oldest dropped
-first; a dropped block's SAGA hashes are un-cached, erring towards "not cached").
+**Data-parallel attention ranks.** With ``--enable-dp-attention`` every attention DP rank of
+an SGLang replica has its own scheduler, radix cache and publisher (its own sequence numbers,
+block hashes and ``AllBlocksCleared``); the replica caches what *any* rank caches. One view
+serves all ranks of a replica: each rank (``rank`` argument, 0 without DP attention) keeps its
+own blocks, chain states, reference counts and epoch, and the view holds the union (a SAGA
+hash is cached while at least one rank holds it). ``BlockRemoved``, ``AllBlocksCleared`` and a
+rank's :meth:`reset` therefore remove only the hashes no other rank holds. With one rank the
+results are exactly those of a view without ranks (a reset or a clear is one ``cleared``
+event); with several, a rank's reset or clear becomes the ``removed`` hashes only it held, so
+the other ranks' blocks stay known.
+
+Memory: one entry per replica block tracked, at most ``max_tracked_blocks`` over all ranks
+(oldest of the storing rank dropped first; a dropped block's SAGA hashes are un-cached, erring
+towards "not cached").
 
 Limit: mapping needs SGLang's chained hashes (releases whose radix cache computes
 ``hash_value`` per page); earlier 0.5 releases hashed each page alone and sent no parent, so
@@ -54,7 +66,16 @@ class _Block:
     saga_hash: int  # SAGA hash of the last complete SAGA block of the prefix (0: none yet)
     tail: tuple[int, ...]  # tokens of the prefix after that block (< block_size)
     completed: tuple[int, ...]  # SAGA hashes completed inside this replica block
-    epoch: int  # counted in the cached set iff equal to the view's epoch
+    epoch: int  # counted in the rank's cached set iff equal to the rank's epoch
+
+
+@dataclass(slots=True)
+class _Rank:
+    """One attention DP rank's blocks (its own hash space) and reference counts."""
+
+    blocks: dict[int, _Block] = field(default_factory=dict)
+    cached: dict[int, int] = field(default_factory=dict)  # SAGA hash -> references in this rank
+    epoch: int = 0
 
 
 @dataclass(slots=True)
@@ -66,69 +87,113 @@ class ApplyStats:
 
 
 @dataclass(slots=True)
+class _Delta:
+    """Net change of the union during one batch: the engine applies removed, then stored."""
+
+    stored: dict[int, None] = field(default_factory=dict)
+    removed: dict[int, None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class ReplicaKvView:
     """See the module docstring."""
 
     replica_id: str
     block_size: int
     max_tracked_blocks: int = 1_000_000
-    _blocks: dict[int, _Block] = field(default_factory=dict)
-    _cached: dict[int, int] = field(default_factory=dict)  # SAGA hash -> references
-    _epoch: int = 0
+    _ranks: dict[int, _Rank] = field(default_factory=dict)
+    _union: dict[int, int] = field(default_factory=dict)  # SAGA hash -> ranks holding it
 
     @property
     def cached_hashes(self) -> frozenset[int]:
-        return frozenset(self._cached)
+        return frozenset(self._union)
 
     @property
     def tracked_blocks(self) -> int:
-        return len(self._blocks)
+        return sum(len(r.blocks) for r in self._ranks.values())
 
-    def reset(self) -> ReplicaCache:
-        """Nothing is known to be cached any more (gap, restart); chain states are kept."""
-        self._cached.clear()
-        self._epoch += 1
-        return ReplicaCache(self.replica_id, cleared=True)
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """The ranks heard from (or reset) so far."""
+        return tuple(sorted(self._ranks))
+
+    def rank_hashes(self, rank: int) -> frozenset[int]:
+        """What ``rank`` alone holds (tests, debugging)."""
+        r = self._ranks.get(rank)
+        return frozenset(r.cached) if r is not None else frozenset()
+
+    def _rank(self, rank: int) -> _Rank:
+        r = self._ranks.get(rank)
+        if r is None:
+            r = self._ranks[rank] = _Rank()
+        return r
+
+    def reset(self, rank: int = 0) -> ReplicaCache:
+        """Nothing ``rank`` held is known to be cached any more (gap, restart); chain states
+        are kept. One ``cleared`` event when no other rank holds anything, else the hashes
+        only this rank held, as ``removed``."""
+        r = self._rank(rank)
+        r.epoch += 1
+        if self._alone(rank):
+            r.cached.clear()
+            self._union.clear()
+            return ReplicaCache(self.replica_id, cleared=True)
+        d = _Delta()
+        self._drop_all(r, d)
+        return ReplicaCache(self.replica_id, removed=tuple(d.removed))
 
     def snapshot(self) -> ReplicaCache:
-        return ReplicaCache(self.replica_id, stored=tuple(self._cached), cleared=True)
+        return ReplicaCache(self.replica_id, stored=tuple(self._union), cleared=True)
 
-    def apply(self, batch: KvEventBatch, stats: ApplyStats | None = None) -> ReplicaCache:
-        """One batch → one engine event. Raises :class:`KvEventDecodeError` for token ids
-        outside ``[0, 2**32)`` (the view is then partly updated: the caller resets it)."""
+    def apply(self, batch: KvEventBatch, stats: ApplyStats | None = None, rank: int = 0) -> ReplicaCache:
+        """One batch of ``rank`` → one engine event. Raises :class:`KvEventDecodeError` for
+        token ids outside ``[0, 2**32)`` (the view is then partly updated: the caller resets
+        the rank)."""
         st = stats if stats is not None else ApplyStats()
-        stored: dict[int, None] = {}
-        removed: dict[int, None] = {}
+        r = self._rank(rank)
+        d = _Delta()
         cleared = False
         for ev in batch.events:
             if isinstance(ev, BlockStored):
-                self._store(ev, stored, removed, st)
+                self._store(r, ev, d, st)
             elif isinstance(ev, BlockRemoved):
                 for rh in ev.block_hashes:
-                    b = self._blocks.pop(rh, None)
+                    b = r.blocks.pop(rh, None)
                     if b is None:
                         st.unknown_removed += 1
                         continue
                     st.removed_blocks += 1
-                    self._uncount(b, stored, removed)
+                    self._uncount(r, b, d)
             elif isinstance(ev, AllBlocksCleared):
-                self._blocks.clear()
-                self._cached.clear()
-                stored.clear()
-                removed.clear()
-                cleared = True
-        return ReplicaCache(self.replica_id, tuple(stored), tuple(removed), cleared)
+                if self._alone(rank):
+                    r.blocks.clear()
+                    r.cached.clear()
+                    self._union.clear()
+                    d = _Delta()
+                    cleared = True
+                else:
+                    self._drop_all(r, d)
+                    r.blocks.clear()
+        return ReplicaCache(self.replica_id, tuple(d.stored), tuple(d.removed), cleared)
 
-    def _store(
-        self, ev: BlockStored, stored: dict[int, None], removed: dict[int, None], st: ApplyStats
-    ) -> None:
+    def _alone(self, rank: int) -> bool:
+        """No rank but ``rank`` holds anything."""
+        return all(not o.cached for k, o in self._ranks.items() if k != rank)
+
+    def _drop_all(self, r: _Rank, d: _Delta) -> None:
+        """Every hash ``r`` holds stops counting for it (the union loses those only it held)."""
+        for h in r.cached:
+            self._union_dec(h, d)
+        r.cached.clear()
+
+    def _store(self, r: _Rank, ev: BlockStored, d: _Delta, st: ApplyStats) -> None:
         bs = self.block_size
         saga_hash: int
         tail: tuple[int, ...]
         if ev.parent_block_hash is None:
             saga_hash, tail = 0, ()
         else:
-            parent = self._blocks.get(ev.parent_block_hash)
+            parent = r.blocks.get(ev.parent_block_hash)
             if parent is None:
                 st.unmapped_blocks += len(ev.block_hashes)
                 return
@@ -146,29 +211,39 @@ class ReplicaKvView:
                 done.append(saga_hash)
                 k += bs
             tail = toks[k:]
-            old = self._blocks.pop(rh, None)
+            old = r.blocks.pop(rh, None)
             if old is not None:
-                self._uncount(old, stored, removed)
-            b = _Block(saga_hash, tail, tuple(done), self._epoch)
-            self._blocks[rh] = b
+                self._uncount(r, old, d)
+            b = _Block(saga_hash, tail, tuple(done), r.epoch)
+            r.blocks[rh] = b
             st.stored_blocks += 1
             for h in b.completed:
-                n = self._cached.get(h, 0)
-                self._cached[h] = n + 1
-                removed.pop(h, None)
-                stored[h] = None
-        while len(self._blocks) > self.max_tracked_blocks:
-            oldest = next(iter(self._blocks))
-            self._uncount(self._blocks.pop(oldest), stored, removed)
+                n = r.cached.get(h, 0)
+                r.cached[h] = n + 1
+                if n == 0:
+                    self._union[h] = self._union.get(h, 0) + 1
+                d.removed.pop(h, None)
+                d.stored[h] = None
+        while r.blocks and self.tracked_blocks > self.max_tracked_blocks:
+            oldest = next(iter(r.blocks))
+            self._uncount(r, r.blocks.pop(oldest), d)
 
-    def _uncount(self, b: _Block, stored: dict[int, None], removed: dict[int, None]) -> None:
-        if b.epoch != self._epoch:
+    def _uncount(self, r: _Rank, b: _Block, d: _Delta) -> None:
+        if b.epoch != r.epoch:
             return
         for h in b.completed:
-            n = self._cached.get(h, 0) - 1
+            n = r.cached.get(h, 0) - 1
             if n > 0:
-                self._cached[h] = n
+                r.cached[h] = n
                 continue
-            self._cached.pop(h, None)
-            stored.pop(h, None)
-            removed[h] = None
+            r.cached.pop(h, None)
+            self._union_dec(h, d)
+
+    def _union_dec(self, h: int, d: _Delta) -> None:
+        n = self._union.get(h, 0) - 1
+        if n > 0:
+            self._union[h] = n
+            return
+        self._union.pop(h, None)
+        d.stored.pop(h, None)
+        d.removed[h] = None

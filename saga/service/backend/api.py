@@ -241,13 +241,17 @@ class ServerInfo:
     """What the pool needs from ``GET /server_info`` to announce a replica.
 
     ``kv_total_tokens`` from ``max_total_num_tokens``; ``max_running_requests`` and
-    ``page_size`` from the server args (SGLang defaults when absent).
+    ``page_size`` from the server args (SGLang defaults when absent). ``attn_dp_size``: the
+    attention data-parallel ranks, each with its own radix cache and KV event publisher
+    (SGLang's ``compute_dp_attention_world_info``: ``dp_size`` with ``enable_dp_attention``,
+    else 1 whatever ``dp_size`` says).
     """
 
     kv_total_tokens: int
     max_running_requests: int
     page_size: int
     model_path: str = ""
+    attn_dp_size: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,9 @@ OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 # SGLang server-arg defaults used when /server_info omits a field.
 DEFAULT_PAGE_SIZE = 1
 DEFAULT_MAX_RUNNING = 1024
+# Bound on /server_info's dp_size: a KV event subscriber per attention DP rank is opened, so a
+# garbage value must not open thousands; 1024 is far above any GPU node's rank count.
+MAX_DP_SIZE = 1024
 
 
 class SGLangClient:
@@ -426,14 +429,21 @@ def parse_server_info(result: Any, replica_id: str = "") -> ServerInfo:
         total = int(_number(merged, "max_total_num_tokens", "/server_info"))
         running = _number(merged, "max_running_requests", "/server_info", default=float(DEFAULT_MAX_RUNNING))
         page = _number(merged, "page_size", "/server_info", default=float(DEFAULT_PAGE_SIZE))
+        dp = _number(merged, "dp_size", "/server_info", default=1.0)
     except ReplicaProtocolError as exc:
         raise ReplicaProtocolError(str(exc), replica_id=replica_id) from None
+    if dp != int(dp) or not 1 <= dp <= MAX_DP_SIZE:
+        raise ReplicaProtocolError(
+            f"/server_info: dp_size must be an integer in [1, {MAX_DP_SIZE}], got {dp!r}",
+            replica_id=replica_id,
+        )
     model = merged.get("model_path")
     return ServerInfo(
         kv_total_tokens=total,
         max_running_requests=max(1, int(running)),
         page_size=max(1, int(page)),
         model_path=model if isinstance(model, str) else "",
+        attn_dp_size=int(dp) if merged.get("enable_dp_attention") is True else 1,
     )
 
 

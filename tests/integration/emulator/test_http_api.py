@@ -170,6 +170,7 @@ async def test_info_health_load_and_metrics(replica: RunningReplica, http: aioht
             info = await r.json()
             assert info["max_total_num_tokens"] == 50_000
             assert info["page_size"] == 4
+            assert (info["dp_size"], info["enable_dp_attention"]) == (1, False)
     for path in ("/model_info", "/get_model_info"):
         async with http.get(replica.url + path) as r:
             assert (await r.json())["is_generation"] is True

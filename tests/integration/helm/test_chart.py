@@ -248,23 +248,28 @@ def test_scheduler_kv_events_match_what_replicapool_pods_publish(tmp_path: Path)
     _, spec = _scheduler(render({}))
     assert "kv_events" not in spec["replicas"]  # off by default
 
-    # The sample pool (default kvEventsPort) publishes where the chart's defaults subscribe.
+    # The sample pool (default kvEventsPort, a kvEventsReplayPort) publishes where the chart's
+    # defaults subscribe, and serves replays on the Service port the scheduler looks for.
     pool = replicapool.desired(yaml.safe_load((CHART / "samples" / "replicapool.yaml").read_text()))
     assert not isinstance(pool, Invalid)
     cmd = pool.workload["spec"]["template"]["spec"]["containers"][0]["command"]
     published = json.loads(cmd[cmd.index("--kv-events-config") + 1])
+    svc_ports = {p["name"]: p["port"] for p in pool.service["spec"]["ports"]}
     _, spec = _scheduler(render(VALUE_SETS["kv-events-on"]))
     kv = spec["replicas"]["kv_events"]
     assert kv == {
         "discovered_port": int(published["endpoint"].rsplit(":", 1)[1]),
         "topic": published["topic"],
+        "discovered_replay_port_name": "kv-replay",
     }
+    replay_port = svc_ports[kv["discovered_replay_port_name"]]
+    assert published["replay_endpoint"] == f"tcp://*:{replay_port}"
     assert spec["replicas"]["kubernetes"]["label_selector"] == "saga.dev/role=replica"
 
     # A custom port, and extraConfig still merges into the block; `saga serve --check` accepts it.
     values = {
         "scheduler": {
-            "kvEvents": {"enabled": True, "port": 6000, "topic": "kv"},
+            "kvEvents": {"enabled": True, "port": 6000, "topic": "kv", "replayPortName": ""},
             "extraConfig": {"replicas": {"kv_events": {"replay_timeout_s": 2}}},
         }
     }
@@ -274,6 +279,7 @@ def test_scheduler_kv_events_match_what_replicapool_pods_publish(tmp_path: Path)
     assert main(["serve", "--check", "--config", str(path)]) == 0
     got = load_file(path).spec.replicas.kv_events
     assert (got.discovered_port, got.topic, got.replay_timeout_s, got.endpoints) == (6000, "kv", 2.0, {})
+    assert got.discovered_replay_port_name == ""  # replays off
 
 
 @pytest.mark.parametrize(
@@ -298,6 +304,7 @@ def test_scheduler_kv_events_match_what_replicapool_pods_publish(tmp_path: Path)
         {"scheduler": {"kvEvents": {"port": 0}}},
         {"scheduler": {"kvEvents": {"enabled": "yes"}}},
         {"scheduler": {"kvEvents": {"prot": 5557}}},
+        {"scheduler": {"kvEvents": {"replayPortName": "Kv_Replay"}}},
     ],
 )
 def test_invalid_values_rejected_by_schema(bad: dict[str, Any]) -> None:
@@ -352,6 +359,9 @@ def test_samples_validate_against_crds(sample: Path) -> None:
         ("ReplicaPool", {"model": "m"}),  # image missing
         ("ReplicaPool", {"image": "i", "model": "m", "replicas": -1}),
         ("ReplicaPool", {"image": "i", "model": "m", "workload": "DaemonSet"}),
+        ("ReplicaPool", {"image": "i", "model": "m", "kvEventsReplayPort": 0}),
+        ("ReplicaPool", {"image": "i", "model": "m", "kvEventsReplayPort": 70000}),
+        ("ReplicaPool", {"image": "i", "model": "m", "kvEventsReplayPort": "5600"}),
         ("AgentWorkflow", {"agentType": "a", "source": {}}),
         ("AgentWorkflow", {"agentType": "a", "source": {"configMap": {"name": "c"}, "redis": {"key": "k"}}}),
         ("TenantPolicy", {"weight": 0, "apiKeySecretRef": {"name": "s"}}),

@@ -163,6 +163,89 @@ async def test_replicapool_invalid_spec_reports_permanent_error(cluster: Cluster
     assert cluster.get("apps/v1/deployments", "bad") is None
 
 
+async def test_replicapool_replay_port_reaches_the_service_and_is_validated(cluster: Cluster) -> None:
+    """kvEventsReplayPort added to a running pool: its pods' --kv-events-config gains the replay
+    endpoint and pod and Service the kv-replay port (what the scheduler finds on the
+    EndpointSlice); taken away, both go; a port that overlaps the DP ranks' range is refused."""
+    await cluster.create(
+        {
+            "apiVersion": API,
+            "kind": "ReplicaPool",
+            "metadata": {"name": "pool-r"},
+            "spec": {"image": "img", "model": "/m"},
+        }
+    )
+
+    def names(obj: dict[str, Any] | None) -> list[str]:
+        return [p["name"] for p in ((obj or {}).get("spec") or {}).get("ports") or []]
+
+    def kv_config(d: dict[str, Any] | None) -> dict[str, Any]:
+        c = (((d or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("containers", [{}])[0]
+        cmd = c.get("command") or []
+        return json.loads(cmd[cmd.index("--kv-events-config") + 1]) if "--kv-events-config" in cmd else {}
+
+    await cluster.wait_for(
+        "Service", lambda: names(cluster.get("v1/services", "pool-r")) == ["http", "kv-events"]
+    )
+    assert "replay_endpoint" not in kv_config(cluster.get("apps/v1/deployments", "pool-r"))
+
+    await cluster.patch(
+        API, "replicapools", "pool-r", {"metadata": {"generation": 2}, "spec": {"kvEventsReplayPort": 5600}}
+    )
+    svc = await cluster.wait_for(
+        "kv-replay on the Service",
+        lambda: (s := cluster.get("v1/services", "pool-r")) and "kv-replay" in names(s) and s,
+    )
+    assert next(p for p in svc["spec"]["ports"] if p["name"] == "kv-replay")["port"] == 5600
+    dep = await cluster.wait_for(
+        "replay endpoint in the pods' command",
+        lambda: (
+            (d := cluster.get("apps/v1/deployments", "pool-r"))
+            and kv_config(d).get("replay_endpoint") == "tcp://*:5600"
+            and d
+        ),
+    )
+    ports = dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "kv-replay", "containerPort": 5600, "protocol": "TCP"} in ports
+
+    await cluster.patch(
+        API, "replicapools", "pool-r", {"metadata": {"generation": 3}, "spec": {"kvEventsReplayPort": None}}
+    )
+    await cluster.wait_for(
+        "kv-replay gone", lambda: names(cluster.get("v1/services", "pool-r")) == ["http", "kv-events"]
+    )
+    await cluster.wait_for(
+        "replay endpoint gone",
+        lambda: "replay_endpoint" not in kv_config(cluster.get("apps/v1/deployments", "pool-r")),
+    )
+
+    # Two attention DP ranks publish on 5557 and 5558: a replay port of 5558 would clash.
+    await cluster.patch(
+        API,
+        "replicapools",
+        "pool-r",
+        {
+            "metadata": {"generation": 4},
+            "spec": {
+                "kvEventsReplayPort": 5558,
+                "gpusPerReplica": 2,
+                "extraArgs": ["--dp-size", "2", "--enable-dp-attention"],
+            },
+        },
+    )
+    pool = await cluster.wait_for(
+        "InvalidSpec condition",
+        lambda: (
+            (p := cluster.get(f"{API}/replicapools", "pool-r"))
+            and conditions(p).get("Ready", {}).get("reason") == "InvalidSpec"
+            and p
+        ),
+    )
+    message = conditions(pool)["Ready"]["message"]
+    assert "spec.kvEventsReplayPort" in message
+    assert "overlap the KV event ports 5557..5558" in message
+
+
 async def test_agentworkflow_builds_graph_configmap(cluster: Cluster) -> None:
     pytest.importorskip(
         "saga.graphs.aeg", reason="saga.graphs.aeg (the AEG builder) is not in this checkout yet"

@@ -279,8 +279,8 @@ async def test_discovered_replicas_are_subscribed_while_discovered(k8s_api: Any)
         assert kv is not None
         assert svc.pool is not None
         # r0 keeps its configured endpoint although r1's port is open on its host too.
-        assert kv.subscribers["r0"].endpoint == static_ep
-        assert kv.subscribers["r1"].endpoint == f"tcp://127.0.0.1:{port}"
+        assert kv.replicas["r0"].ranks[0].endpoint == static_ep
+        assert kv.replicas["r1"].ranks[0].endpoint == f"tcp://127.0.0.1:{port}"
         await subscribed(svc, reps)
         ids = prompt_ids(1)
         await generate_on(reps[1], ids)
@@ -288,21 +288,20 @@ async def test_discovered_replicas_are_subscribed_while_discovered(k8s_api: Any)
         assert cached_tokens(svc, "r0", ids) == 0
 
         # r1's pod leaves discovery: its subscription ends, r0's runs on.
-        r1_task, r0_task = kv.tasks["r1"], kv.tasks["r0"]
+        r1_task, r0_task = kv.replicas["r1"].tasks[0], kv.replicas["r0"].tasks[0]
         del k8s_api.objects[RES, "llm", "pool-r1"]
         await svc.pool.refresh()
-        assert "r1" not in kv.subscribers
-        assert "r1" not in kv.tasks
+        assert "r1" not in kv.replicas
         await eventually(r1_task.done, "r1's subscriber task ended")
         assert r1_task.cancelled()
-        assert kv.tasks["r0"] is r0_task
+        assert kv.replicas["r0"].tasks[0] is r0_task
         assert not r0_task.done()
 
         # It comes back: a new subscription whose view starts empty, then fills again.
         k8s_api.objects[RES, "llm", "pool-r1"] = replica_slice(reps[1])
         await svc.pool.refresh()
-        await eventually(lambda: "r1" in kv.tasks, "r1 subscribed again")
-        assert kv.tasks["r1"] is not r1_task
+        await eventually(lambda: "r1" in kv.replicas and 0 in kv.replicas["r1"].tasks, "r1 subscribed again")
+        assert kv.replicas["r1"].tasks[0] is not r1_task
         await subscribed(svc, reps[1:])
         assert cached_tokens(svc, "r1", ids) == 0  # stored before the new subscription
         ids2 = prompt_ids(2)

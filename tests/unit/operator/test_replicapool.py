@@ -107,6 +107,19 @@ def test_desired_is_deterministic_and_scaling_keeps_pod_template() -> None:
         ({"kvEventsPort": 30000}, "spec.kvEventsPort", "differ"),
         ({"port": 70000}, "spec.port", "1..65535"),
         ({"radixEvictionPolicy": "fifo"}, "spec.radixEvictionPolicy", "lru"),
+        ({"kvEventsReplayPort": 0}, "spec.kvEventsReplayPort", ">= 1"),
+        ({"kvEventsReplayPort": "5600"}, "spec.kvEventsReplayPort", "integer"),
+        ({"kvEventsReplayPort": 65536}, "spec.kvEventsReplayPort", "1..65535"),
+        ({"kvEventsReplayPort": 30000}, "spec.kvEventsReplayPort", "must differ from spec.port (30000)"),
+        (
+            {"kvEventsReplayPort": 5557},
+            "spec.kvEventsReplayPort",
+            "must differ from spec.kvEventsPort (5557)",
+        ),
+        ({"extraArgs": ["--kv-events-config", "{}"]}, "spec.extraArgs[0]", "kvEventsReplayPort"),
+        ({"extraArgs": ["--dp-size", "two"]}, "spec.extraArgs[0]", "positive integer, got 'two'"),
+        ({"extraArgs": ["--dp-size=0"]}, "spec.extraArgs[0]", "positive integer, got '0'"),
+        ({"extraArgs": ["--dp-size"]}, "spec.extraArgs[0]", "positive integer, got ''"),
     ],
 )
 def test_invalid_specs_name_field_and_fix(spec: dict[str, Any], field: str, words: str) -> None:
@@ -152,3 +165,89 @@ def test_status_without_workload() -> None:
     st = replicapool.status(pool(), None, now=NOW)
     assert st["phase"] == "Pending"
     assert st["conditions"][0]["reason"] == "WorkloadMissing"
+
+
+def test_replay_port_is_rendered_and_named_on_pod_and_service() -> None:
+    want = replicapool.desired(pool(kvEventsReplayPort=5600))
+    assert not isinstance(want, Invalid)
+    c = want.workload["spec"]["template"]["spec"]["containers"][0]
+    kv = json.loads(c["command"][c["command"].index("--kv-events-config") + 1])
+    assert kv == {
+        "publisher": "zmq",
+        "topic": "kv-events",
+        "endpoint": "tcp://*:5557",
+        "replay_endpoint": "tcp://*:5600",  # SGLang's KVEventsConfig field, bound (a '*')
+    }
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": 30000,
+        "kv-events": 5557,
+        "kv-replay": 5600,
+    }
+    replay = next(p for p in want.service["spec"]["ports"] if p["name"] == "kv-replay")
+    assert replay == {"name": "kv-replay", "port": 5600, "targetPort": "kv-replay", "protocol": "TCP"}
+    # Container port names are IANA service names: at most 15 characters.
+    assert all(len(p["name"]) <= 15 for p in c["ports"])
+    # Absent: no replay endpoint, no port (SGLang's default), as before the field existed.
+    plain = replicapool.desired(pool())
+    assert not isinstance(plain, Invalid)
+    c = plain.workload["spec"]["template"]["spec"]["containers"][0]
+    assert "replay_endpoint" not in json.loads(c["command"][c["command"].index("--kv-events-config") + 1])
+    assert [p["name"] for p in c["ports"]] == ["http", "kv-events"]
+    # null (e.g. a Helm value left empty) is absent too.
+    assert not isinstance(replicapool.desired(pool(kvEventsReplayPort=None)), Invalid)
+
+
+def test_attention_dp_ranks_from_extra_args() -> None:
+    ranks = replicapool.attention_dp_ranks
+    assert ranks([]) == 1
+    assert ranks(["--dp-size", "4"]) == 1  # plain DP: every worker's attn_dp_rank is 0
+    assert ranks(["--dp-size", "4", "--enable-dp-attention"]) == 4
+    assert ranks(["--enable-dp-attention", "--data-parallel-size=2"]) == 2
+    assert ranks(["--enable-dp-attention"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        (
+            {"kvEventsReplayPort": 5558},
+            "spec.kvEventsReplayPort",
+            "ports 5558..5559 overlap the KV event ports 5557..5558 (rank r of the 2 attention DP "
+            "ranks binds the port + r); use a port below 5556 or from 5559 on",
+        ),
+        (
+            {"kvEventsReplayPort": 5556},
+            "spec.kvEventsReplayPort",
+            "ports 5556..5557 overlap the KV event ports 5557..5558 (rank r of the 2 attention DP "
+            "ranks binds the port + r); use a port below 5556 or from 5559 on",
+        ),
+        (
+            {"port": 5558},
+            "spec.kvEventsPort",
+            "ports 5557..5558 include spec.port (5558) (rank r of the 2 attention DP ranks binds the "
+            "port + r)",
+        ),
+        (
+            {"kvEventsPort": 65535},
+            "spec.kvEventsPort",
+            "ports 65535..65536 go beyond 65535 (rank r of the 2 attention DP ranks binds the port + r);"
+            " lower it",
+        ),
+        (
+            {"kvEventsReplayPort": 29999},
+            "spec.kvEventsReplayPort",
+            "ports 29999..30000 include spec.port (30000) (rank r of the 2 attention DP ranks binds "
+            "the port + r)",
+        ),
+    ],
+)
+def test_port_ranges_of_attention_dp_ranks_must_not_overlap(
+    spec: dict[str, Any], field: str, message: str
+) -> None:
+    dp = ["--dp-size", "2", "--enable-dp-attention"]
+    got = replicapool.desired(pool(gpusPerReplica=2, tensorParallel=2, extraArgs=dp, **spec))
+    assert got == Invalid(field, message)
+    # The same ports are fine without DP attention (one publisher per replica).
+    assert not isinstance(replicapool.desired(pool(extraArgs=["--dp-size", "2"], **spec)), Invalid)
+    ok = replicapool.desired(pool(gpusPerReplica=2, tensorParallel=2, extraArgs=dp, kvEventsReplayPort=5559))
+    assert not isinstance(ok, Invalid)

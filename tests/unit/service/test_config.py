@@ -159,3 +159,33 @@ def test_kv_events_discovered_port() -> None:
         ]
     p = problems(base + "    kv_events: {discovered_port: '5557'}\n")  # phase 1: types
     assert [x[0] for x in p] == ["spec.replicas.kv_events.discovered_port"]
+
+
+def test_kv_events_discovered_port_names() -> None:
+    base = HEAD + "spec:\n  replicas:\n    kubernetes: {namespace: llm, label_selector: app=sglang}\n"
+    kv = load_text(base).spec.replicas.kv_events
+    assert (kv.discovered_port_name, kv.discovered_replay_port_name) == ("kv-events", "kv-replay")
+    kv = load_text(
+        base + "    kv_events: {discovered_port: 5557, discovered_replay_port_name: ''}\n"
+    ).spec.replicas.kv_events
+    assert kv.discovered_replay_port_name == ""  # no replay for discovered replicas
+    p = problems(base + "    kv_events: {discovered_replay_port_name: Replay_Port}\n")
+    assert p == [
+        (
+            "spec.replicas.kv_events.discovered_replay_port_name",
+            "must be empty or a Kubernetes port name (a DNS label: lowercase letters, digits and '-',"
+            " at most 63 characters), got 'Replay_Port'",
+        )
+    ]
+    p = problems(base + "    kv_events: {discovered_port_name: x-, discovered_replay_port_name: '-'}\n")
+    assert [x[0] for x in p] == [
+        "spec.replicas.kv_events.discovered_port_name",
+        "spec.replicas.kv_events.discovered_replay_port_name",
+    ]
+    p = problems(base + "    kv_events: {discovered_replay_port_name: kv-events}\n")
+    assert p == [
+        (
+            "spec.replicas.kv_events.discovered_replay_port_name",
+            "must differ from discovered_port_name ('kv-events')",
+        )
+    ]

@@ -116,7 +116,7 @@ async def test_refused_batches_are_resent_when_the_replica_is_announced() -> Non
         KvEventSettings(endpoints={"r0": "tcp://127.0.0.1:1"}), 16, sink, ServiceMetrics(CollectorRegistry())
     )
     try:
-        sub = subs.subscribers["r0"]
+        sub = subs.replicas["r0"].ranks[0]
         await sub.handle(msg(0, page(0), page(1)))
         sink.accept = True
         subs.on_replica_added("r0")
@@ -140,39 +140,38 @@ async def test_discovered_replicas_come_and_go_static_ones_stay() -> None:
     subs = KvEventSubscribers(settings, 16, sink, ServiceMetrics(CollectorRegistry()))
     try:
         subs.on_replica_added("r1", "http://127.0.0.1:30000")  # before start(): no task yet
-        assert subs.subscribers["r1"].endpoint == "tcp://127.0.0.1:2"
-        assert subs.subscribers["r1"].replay_endpoint is None
-        assert not subs.tasks
+        assert subs.replicas["r1"].ranks[0].endpoint == "tcp://127.0.0.1:2"
+        assert subs.replicas["r1"].ranks[0].replay_endpoint is None
+        assert not subs.replicas["r1"].tasks
         subs.start()
-        assert set(subs.tasks) == {"r0", "r1"}
-        static, static_task = subs.subscribers["r0"], subs.tasks["r0"]
+        assert {rid: list(sub.tasks) for rid, sub in subs.replicas.items()} == {"r0": [0], "r1": [0]}
+        static, static_task = subs.replicas["r0"].ranks[0], subs.replicas["r0"].tasks[0]
         # A static replica announced by discovery keeps its configured endpoint.
         subs.on_replica_added("r0", "http://127.0.0.9:30000")
-        assert subs.subscribers["r0"] is static
+        assert subs.replicas["r0"].ranks[0] is static
         assert static.endpoint == "tcp://127.0.0.1:1"
 
-        old, old_task = subs.subscribers["r1"], subs.tasks["r1"]
+        old, old_task = subs.replicas["r1"].ranks[0], subs.replicas["r1"].tasks[0]
         await old.handle(msg(0, page(0)))
         subs.on_replica_removed("r1")
-        assert "r1" not in subs.subscribers
-        assert "r1" not in subs.tasks
+        assert "r1" not in subs.replicas
         await asyncio.wait([old_task])
         assert old_task.cancelled()
         subs.on_replica_removed("r0")  # static: keeps running
-        assert subs.tasks["r0"] is static_task
+        assert subs.replicas["r0"].tasks[0] is static_task
         assert not static_task.done()
 
         # Back at a new address: a fresh subscription with an empty view, nothing re-sent.
         sent = len(sink.events)
         subs.on_replica_added("r1", "http://[::1]:30000")
-        new = subs.subscribers["r1"]
+        new = subs.replicas["r1"].ranks[0]
         assert new is not old
         assert new.endpoint == "tcp://[::1]:2"
         assert new.last_seq is None
         assert not new.view.cached_hashes
-        assert subs.tasks["r1"] is not old_task
+        assert subs.replicas["r1"].tasks[0] is not old_task
         assert len(sink.events) == sent
-        retired = subs.tasks["r1"]
+        retired = subs.replicas["r1"].tasks[0]
         subs.on_replica_removed("r1")  # stop() still waits for it to end
     finally:
         await subs.stop()
@@ -188,8 +187,7 @@ async def test_no_discovered_port_no_discovered_subscription() -> None:
         subs.on_replica_added("r1", "http://127.0.0.1:30000")
         subs.on_replica_removed("r1")
         subs.on_replica_removed("never-added")
-        assert not subs.subscribers
-        assert not subs.tasks
+        assert not subs.replicas
         assert not sink.events
     finally:
         await subs.stop()
@@ -203,21 +201,21 @@ async def test_a_discovered_replicas_named_kv_events_port_wins() -> None:
     try:
         subs.on_replica_added("a", "http://10.0.0.7:30000", (("http", 30000), ("kv-events", 6001)))
         subs.on_replica_added("b", "http://10.0.0.8:30000", (("http", 30000),))
-        assert subs.subscribers["a"].endpoint == "tcp://10.0.0.7:6001"
-        assert subs.subscribers["b"].endpoint == "tcp://10.0.0.8:5557"
+        assert subs.replicas["a"].ranks[0].endpoint == "tcp://10.0.0.7:6001"
+        assert subs.replicas["b"].ranks[0].endpoint == "tcp://10.0.0.8:5557"
     finally:
         await subs.stop()
     off = KvEventSettings(discovered_port=5557, discovered_port_name="")
     subs = KvEventSubscribers(off, 16, Sink(), ServiceMetrics(CollectorRegistry()))
     try:
         subs.on_replica_added("a", "http://10.0.0.7:30000", (("kv-events", 6001),))
-        assert subs.subscribers["a"].endpoint == "tcp://10.0.0.7:5557"
+        assert subs.replicas["a"].ranks[0].endpoint == "tcp://10.0.0.7:5557"
     finally:
         await subs.stop()
     none = KvEventSettings()  # discovered_port 0 is the switch: a named port alone does nothing
     subs = KvEventSubscribers(none, 16, Sink(), ServiceMetrics(CollectorRegistry()))
     try:
         subs.on_replica_added("a", "http://10.0.0.7:30000", (("kv-events", 6001),))
-        assert not subs.subscribers
+        assert not subs.replicas
     finally:
         await subs.stop()

@@ -65,6 +65,22 @@ def test_parse_server_info_defaults_and_errors() -> None:
         parse_server_info({"page_size": 16})
 
 
+def test_parse_server_info_attention_dp_ranks() -> None:
+    """KV events come per attention DP rank: ``dp_size`` counts only with
+    ``enable_dp_attention`` (SGLang's ``compute_dp_attention_world_info``)."""
+    base = {"max_total_num_tokens": 500}
+    assert parse_server_info(base).attn_dp_size == 1
+    assert parse_server_info({**base, "dp_size": 4, "enable_dp_attention": True}).attn_dp_size == 4
+    assert parse_server_info({**base, "dp_size": 4, "enable_dp_attention": False}).attn_dp_size == 1
+    assert parse_server_info({**base, "dp_size": 4}).attn_dp_size == 1
+    # Server args at the top level, scheduler state in internal_states[0] (SGLang 0.5).
+    nested = {"dp_size": 2, "enable_dp_attention": True, "internal_states": [base]}
+    assert parse_server_info(nested).attn_dp_size == 2
+    for bad in (0, 2.5, 5000, "2"):
+        with pytest.raises(ReplicaProtocolError, match="dp_size"):
+            parse_server_info({**base, "dp_size": bad, "enable_dp_attention": True})
+
+
 def test_parse_metrics_sums_labels() -> None:
     text = 'sglang:num_queue_reqs{dp="0"} 2\nsglang:num_queue_reqs{dp="1"} 3\nfoo 1\n'
     assert parse_sglang_metrics(text) == {"sglang:num_queue_reqs": 5.0}

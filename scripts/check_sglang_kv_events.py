@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""SAGA's KV event subscriber against SGLang's own publisher code (no GPU, no SGLang server).
+
+SGLang's ``python/sglang/srt/disaggregation/kv_events.py`` needs only ``msgspec``, ``pyzmq``
+and ``pydantic``, so it runs anywhere; SGLang itself (torch, kernels) is not needed. This
+script starts that file's ``ZmqEventPublisher`` as attention DP rank ``--rank`` in a child
+interpreter (``--python``, which must have those three packages), with
+``endpoint tcp://*:P`` and ``replay_endpoint tcp://*:R``, publishes four chained pages, and reads
+them with SAGA's :class:`saga.service.kv_events.KvEventSubscriber` at
+``rank_endpoint(..., rank)``, skipping batch 1 so that batch 2 shows a gap the replay must fill.
+Exit status 0 when the rank's ports, the replay and the resulting view are what SAGA expects::
+
+    python3 -m venv /tmp/sgl && /tmp/sgl/bin/pip install msgspec pyzmq pydantic
+    pip download --no-deps sglang==0.5.10.post1 -d /tmp/whl
+    unzip -o /tmp/whl/sglang-*.whl 'sglang/srt/disaggregation/kv_events.py' -d /tmp/sgl-src
+    PYTHONSAFEPATH=1 python scripts/check_sglang_kv_events.py \\
+        --kv-events-py /tmp/sgl-src/sglang/srt/disaggregation/kv_events.py --python /tmp/sgl/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import subprocess
+import sys
+import textwrap
+
+import zmq
+import zmq.asyncio
+from prometheus_client import CollectorRegistry
+
+from saga.scheduler.api import ReplicaCache
+from saga.service.kv_events import KvEventSubscriber, rank_endpoint
+from saga.service.kv_view import ReplicaKvView
+from saga.service.metrics import ServiceMetrics
+from saga.service.tokens import ids_prompt
+
+PAGES = 4
+PUBLISHER = textwrap.dedent(
+    """
+    import importlib.util, json, sys, time
+    spec = importlib.util.spec_from_file_location("sglang_kv_events", sys.argv[1])
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    port, replay, rank, pages = (int(a) for a in sys.argv[2:6])
+    cfg = {"publisher": "zmq", "endpoint": f"tcp://*:{port}", "replay_endpoint": f"tcp://*:{replay}",
+           "topic": "kv-events"}
+    pub = m.EventPublisherFactory.create(json.dumps(cfg), attn_dp_rank=rank)
+    print("bound", pub._endpoint, pub._replay_endpoint, flush=True)
+    time.sleep(1.5)  # the subscriber connects
+    for i in range(pages):
+        ev = m.BlockStored(block_hashes=[100 + i], parent_block_hash=None if i == 0 else 99 + i,
+                           token_ids=list(range(i * 16, (i + 1) * 16)), block_size=16, lora_id=None)
+        pub.publish(m.KVEventBatch(ts=time.time(), events=[ev]))
+        time.sleep(0.2)
+    time.sleep(3.0)  # serve the replay
+    pub.shutdown()
+    """
+)
+
+
+async def subscribe(port: int, replay: int, rank: int) -> list[str]:
+    """Read the rank's batches (skipping batch 1); the problems found, empty when none."""
+    endpoint = rank_endpoint(f"tcp://127.0.0.1:{port}", rank)
+    replay_endpoint = rank_endpoint(f"tcp://127.0.0.1:{replay}", rank)
+    assert endpoint is not None
+    assert replay_endpoint is not None
+    ctx = zmq.asyncio.Context()
+    sent: list[ReplicaCache] = []
+    metrics = ServiceMetrics(CollectorRegistry())
+    view = ReplicaKvView("sglang", 16)
+
+    def sink(e: ReplicaCache) -> bool:
+        sent.append(e)
+        return True
+
+    sub = KvEventSubscriber(
+        view,
+        endpoint,
+        sink,
+        metrics,
+        ctx=ctx,
+        topic="kv-events",
+        replay_endpoint=replay_endpoint,
+        replay_timeout_s=2.0,
+        rank=rank,
+    )
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"kv-events")
+    sock.connect(endpoint)
+    problems: list[str] = []
+    try:
+        async with asyncio.timeout(15):
+            for _ in range(PAGES):
+                frames = await sock.recv_multipart()
+                if frames[1] == (1).to_bytes(8, "big"):
+                    continue  # lost on purpose: batch 2 shows the gap
+                await sub.handle(frames)
+    except TimeoutError:
+        problems.append(f"no {PAGES} batches at {endpoint}")
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    get = metrics.registry.get_sample_value
+    counts = {o: get("saga_kv_events_total", {"outcome": o}) or 0.0 for o in ("gap", "replayed", "malformed")}
+    print(f"read at {endpoint}, replay {replay_endpoint}: {counts}")
+    if counts != {"gap": 1.0, "replayed": 1.0, "malformed": 0.0}:
+        problems.append(f"expected one gap filled by one replayed batch, got {counts}")
+    if any(e.cleared for e in sent):
+        problems.append("the view was cleared")
+    want = set(ids_prompt(list(range(16 * PAGES)), block_size=16, max_blocks=64).block_hashes)
+    if view.cached_hashes != want:
+        problems.append("the view is not the published pages' SAGA blocks")
+    return problems
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kv-events-py", required=True, help="SGLang's srt/disaggregation/kv_events.py")
+    ap.add_argument("--python", default=sys.executable, help="interpreter with msgspec, pyzmq, pydantic")
+    ap.add_argument("--rank", type=int, default=1, help="attention DP rank the publisher plays")
+    args = ap.parse_args()
+    port = random.randint(20_000, 50_000)
+    replay = port + 100
+    child = subprocess.Popen(
+        [args.python, "-c", PUBLISHER, args.kv_events_py, str(port), str(replay), str(args.rank), str(PAGES)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    bound = child.stdout.readline().split()
+    print("SGLang's publisher bound", *bound[1:])
+    problems = []
+    if bound[1:] != [f"tcp://*:{port + args.rank}", f"tcp://*:{replay + args.rank}"]:
+        problems.append(f"rank {args.rank} did not bind the ports + rank: {bound}")
+    problems += asyncio.run(subscribe(port, replay, args.rank))
+    child.wait(timeout=30)
+    for p in problems:
+        print("PROBLEM:", p)
+    print("ok" if not problems else "failed")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

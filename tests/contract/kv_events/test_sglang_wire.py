@@ -1,0 +1,129 @@
+"""SAGA's KV event wire format against SGLang's own code (``srt/disaggregation/kv_events.py``).
+
+SGLang's publisher module needs only ``msgspec``, ``pyzmq`` and ``pydantic``, so its real code
+runs here without a GPU. The module is taken from the pinned SGLang wheel (downloaded once,
+without dependencies, into ``~/.cache/saga/``):
+
+- what the emulator publishes (``saga.kv_events.encode_batch``) decodes with SGLang's msgspec
+  types, event for event;
+- what SGLang's types encode decodes with SAGA's reader (``decode_batch``), ours and theirs
+  agreeing on every field;
+- SGLang's ``ZmqEventPublisher``, as attention DP rank 0 and 1, binds the ports + rank that
+  SAGA subscribes to, and a batch lost on the way is replayed from its replay endpoint into
+  SAGA's view without clearing it (``scripts/check_sglang_kv_events.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from saga.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, decode_batch, encode_batch
+
+pytestmark = pytest.mark.contract
+SGLANG = "0.5.10.post1"  # the release the emulator mirrors (docs/emulator.md)
+MEMBER = "sglang/srt/disaggregation/kv_events.py"
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _fetch() -> Path:
+    target = Path.home() / ".cache" / "saga" / f"sglang-{SGLANG}" / "kv_events.py"
+    if target.exists():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"sglang=={SGLANG}", "-d", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        wheels = list(Path(tmp).glob("sglang-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            pytest.skip(f"sglang=={SGLANG} could not be downloaded: {proc.stderr.strip()[-300:]}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheels[0]) as zf:
+            target.write_bytes(zf.read(MEMBER))
+    return target
+
+
+@pytest.fixture(scope="module")
+def sglang_kv_events_py() -> Path:
+    return _fetch()
+
+
+@pytest.fixture(scope="module")
+def sgl(sglang_kv_events_py: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sglang_kv_events", sglang_kv_events_py)
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_emulator_batches_decode_with_sglang_types(sgl: Any) -> None:
+    import msgspec
+
+    events = [
+        BlockStored(block_hashes=(11, 12), parent_block_hash=None, token_ids=tuple(range(32)), block_size=16),
+        BlockStored(block_hashes=(13,), parent_block_hash=12, token_ids=tuple(range(32, 48)), block_size=16),
+        BlockRemoved(block_hashes=(13,)),
+        AllBlocksCleared(),
+    ]
+    theirs = msgspec.msgpack.Decoder(sgl.KVEventBatch).decode(encode_batch(12.5, events))
+    assert theirs.ts == 12.5
+    kinds = [type(e).__name__ for e in theirs.events]
+    assert kinds == ["BlockStored", "BlockStored", "BlockRemoved", "AllBlocksCleared"]
+    first, second = theirs.events[0], theirs.events[1]
+    assert list(first.block_hashes) == [11, 12]
+    assert first.parent_block_hash is None
+    assert list(first.token_ids) == list(range(32))
+    assert first.block_size == 16
+    assert first.lora_id is None
+    assert second.parent_block_hash == 12
+    assert list(theirs.events[2].block_hashes) == [13]
+
+
+def test_sglang_batches_decode_with_saga_reader(sgl: Any) -> None:
+    import msgspec
+
+    batch = sgl.KVEventBatch(
+        ts=3.25,
+        events=[
+            sgl.BlockStored(
+                block_hashes=[-7, 8], parent_block_hash=5, token_ids=list(range(8)), block_size=4, lora_id=None
+            ),
+            sgl.BlockRemoved(block_hashes=[8]),
+            sgl.AllBlocksCleared(),
+        ],
+    )
+    ours = decode_batch(msgspec.msgpack.Encoder().encode(batch))
+    assert ours.ts == 3.25
+    assert ours.events == (
+        BlockStored(block_hashes=(-7, 8), parent_block_hash=5, token_ids=tuple(range(8)), block_size=4),
+        BlockRemoved(block_hashes=(8,)),
+        AllBlocksCleared(),
+    )
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_sglang_publisher_ports_and_replay_reach_saga_view(sglang_kv_events_py: Path, rank: int) -> None:
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "check_sglang_kv_events.py"),
+        "--kv-events-py",
+        str(sglang_kv_events_py),
+        "--python",
+        sys.executable,
+        "--rank",
+        str(rank),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok" in proc.stdout.splitlines()[-1]

@@ -1,8 +1,7 @@
 """SAGA's KV event wire format against SGLang's own code (``srt/disaggregation/kv_events.py``).
 
 SGLang's publisher module needs only ``msgspec``, ``pyzmq`` and ``pydantic``, so its real code
-runs here without a GPU. The module is taken from the pinned SGLang wheel (downloaded once,
-without dependencies, into ``~/.cache/saga/``):
+runs here without a GPU (taken from the pinned SGLang wheel, ``conftest.py``):
 
 - what the emulator publishes (``saga.kv_events.encode_batch``) decodes with SGLang's msgspec
   types, event for event;
@@ -19,8 +18,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,30 +27,7 @@ import pytest
 from saga.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, decode_batch, encode_batch
 
 pytestmark = pytest.mark.contract
-SGLANG = "0.5.10.post1"  # the release the emulator mirrors (docs/emulator.md)
-MEMBER = "sglang/srt/disaggregation/kv_events.py"
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _fetch() -> Path:
-    target = Path.home() / ".cache" / "saga" / f"sglang-{SGLANG}" / "kv_events.py"
-    if target.exists():
-        return target
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"sglang=={SGLANG}", "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-        wheels = list(Path(tmp).glob("sglang-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            pytest.skip(f"sglang=={SGLANG} could not be downloaded: {proc.stderr.strip()[-300:]}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheels[0]) as zf:
-            target.write_bytes(zf.read(MEMBER))
-    return target
-
-
-@pytest.fixture(scope="module")
-def sglang_kv_events_py() -> Path:
-    return _fetch()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +70,11 @@ def test_sglang_batches_decode_with_saga_reader(sgl: Any) -> None:
         ts=3.25,
         events=[
             sgl.BlockStored(
-                block_hashes=[-7, 8], parent_block_hash=5, token_ids=list(range(8)), block_size=4, lora_id=None
+                block_hashes=[-7, 8],
+                parent_block_hash=5,
+                token_ids=list(range(8)),
+                block_size=4,
+                lora_id=None,
             ),
             sgl.BlockRemoved(block_hashes=[8]),
             sgl.AllBlocksCleared(),

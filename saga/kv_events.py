@@ -13,10 +13,19 @@ What SGLang 0.5 does (``python/sglang/srt/disaggregation/kv_events.py``, started
 - Messages: a ZMQ PUB multipart ``[topic, seq, payload]``; ``seq`` is an 8-byte big-endian
   unsigned counter from 0, one per batch; ``payload`` is a msgpack ``KVEventBatch``, which
   msgspec encodes as an array (``array_like=True``): ``[ts, [event, ...]]`` (later releases
-  append an optional ``attn_dp_rank``). Each event is a tagged array ``[tag, fields...]``:
-  ``["BlockStored", block_hashes, parent_block_hash, token_ids, block_size, lora_id]`` (later
-  releases append ``medium``), ``["BlockRemoved", block_hashes]`` (+ ``medium``),
-  ``["AllBlocksCleared"]``.
+  append an optional ``attn_dp_rank``). Each event is a tagged msgspec struct, in one of two
+  shapes (read from the releases' own ``kv_events.py``; contract test
+  ``tests/contract/sglang/test_kv_events_wire.py``):
+
+  * **array** (up to 0.5.19): ``[tag, fields...]``:
+    ``["BlockStored", block_hashes, parent_block_hash, token_ids, block_size, lora_id]``
+    (later releases append ``medium``), ``["BlockRemoved", block_hashes]`` (+ ``medium``),
+    ``["AllBlocksCleared"]``;
+  * **map** (0.5.20 on, vLLM's encoding): ``{"type": tag, field: value, ...}`` with the same
+    field names, optional fields left at their default omitted (``medium``, ``cache_salt``,
+    ``session_id``).
+
+  :func:`decode_batch` reads both; :func:`encode_batch` writes either (``wire``).
 - Replay: a client sends ``[b"", start_seq]`` (8-byte big-endian) to the ROUTER; it answers
   ``[b"", seq, payload]`` for every buffered batch from ``start_seq`` on, then
   ``[b"", -1 (8-byte signed), b""]``.
@@ -30,8 +39,9 @@ What SGLang 0.5 does (``python/sglang/srt/disaggregation/kv_events.py``, started
 
 Decoding is strict about shape (a batch that is not ``[number, list]``, an event with an
 unknown tag or a wrong field type raises :class:`KvEventDecodeError`) and lenient about
-additions (trailing fields of later releases are ignored). The emulator publishes with
-:func:`encode_batch`; the service reads with :func:`decode_batch`.
+additions (trailing fields and unknown keys of later releases are ignored). The emulator
+publishes with :func:`encode_batch` (``KvEventsConfig.wire``, map by default, as the current
+releases); the service reads with :func:`decode_batch`.
 """
 
 from __future__ import annotations
@@ -66,6 +76,9 @@ class KvEventsConfig:
     hwm: int = 100_000
     max_queue_size: int = 100_000
     topic: str = ""
+    # Not SGLang's (never read from the JSON): the emulator's event encoding, "map" (SGLang
+    # 0.5.20 on) or "array" (up to 0.5.19); see the module docstring.
+    wire: str = "map"
 
     @classmethod
     def from_json(cls, text: str) -> KvEventsConfig:
@@ -75,7 +88,7 @@ class KvEventsConfig:
             raise KvEventsConfigError(f"--kv-events-config: not JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise KvEventsConfigError("--kv-events-config: expected a JSON object")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"wire"}
         unknown = sorted(set(doc) - known)
         if unknown:
             raise KvEventsConfigError(f"--kv-events-config: unknown field(s) {', '.join(unknown)}")
@@ -142,26 +155,31 @@ class KvEventBatch:
     events: tuple[WireEvent, ...]
 
 
-def encode_batch(ts: float, events: Sequence[WireEvent]) -> bytes:
-    """msgpack bytes of a ``KVEventBatch``, as msgspec encodes SGLang's structs."""
-    out: list[list[Any]] = []
-    for e in events:
-        if isinstance(e, BlockStored):
-            out.append(
-                [
-                    "BlockStored",
-                    list(e.block_hashes),
-                    e.parent_block_hash,
-                    list(e.token_ids),
-                    e.block_size,
-                    None,
-                ]
-            )
-        elif isinstance(e, BlockRemoved):
-            out.append(["BlockRemoved", list(e.block_hashes)])
-        else:
-            out.append(["AllBlocksCleared"])
-    packed: bytes = msgpack.packb([ts, out])
+WIRES = ("map", "array")
+
+
+def _encode_event(e: WireEvent, wire: str) -> Any:
+    if isinstance(e, BlockStored):
+        stored = {
+            "block_hashes": list(e.block_hashes),
+            "parent_block_hash": e.parent_block_hash,
+            "token_ids": list(e.token_ids),
+            "block_size": e.block_size,
+            "lora_id": None,
+        }
+        return {"type": "BlockStored", **stored} if wire == "map" else ["BlockStored", *stored.values()]
+    if isinstance(e, BlockRemoved):
+        hashes = list(e.block_hashes)
+        return {"type": "BlockRemoved", "block_hashes": hashes} if wire == "map" else ["BlockRemoved", hashes]
+    return {"type": "AllBlocksCleared"} if wire == "map" else ["AllBlocksCleared"]
+
+
+def encode_batch(ts: float, events: Sequence[WireEvent], *, wire: str = "map") -> bytes:
+    """msgpack bytes of a ``KVEventBatch``, as msgspec encodes SGLang's structs in the ``wire``
+    shape of the module docstring ("map": 0.5.20 on; "array": up to 0.5.19)."""
+    if wire not in WIRES:
+        raise ValueError(f"wire must be one of {', '.join(WIRES)}, got {wire!r}")
+    packed: bytes = msgpack.packb([ts, [_encode_event(e, wire) for e in events]])
     return packed
 
 
@@ -184,19 +202,45 @@ def _ints(v: Any, what: str) -> tuple[int, ...]:
     return tuple(v)
 
 
-def _event(raw: Any, i: int) -> WireEvent:
+_FIELDS = {  # positional order of each event's fields in the array shape
+    "BlockStored": ("block_hashes", "parent_block_hash", "token_ids", "block_size"),
+    "BlockRemoved": ("block_hashes",),
+    "AllBlocksCleared": (),
+}
+
+
+def _named(raw: Any, i: int) -> tuple[str, dict[str, Any]]:
+    """An event's tag and fields by name, from either shape (module docstring)."""
+    if isinstance(raw, dict):
+        tag = raw.get("type")
+        if not isinstance(tag, str):
+            raise KvEventDecodeError(f"events[{i}]: a map event needs a string 'type'")
+        if tag not in _FIELDS:
+            raise KvEventDecodeError(f"events[{i}]: unknown event tag {tag!r}")
+        missing = [f for f in _FIELDS[tag] if f not in raw and f != "parent_block_hash"]
+        if missing:
+            raise KvEventDecodeError(f"events[{i}]: {tag} lacks {', '.join(missing)}")
+        return tag, raw
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
-        raise KvEventDecodeError(f"events[{i}]: expected a tagged array [tag, fields...]")
+        raise KvEventDecodeError(f"events[{i}]: expected a tagged array [tag, fields...] or a map")
     tag = raw[0]
+    if tag not in _FIELDS:
+        raise KvEventDecodeError(f"events[{i}]: unknown event tag {tag!r}")
+    want = _FIELDS[tag]
+    if len(raw) - 1 < len(want):
+        raise KvEventDecodeError(f"events[{i}]: {tag} has {len(raw) - 1} fields, expected >= {len(want)}")
+    return tag, dict(zip(want, raw[1:], strict=False))
+
+
+def _event(raw: Any, i: int) -> WireEvent:
+    tag, f = _named(raw, i)
     if tag == "BlockStored":
-        if len(raw) < 5:
-            raise KvEventDecodeError(f"events[{i}]: BlockStored has {len(raw) - 1} fields, expected >= 4")
-        hashes = _ints(raw[1], f"events[{i}].block_hashes")
-        parent = raw[2]
+        hashes = _ints(f["block_hashes"], f"events[{i}].block_hashes")
+        parent = f.get("parent_block_hash")
         if parent is not None and (isinstance(parent, bool) or not isinstance(parent, int)):
             raise KvEventDecodeError(f"events[{i}].parent_block_hash: expected an integer or nil")
-        tokens = _ints(raw[3], f"events[{i}].token_ids")
-        size = raw[4]
+        tokens = _ints(f["token_ids"], f"events[{i}].token_ids")
+        size = f["block_size"]
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise KvEventDecodeError(f"events[{i}].block_size: expected an integer >= 1")
         if len(tokens) != len(hashes) * size:
@@ -205,12 +249,8 @@ def _event(raw: Any, i: int) -> WireEvent:
             )
         return BlockStored(hashes, parent, tokens, size)
     if tag == "BlockRemoved":
-        if len(raw) < 2:
-            raise KvEventDecodeError(f"events[{i}]: BlockRemoved has no block_hashes")
-        return BlockRemoved(_ints(raw[1], f"events[{i}].block_hashes"))
-    if tag == "AllBlocksCleared":
-        return AllBlocksCleared()
-    raise KvEventDecodeError(f"events[{i}]: unknown event tag {tag!r}")
+        return BlockRemoved(_ints(f["block_hashes"], f"events[{i}].block_hashes"))
+    return AllBlocksCleared()
 
 
 def decode_batch(payload: bytes) -> KvEventBatch:

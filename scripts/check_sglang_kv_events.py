@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
 """SAGA's KV event subscriber against SGLang's own publisher code (no GPU, no SGLang server).
 
-SGLang's ``python/sglang/srt/disaggregation/kv_events.py`` needs only ``msgspec``, ``pyzmq``
-and ``pydantic``, so it runs anywhere; SGLang itself (torch, kernels) is not needed. This
-script starts that file's ``ZmqEventPublisher`` as attention DP rank ``--rank`` in a child
-interpreter (``--python``, which must have those three packages), with
-``endpoint tcp://*:P`` and ``replay_endpoint tcp://*:R``, publishes four chained pages, and reads
-them with SAGA's :class:`saga.service.kv_events.KvEventSubscriber` at
-``rank_endpoint(..., rank)``, skipping batch 1 so that batch 2 shows a gap the replay must fill.
-Exit status 0 when the rank's ports, the replay and the resulting view are what SAGA expects::
+SGLang's ``python/sglang/srt/disaggregation/kv_events.py`` needs only ``msgspec``, ``pyzmq``,
+``pydantic`` and (from 0.5.20) ``sglang/srt/utils/network.py`` with ``psutil``, so it runs
+anywhere; SGLang itself (torch, kernels) is not needed. ``--sglang-src`` is a folder holding
+those two files at their package paths with empty ``__init__.py`` files above them
+(:func:`extract_sources` makes it from a wheel). This script starts that module's
+``ZmqEventPublisher`` as attention DP rank ``--rank`` in a child interpreter (``--python``, which
+must have the packages above), with ``endpoint tcp://*:P`` and ``replay_endpoint tcp://*:R``,
+publishes four chained pages, and reads them with SAGA's
+:class:`saga.service.kv_events.KvEventSubscriber` at ``rank_endpoint(..., rank)``, skipping
+batch 1 so that batch 2 shows a gap the replay must fill. Exit status 0 when the rank's ports,
+the replay and the resulting view are what SAGA expects::
 
-    python3 -m venv /tmp/sgl && /tmp/sgl/bin/pip install msgspec pyzmq pydantic
-    pip download --no-deps sglang==0.5.10.post1 -d /tmp/whl
-    unzip -o /tmp/whl/sglang-*.whl 'sglang/srt/disaggregation/kv_events.py' -d /tmp/sgl-src
-    PYTHONSAFEPATH=1 python scripts/check_sglang_kv_events.py \\
-        --kv-events-py /tmp/sgl-src/sglang/srt/disaggregation/kv_events.py --python /tmp/sgl/bin/python
+    pip download --no-deps sglang==0.5.20 -d /tmp/whl
+    PYTHONSAFEPATH=1 python scripts/check_sglang_kv_events.py --wheel /tmp/whl/sglang-*.whl --rank 1
+
+(the contract test ``tests/contract/sglang/test_kv_events_wire.py`` runs it for ranks 0 and 1).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ import asyncio
 import random
 import subprocess
 import sys
+import tempfile
 import textwrap
+import zipfile
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
@@ -39,10 +44,9 @@ from saga.service.tokens import ids_prompt
 PAGES = 4
 PUBLISHER = textwrap.dedent(
     """
-    import importlib.util, json, sys, time
-    spec = importlib.util.spec_from_file_location("sglang_kv_events", sys.argv[1])
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
+    import importlib, json, sys, time
+    sys.path.insert(0, sys.argv[1])
+    m = importlib.import_module("sglang.srt.disaggregation.kv_events")
     port, replay, rank, pages = (int(a) for a in sys.argv[2:6])
     cfg = {"publisher": "zmq", "endpoint": f"tcp://*:{port}", "replay_endpoint": f"tcp://*:{replay}",
            "topic": "kv-events"}
@@ -58,6 +62,25 @@ PUBLISHER = textwrap.dedent(
     pub.shutdown()
     """
 )
+
+
+SOURCES = ("sglang/srt/disaggregation/kv_events.py", "sglang/srt/utils/network.py")
+
+
+def extract_sources(wheel: zipfile.ZipFile, root: Path) -> Path:
+    """Write SGLang's KV event module (and what it imports of SGLang) under ``root`` with empty
+    package ``__init__.py`` files, so importing it pulls in nothing else of SGLang."""
+    names = set(wheel.namelist())
+    for member in SOURCES:
+        if member not in names:
+            continue  # older releases do not import network.py
+        target = root / member
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(wheel.read(member))
+        for pkg in Path(member).parents:
+            if str(pkg) != ".":
+                (root / pkg / "__init__.py").touch()
+    return root
 
 
 async def subscribe(port: int, replay: int, rank: int) -> list[str]:
@@ -117,14 +140,21 @@ async def subscribe(port: int, replay: int, rank: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kv-events-py", required=True, help="SGLang's srt/disaggregation/kv_events.py")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sglang-src", type=Path, help="folder made by extract_sources()")
+    src.add_argument("--wheel", type=Path, help="an SGLang wheel (the sources are extracted from it)")
     ap.add_argument("--python", default=sys.executable, help="interpreter with msgspec, pyzmq, pydantic")
     ap.add_argument("--rank", type=int, default=1, help="attention DP rank the publisher plays")
     args = ap.parse_args()
+    if args.wheel is not None:
+        with zipfile.ZipFile(args.wheel) as zf:
+            root = extract_sources(zf, Path(tempfile.mkdtemp(prefix="sglang-src-")))
+    else:
+        root = args.sglang_src
     port = random.randint(20_000, 50_000)
     replay = port + 100
     child = subprocess.Popen(
-        [args.python, "-c", PUBLISHER, args.kv_events_py, str(port), str(replay), str(args.rank), str(PAGES)],
+        [args.python, "-c", PUBLISHER, str(root), str(port), str(replay), str(args.rank), str(PAGES)],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import sys
 from typing import Any
@@ -60,6 +61,12 @@ def register(subparsers: Any) -> None:
         default=None,
         help='SGLang\'s KV events JSON, e.g. \'{"publisher": "zmq", "endpoint": "tcp://*:5557"}\'',
     )
+    p.add_argument(
+        "--kv-events-wire",
+        choices=("map", "array"),
+        default="map",
+        help="event encoding: map (SGLang 0.5.20 on, default) or array (up to 0.5.19)",
+    )
     p.set_defaults(handler=run_emulate)
 
 
@@ -90,6 +97,8 @@ def run_emulate(args: argparse.Namespace) -> int:
             seed=args.fault_seed,
         )
         kv = KvEventsConfig.from_json(args.kv_events_config) if args.kv_events_config else None
+        if kv is not None:
+            kv = dataclasses.replace(kv, wire=args.kv_events_wire)
     except (ValueError, FaultConfigError) as e:
         print(f"saga emulate: {e}", file=sys.stderr)
         return 2

@@ -4,10 +4,11 @@
 same flag and JSON as SGLang, :class:`saga.kv_events.KvEventsConfig`): every time the replica
 runtime advances its model, the model's recorded KV events (``ReplicaModel.drain_kv_events``)
 become one ``KVEventBatch`` sent as ``[topic, seq, payload]`` on a ZMQ PUB socket (format:
-:mod:`saga.kv_events`). Replica ``i`` of ``saga emulate --replicas N`` publishes on the TCP
-port + ``i``, as SGLang's data-parallel rank ``i`` does. The PUB socket never blocks the event
-loop: a batch that finds the high-water mark reached is dropped (the subscriber sees a sequence
-gap), as with SGLang.
+:mod:`saga.kv_events`; events as maps, as SGLang 0.5.20 on, or as arrays, as up to 0.5.19:
+``KvEventsConfig.wire``, ``saga emulate --kv-events-wire``). Replica ``i`` of
+``saga emulate --replicas N`` publishes on the TCP port + ``i``, as SGLang's data-parallel rank
+``i`` does. The PUB socket never blocks the event loop: a batch that finds the high-water mark
+reached is dropped (the subscriber sees a sequence gap), as with SGLang.
 
 Events map one to one: a stored radix node is one ``BlockStored`` with all its page keys (the
 emulator's chained page keys are its block hashes, the previous page's key the parent, the
@@ -115,12 +116,12 @@ class KvEventPublisher:
         return self._seq
 
     def publish(self, events: Sequence[KVEvent]) -> None:
-        wire = to_wire(events)
-        if not wire:
+        batch = to_wire(events)
+        if not batch:
             return
         seq = self._seq
         self._seq += 1
-        payload = encode_batch(time.time(), wire)
+        payload = encode_batch(time.time(), batch, wire=self.config.wire)
         self._buffer.append((seq, payload))
         if self.drop_next > 0:
             self.drop_next -= 1

@@ -1,10 +1,14 @@
 """SAGA's KV event wire format against SGLang's own code (``srt/disaggregation/kv_events.py``).
 
-SGLang's publisher module needs only ``msgspec``, ``pyzmq`` and ``pydantic``, so its real code
-runs here without a GPU (taken from the pinned SGLang wheel, ``conftest.py``):
+SGLang's publisher module needs only ``msgspec``, ``pyzmq``, ``pydantic`` and ``psutil`` (with
+its ``utils/network.py``), so its real code runs here without a GPU (taken from the sample
+image's release, ``conftest.py``):
 
-- what the emulator publishes (``saga.kv_events.encode_batch``) decodes with SGLang's msgspec
-  types, event for event;
+Every test runs for each pinned release (``conftest.py``: the oldest supported, whose events are
+arrays, and the sample image's, whose events are maps):
+
+- what the emulator publishes (``saga.kv_events.encode_batch``, in that release's shape) decodes
+  with SGLang's msgspec types, event for event;
 - what SGLang's types encode decodes with SAGA's reader (``decode_batch``), ours and theirs
   agreeing on every field;
 - SGLang's ``ZmqEventPublisher``, as attention DP rank 0 and 1, binds the ports + rank that
@@ -14,7 +18,7 @@ runs here without a GPU (taken from the pinned SGLang wheel, ``conftest.py``):
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import subprocess
 import sys
@@ -26,21 +30,27 @@ import pytest
 
 from saga.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, decode_batch, encode_batch
 
+from .conftest import wire_of
+
 pytestmark = pytest.mark.contract
 ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def sgl(sglang_kv_events_py: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sglang_kv_events", sglang_kv_events_py)
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def sgl(sglang_src: Path) -> ModuleType:
+    """SGLang's KV event module, imported from the extracted sources; the stub ``sglang``
+    packages are taken out of ``sys.modules`` again so no other test sees them."""
+    sys.path.insert(0, str(sglang_src))
+    try:
+        mod = importlib.import_module("sglang.srt.disaggregation.kv_events")
+    finally:
+        sys.path.remove(str(sglang_src))
+        for name in [n for n in sys.modules if n == "sglang" or n.startswith("sglang.")]:
+            del sys.modules[name]
     return mod
 
 
-def test_emulator_batches_decode_with_sglang_types(sgl: Any) -> None:
+def test_emulator_batches_decode_with_sglang_types(sgl: Any, sglang_release: tuple[str, Any]) -> None:
     import msgspec
 
     events = [
@@ -49,7 +59,8 @@ def test_emulator_batches_decode_with_sglang_types(sgl: Any) -> None:
         BlockRemoved(block_hashes=(13,)),
         AllBlocksCleared(),
     ]
-    theirs = msgspec.msgpack.Decoder(sgl.KVEventBatch).decode(encode_batch(12.5, events))
+    payload = encode_batch(12.5, events, wire=wire_of(sglang_release[0]))
+    theirs = msgspec.msgpack.Decoder(sgl.KVEventBatch).decode(payload)
     assert theirs.ts == 12.5
     kinds = [type(e).__name__ for e in theirs.events]
     assert kinds == ["BlockStored", "BlockStored", "BlockRemoved", "AllBlocksCleared"]
@@ -90,13 +101,13 @@ def test_sglang_batches_decode_with_saga_reader(sgl: Any) -> None:
 
 
 @pytest.mark.parametrize("rank", [0, 1])
-def test_sglang_publisher_ports_and_replay_reach_saga_view(sglang_kv_events_py: Path, rank: int) -> None:
+def test_sglang_publisher_ports_and_replay_reach_saga_view(sglang_src: Path, rank: int) -> None:
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
     cmd = [
         sys.executable,
         str(ROOT / "scripts" / "check_sglang_kv_events.py"),
-        "--kv-events-py",
-        str(sglang_kv_events_py),
+        "--sglang-src",
+        str(sglang_src),
         "--python",
         sys.executable,
         "--rank",

@@ -53,14 +53,45 @@ def batch(*events: object) -> KvEventBatch:
 # ----------------------------------------------------------------------------- wire format
 
 
-def test_roundtrip_and_sglang_shapes() -> None:
+@pytest.mark.parametrize("wire", ["map", "array"])
+def test_roundtrip_and_sglang_shapes(wire: str) -> None:
     evs = [BlockStored((1, 2), None, (5, 6, 7, 8), 2), BlockRemoved((2,)), AllBlocksCleared()]
-    assert decode_batch(encode_batch(1.5, evs)) == KvEventBatch(1.5, tuple(evs))
+    assert decode_batch(encode_batch(1.5, evs, wire=wire)) == KvEventBatch(1.5, tuple(evs))
+    first = msgpack.unpackb(encode_batch(1.5, evs, wire=wire))[1][0]
+    assert isinstance(first, dict if wire == "map" else list)
     # a later SGLang: BlockStored/BlockRemoved end with `medium`, the batch with attn_dp_rank
     later = msgpack.packb(
         [2.0, [["BlockStored", [-7], 3, [1, 2], 2, None, "GPU"], ["BlockRemoved", [-7], "GPU"]], 0]
     )
     assert decode_batch(later).events == (BlockStored((-7,), 3, (1, 2), 2), BlockRemoved((-7,)))
+    # SGLang 0.5.20 on: tagged maps with optional fields omitted or added (session_id, medium)
+    maps = msgpack.packb(
+        [
+            2.0,
+            [
+                {
+                    "type": "BlockStored",
+                    "block_hashes": [-7],
+                    "parent_block_hash": 3,
+                    "token_ids": [1, 2],
+                    "block_size": 2,
+                    "lora_id": None,
+                    "session_id": "s",
+                    "medium": "GPU",
+                },
+                {"type": "BlockRemoved", "block_hashes": [-7]},
+                {"type": "AllBlocksCleared"},
+            ],
+            1,
+        ]
+    )
+    assert decode_batch(maps).events == (
+        BlockStored((-7,), 3, (1, 2), 2),
+        BlockRemoved((-7,)),
+        AllBlocksCleared(),
+    )
+    with pytest.raises(ValueError, match="wire"):
+        encode_batch(1.0, evs, wire="json")
     assert parse_seq(seq_bytes(41)) == 41
     assert parse_seq(seq_bytes(-1)) == -1
 
@@ -80,6 +111,13 @@ def test_roundtrip_and_sglang_shapes() -> None:
         msgpack.packb([1.0, [["BlockStored", [1], "p", [1, 2], 2, None]]]),
         msgpack.packb([1.0, [["BlockStored", [1], None, [1, 2], 0, None]]]),
         msgpack.packb([1.0, [["BlockRemoved"]]]),
+        msgpack.packb([1.0, [{"block_hashes": [1]}]]),  # a map without its type
+        msgpack.packb([1.0, [{"type": "Nope"}]]),
+        msgpack.packb([1.0, [{"type": "BlockRemoved"}]]),
+        msgpack.packb([1.0, [{"type": "BlockStored", "block_hashes": [1], "token_ids": [1, 2]}]]),
+        msgpack.packb(
+            [1.0, [{"type": "BlockStored", "block_hashes": [1], "token_ids": [1], "block_size": 2}]]
+        ),
     ],
 )
 def test_bad_payloads_raise(payload: bytes) -> None:

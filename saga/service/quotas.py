@@ -19,17 +19,19 @@ the engine, so a retry is safe.
   quota is refused; a session's new prompt replaces its old context in the sum (agents resend
   the conversation), so a session alone is refused only when its own context outgrows it.
 
-Scope: the counts live in a quota ledger (:mod:`saga.service.state.quota_api`). With the
-in-memory state store it is this process's (:class:`~saga.service.state.memory_quotas.LocalQuotaLedger`).
-With the Redis state store (several scheduler processes behind one Service) it is
-:class:`~saga.service.state.redis_quotas.RedisQuotaLedger`: every live process's open sessions
-and KV tokens count against the tenant's quota, and the tenant has one token bucket for the
-whole deployment. Each check of a tenant with a quota is one atomic Lua script on Redis (one
-round trip); tenants without one cost nothing. A crashed process's counts stop counting once
-its heartbeat expires (15 s). During a Redis outage checks are decided on this process's counts
-(fail open to per-process limits: up to N times the quota with N processes), logged once and
-counted in ``saga_quota_local_fallbacks_total``; no request fails for it, and only the first
-check of an outage waits for Redis (at most the store's ``op_timeout_s``, 0.5 s).
+Scope: the counts live in a quota ledger (:mod:`saga.service.state.quota_api`; the core picks
+it with :func:`ledger_for`). With the in-memory state store it is this process's
+(:class:`~saga.service.state.memory_quotas.LocalQuotaLedger`). With the Redis state store
+(several scheduler processes behind one Service) it is
+:class:`~saga.service.state.redis_quotas.RedisQuotaLedger`: a tenant's open sessions and KV
+tokens are summed over every live process (a session served by several processes counts once)
+and the tenant has one token bucket for the whole deployment. Each check of a tenant with a
+quota is one atomic Lua script on Redis (one round trip); tenants without one cost nothing. A
+crashed process's counts stop counting once its heartbeat expires (15 s). While Redis is
+unreachable checks are decided on this process's counts (fail open to per-process limits: up
+to N times the quota with N processes), logged once and counted in
+``saga_quota_local_fallbacks_total``; no request fails for it, and only the first check of an
+outage waits for Redis (at most the store's ``op_timeout_s``, 0.5 s).
 
 Times come from the injected clock, converted to wall seconds (``core_types.to_wall``: the
 bench's time-scaled clock), so a rate is per real second.

@@ -112,10 +112,6 @@ class LocalQuotaLedger:
         """The tenant's session-less KV tokens in flight."""
         return self._loose[tenant]
 
-    def sessions(self, tenant: str) -> list[str]:
-        """The tenant's open sessions here."""
-        return list(self._contexts.get(tenant, ()))
-
     def _move_kv(self, tenant: str, delta: int) -> None:
         v = self._kv[tenant] + delta
         if v > 0:

@@ -71,8 +71,9 @@ A claim that finds Redis unreachable (connection refused, timed out: at most the
 ``op_timeout_s``, once) is **decided on this process's counts** (``local``, with a local token
 bucket: fail open to per-process limits) and reported with ``Verdict.fallback="unreachable"``;
 one warning is logged, and until a background probe (every ``retry_interval_s``) reaches Redis
-again every claim is decided locally without trying it. On recovery every tenant this process
-counts is republished (Redis may have restarted empty, or pruned this process meanwhile). Any
+again every claim is decided locally without trying it. On recovery what the process counted
+or uncounted meanwhile is written, and its session-less KV (Redis may have restarted empty, or
+pruned this process meanwhile; its other sessions count again with their next call). Any
 other Redis error is decided locally too (``fallback="error"``, logged once until a claim
 succeeds). Quota checks never fail a request for Redis, whatever the store's ``on_outage``,
 and only the checks of the first round trip of an outage wait for it (at most the store's
@@ -399,8 +400,12 @@ class RedisQuotaLedger:
             break
         self.degraded = False
         log.warning("redis reachable again: tenant quotas are shared again")
-        for tenant in self._tracked:  # Redis may have restarted empty, or pruned this process
-            self._pending.setdefault(tenant, set()).update([*self.local.sessions(tenant), LOOSE])
+        # What changed meanwhile is pending; the session-less counts too (Redis may have
+        # restarted empty, or pruned this process). Sessions that did not change are written
+        # again with their next call, not now: this process may still hold sessions that
+        # another process ended (they linger here until swept idle) and must not revive them.
+        for tenant in self._tracked:
+            self._pending.setdefault(tenant, set()).add(LOOSE)
         self._kick()
 
     def _report_error(self, exc: RedisError) -> None:

@@ -119,8 +119,7 @@ class SessionBook(EngineDriver):
             self._ended.pop(sid, None)
             s = self._add_local(sid, tenant, agent_type, hints)
         except BaseException:
-            if sid not in self.sessions:  # else another request opened it meanwhile: it counts
-                self.quotas.session_closed(tenant, sid)
+            self.quotas.session_closed(tenant, sid)  # this admission's count only
             raise
         s.binding_version = outcome.binding.version if outcome.binding else 1
         return sid

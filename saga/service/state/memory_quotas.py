@@ -29,6 +29,7 @@ class LocalQuotaLedger:
 
     def __init__(self) -> None:
         self._contexts: dict[str, dict[str, int]] = {}  # tenant → open session → context tokens
+        self._opens: Counter[tuple[str, str]] = Counter()  # (tenant, session) → opens not closed
         self._loose: Counter[str] = Counter()  # tenant → session-less KV tokens in flight
         self._kv: Counter[str] = Counter()  # tenant → KV tokens (contexts + session-less)
         self._buckets: dict[str, _Bucket] = {}
@@ -40,15 +41,17 @@ class LocalQuotaLedger:
 
     def adopt(self, tenant: str, quota: Quota, session_id: str) -> None:
         self._contexts.setdefault(tenant, {}).setdefault(session_id, 0)
+        self._opens[tenant, session_id] += 1
 
     def add_kv(self, tenant: str, quota: Quota, session_id: str | None, delta: int) -> None:
         if not delta:
             return
-        sessions = self._contexts.get(tenant, {})
-        if session_id is not None and session_id in sessions:
-            old = sessions[session_id]
-            sessions[session_id] = max(0, old + delta)
-            self._move_kv(tenant, sessions[session_id] - old)
+        if session_id is not None:
+            sessions = self._contexts.get(tenant, {})
+            if session_id in sessions:  # else it ended meanwhile: nothing to count
+                old = sessions[session_id]
+                sessions[session_id] = max(0, old + delta)
+                self._move_kv(tenant, sessions[session_id] - old)
         else:
             old = self._loose[tenant]
             new = max(0, old + delta)
@@ -62,6 +65,10 @@ class LocalQuotaLedger:
         sessions = self._contexts.get(tenant)
         if sessions is None or session_id not in sessions:
             return
+        self._opens[tenant, session_id] -= 1
+        if self._opens[tenant, session_id] > 0:  # opened twice (a race on its id): still open
+            return
+        del self._opens[tenant, session_id]
         self._move_kv(tenant, -sessions.pop(session_id))
         if not sessions:
             del self._contexts[tenant]

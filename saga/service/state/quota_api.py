@@ -88,7 +88,8 @@ class QuotaLedger(Protocol):
     """Counts each tenant's open sessions and KV tokens and keeps its call-rate bucket.
 
     A session is counted once per tenant, with its current context as its KV, from its
-    :meth:`claim` with ``open`` (or :meth:`adopt`) to :meth:`close_session`. :meth:`claim` is
+    :meth:`claim` with ``open`` (or :meth:`adopt`) to the matching :meth:`close_session` (opened
+    twice, e.g. by two racing first requests, it stays open until closed twice). :meth:`claim` is
     the only check (a coroutine: a shared ledger asks its store); the other methods change
     counts without a check and never wait (a shared ledger publishes the change in the
     background), so callers can use them in ``finally`` blocks and callbacks. ``quota`` is the
@@ -107,8 +108,8 @@ class QuotaLedger(Protocol):
 
     def add_kv(self, tenant: str, quota: Quota, session_id: str | None, delta: int) -> None:
         """Move a session's context (None: the tenant's session-less KV) by ``delta`` tokens,
-        unchecked: a call finished. Counts never go below 0; KV of a session that is not
-        open counts as session-less."""
+        unchecked: a call finished. Counts never go below 0; a session that is not open (it
+        ended meanwhile) counts nothing."""
         ...
 
     def close_session(self, tenant: str, quota: Quota, session_id: str) -> None:

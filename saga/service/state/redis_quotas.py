@@ -55,8 +55,10 @@ published by one background task, coalesced per tenant into one run of the scrip
 each changed session's context as it is then (or deletes the session's field); a check of the
 tenant that comes first writes them itself, in its own step, so a process's checks always see
 its own changes.
-**Only tenants with a quota pay a round trip**: a tenant without one is counted locally, and
-published only while fields of it written by this process may be in Redis (so they go).
+**Only claims a quota can refuse wait for a round trip**: a tenant without a quota is counted
+locally, and published only while fields of it written by this process may be in Redis (so they
+go); a claim no quota of its tenant can refuse (a call of a tenant with only a session quota) is
+counted locally and published in the background.
 A check reads the tenant's whole hash: one field per open session and process, a few thousand
 at most for a tenant whose quota caps its sessions.
 
@@ -181,6 +183,15 @@ _PUBLISH = Claim()
 _NO_LIMITS = Quota()
 
 
+def _checked(claim: Claim, quota: Quota) -> bool:
+    """Whether ``quota`` can refuse ``claim`` (else it needs no round trip)."""
+    return (
+        (claim.open and quota.max_active_sessions > 0)
+        or (claim.kv_tokens > 0 and quota.max_kv_tokens > 0)
+        or (claim.call and quota.max_calls_per_second > 0)
+    )
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -222,9 +233,9 @@ class RedisQuotaLedger:
 
     async def claim(self, tenant: str, claim: Claim, quota: Quota, now: float) -> Verdict:
         unix = self._unix(now)
-        if not quota.limited:
+        if not _checked(claim, quota):  # nothing to refuse: counted, published in the background
             verdict = self.local.claim_now(tenant, claim, quota, now)
-            if verdict.admitted and tenant in self._tracked:
+            if quota.limited or tenant in self._tracked:
                 self._publish(tenant, claim.session_id)
             return verdict
         async with self._lock(tenant):
@@ -264,8 +275,7 @@ class RedisQuotaLedger:
             return
         self.local.add_kv(tenant, quota, session_id, delta)
         if quota.limited or tenant in self._tracked:
-            key = session_id if self.local.context(tenant, session_id or "") is not None else LOOSE
-            self._publish(tenant, key)
+            self._publish(tenant, session_id)  # a session that ended meanwhile: its field goes
 
     def close_session(self, tenant: str, quota: Quota, session_id: str) -> None:
         self.local.close_session(tenant, quota, session_id)

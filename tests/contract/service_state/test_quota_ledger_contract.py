@@ -51,12 +51,16 @@ async def test_sessions_are_counted_once_and_refused_at_the_quota(processes: Pro
     assert led.held("acme") == (1, 0)
     assert (await led.claim("acme", opens("c"), q, now)).admitted
     led.adopt("acme", q, "d")  # started by another process: counted, never refused
-    led.adopt("acme", q, "d")
+    led.adopt("acme", q, "d")  # opened twice (racing first requests): one session, two closes
     assert led.held("acme") == (3, 0)
     assert not (await led.claim("acme", opens("e"), Quota(max_active_sessions=3), now)).admitted
     assert (await led.claim("acme", opens("e"), Quota(max_active_sessions=4), now)).admitted  # per claim
     assert (await led.claim("acme", opens("f"), NO_QUOTA, now)).admitted  # unlimited
     assert led.held("acme") == (5, 0)
+    led.close_session("acme", q, "d")
+    assert led.held("acme") == (5, 0)
+    led.close_session("acme", q, "d")
+    assert led.held("acme") == (4, 0)
 
 
 async def test_kv_is_each_sessions_context_plus_session_less_calls(processes: Processes) -> None:
@@ -75,6 +79,7 @@ async def test_kv_is_each_sessions_context_plus_session_less_calls(processes: Pr
     led.close_session("acme", q, "s")  # the session's context goes with it
     assert led.held("acme") == (0, 0)
     led.add_kv("acme", q, None, -50)  # never below 0
+    led.add_kv("acme", q, "s", 300)  # a session that ended meanwhile counts nothing
     assert led.held("acme") == (0, 0)
     assert (await led.claim("acme", kv(1000), q, 0.0)).admitted
 
@@ -165,6 +170,20 @@ async def test_a_session_served_by_two_processes_counts_once(shared: Processes) 
     assert (await b.claim("acme", kv(1900, "s2"), q, 0.0)).admitted
 
 
+async def test_a_session_ended_during_its_check_leaves_nothing_behind(shared: Processes) -> None:
+    a = shared.ledger("sched-a")
+    q = Quota(max_kv_tokens=1000)
+    assert (await a.claim("acme", opens("s1"), q, 0.0)).admitted
+    check = asyncio.create_task(a.claim("acme", kv(400, "s1"), q, 0.0))
+    await asyncio.sleep(0)  # the check is waiting for Redis
+    a.close_session("acme", q, "s1")  # the client ended the session meanwhile
+    assert (await check).admitted
+    await shared.flush()
+    assert a.held("acme") == (0, 0)
+    assert shared.redis is not None
+    assert await shared.redis.hgetall(f"{shared.ns}:quota:held:acme") == {}
+
+
 async def test_two_processes_share_one_call_rate_bucket(shared: Processes) -> None:
     a, b = shared.ledger("sched-a"), shared.ledger("sched-b")
     q, clock = Quota(max_calls_per_second=2.0), shared.clock
@@ -209,11 +228,13 @@ async def test_tenants_without_a_quota_cost_no_round_trip(shared: Processes) -> 
     assert shared.redis is not None
     assert await shared.redis.keys(f"{shared.ns}:*") == []
     assert a.held("free") == (2, 400)
-    # Once the tenant has a quota, its sessions are written as they are counted.
+    # Once the tenant has a quota, its sessions are written as they are counted: with the check
+    # of a claim its quota can refuse, else in the background.
     q = Quota(max_active_sessions=5)
     assert (await a.claim("free", opens("s3"), q, 0.0)).admitted
-    assert (await a.claim("free", kv(50, "s1"), q, 0.0)).admitted
+    assert (await a.claim("free", kv(50, "s1"), q, 0.0)).admitted  # no quota can refuse it
     key = f"{shared.ns}:quota:held:free"
+    await shared.flush()
     assert await shared.redis.hgetall(key) == {b"s:s3": b"0 sched-a", b"s:s1": b"450 sched-a"}
     # The quota goes: what this process wrote follows its counts down to nothing.
     for sid in ("s1", "s2", "s3"):
@@ -230,7 +251,13 @@ async def test_unreachable_redis_falls_back_to_local_counts_then_republishes(
     shared: Processes, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
-    client = aioredis.Redis(port=port, socket_timeout=0.3, socket_connect_timeout=0.3)
+    client = aioredis.Redis(  # as the store makes it: no retries of its own
+        host="127.0.0.1",
+        port=port,
+        socket_timeout=0.3,
+        socket_connect_timeout=0.3,
+        retry=None,
+    )
     a = shared.ledger("sched-a", client=client)
     assert isinstance(a, RedisQuotaLedger)
     q = Quota(max_active_sessions=2, max_calls_per_second=1.0)

@@ -13,15 +13,17 @@ key                             type   content
 ==============================  =====  ================================================
 ``saga:quota:held:<tenant>``    hash   ``s:<session>`` → ``"<context tokens> <pid>"``:
                                        an open session, counted by the process that
-                                       last counted a call of it; ``p:<pid>`` → KV
-                                       tokens of that process's session-less calls in
-                                       flight. Expires ``held_ttl_s`` after the last
-                                       write
+                                       last counted a call of it
+``saga:quota:procs:<tenant>``   hash   per process: ``S:<pid>`` sessions and ``K:<pid>``
+                                       their contexts (the totals of its ``s:`` fields),
+                                       ``p:<pid>`` KV of its session-less calls in flight
 ``saga:quota:rate:<tenant>``    hash   token bucket: ``tokens``, ``at`` (Unix s of the
                                        last refill), ``rate``; expires once it would be
                                        full again (absent = full)
 ``saga:hb``                     zset   the store's heartbeats (process id → expiry, Unix s)
 ==============================  =====  ================================================
+
+The two count hashes expire ``held_ttl_s`` after their last write.
 
 Algorithm
 ---------
@@ -33,18 +35,22 @@ process, counts a session once however many processes serve it: with several pro
 one Service a session's calls land on any of them, and each one that serves it adopts it
 (:meth:`RedisQuotaLedger.adopt` writes its field only where none is, e.g. after the process
 that counted it died; the first call it serves then takes the field over with the context it
-counts). Whichever process ends the session deletes its field.
+counts). Whichever process ends the session deletes its field. The ``procs`` hash keeps each
+process's totals of the sessions named on it, moved in the same step as every session field,
+so a check reads one field per process, not one per session.
 
 One Lua script (``_ADMIT``, EVALSHA through ``register_script``; atomic in Redis) does a check
-and its write together: it sums the live fields and deletes the others in the same step, so
-**a crashed process's counts stop counting once its heartbeat expires** (15 s in the service;
-a session it served counts again when another process serves its next call). It checks the
-session quota (a new session), the KV quota (the claim's field with the claim replaces the
-stored one in the sum: agents resend the conversation), then takes a token from the tenant's
-bucket (refilled by the caller's time, passed as an argument), and when admitted writes the
-claim's field. A refusal writes nothing. Writes are absolute values (a session's context, a
-process's session-less KV), so a repeated or timed-out write that did land is harmless and any
-later write repairs what an earlier one missed.
+and its writes together. It deletes the totals of processes whose heartbeat expired, and then
+(only then: a scan of the sessions) the sessions named on them, so **a crashed process's counts
+stop counting once its heartbeat expires** (15 s in the service; a session it served counts
+again when another process serves its next call). It applies the caller's changes not written
+yet, sums the totals, checks the session quota (a new session), the KV quota (the claim's
+session or session-less count with the claim replaces the stored one in the sum: agents resend
+the conversation), then takes a token from the tenant's bucket (refilled by the caller's time,
+passed as an argument), and when admitted writes the claim's count. A refusal writes nothing of
+the claim. Writes are absolute values (a session's context, a process's session-less KV), so a
+repeated or timed-out write that did land is harmless and any later write repairs what an
+earlier one missed.
 
 Within a process one check or publish per tenant runs at a time (an ``asyncio.Lock`` per
 tenant), so concurrent claims never overshoot nor refuse below the quota and writes reach
@@ -54,14 +60,11 @@ Redis in order; a tenant's checks in one process thus run at most one per round 
 published by one background task, coalesced per tenant into one run of the script that writes
 each changed session's context as it is then (or deletes the session's field); a check of the
 tenant that comes first writes them itself, in its own step, so a process's checks always see
-its own changes.
+its own changes. A check costs ~0.15 ms on loopback whatever the number of open sessions.
 **Only claims a quota can refuse wait for a round trip**: a tenant without a quota is counted
 locally, and published only while fields of it written by this process may be in Redis (so they
 go); a claim no quota of its tenant can refuse (a call of a tenant with only a session quota) is
 counted locally and published in the background.
-A check reads the tenant's whole hash: one field per open session and process, a few thousand
-at most for a tenant whose quota caps its sessions.
-
 Times: ``now`` from the caller (the quotas' clock, in wall seconds) is anchored to Unix time once
 (``wall() - now`` at the first claim), because heartbeats and the shared bucket need a time all
 processes agree on.
@@ -108,47 +111,80 @@ log = logging.getLogger(__name__)
 _OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 DEFAULT_HELD_TTL_S = 86_400.0
 
-# KEYS: held hash, heartbeat zset, rate hash. ARGV: [1] process id, [2] now (Unix s), [3] the
-# claim's field (s:<session> or p:<process>), [4] its KV tokens with the claim, [5] 1 to open
-# a session, [6] the claim's KV tokens, [7] [8] session / KV quota (0: none), [9] calls per
-# second (0: none), [10] 1 to take a call, [11] held hash TTL (ms), then pairs of field and
-# value to write first (this process's changes not published yet; value "": delete, "?v": v
-# unless the field exists).
+# KEYS: sessions hash, processes hash, heartbeat zset, rate hash. ARGV: [1] process id, [2] now
+# (Unix s), [3] the claim's session ("": a session-less call), [4] its KV tokens with the claim
+# (the session's context, or this process's session-less KV), [5] 1 to open a session, [6] the
+# claim's KV tokens, [7] [8] session / KV quota (0: none), [9] calls per second (0: none),
+# [10] 1 to take a call, [11] TTL of the two hashes (ms), then pairs of field and value: this
+# process's changes not written yet, applied first (s:<session> → its context, "": ended,
+# "?<context>": only if no process counts it; p:<pid> → session-less KV, "": none).
 # Returns {admitted 0/1, refused by, held, wait s}.
 _ADMIT = """
-local pid, now, field = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-for i = 12, #ARGV, 2 do
-  local v = ARGV[i + 1]
-  if v == '' then redis.call('HDEL', KEYS[1], ARGV[i])
-  elseif string.sub(v, 1, 1) == '?' then redis.call('HSETNX', KEYS[1], ARGV[i], string.sub(v, 2))
-  else redis.call('HSET', KEYS[1], ARGV[i], v) end
-end
-local after, add_k = tonumber(ARGV[4]), tonumber(ARGV[6])
-local cap_s, cap_k, rate = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local S, P, pid, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
 local function num(x) return string.format('%.17g', x) end
-local expiry = {}
-local function live(p)
-  if p == pid then return true end
-  if expiry[p] == nil then expiry[p] = tonumber(redis.call('ZSCORE', KEYS[2], p) or '0') end
-  return expiry[p] > now
+local function int(x) return string.format('%d', x) end
+local function counted(sid)
+  local v = redis.call('HGET', S, 's:' .. sid)
+  if not v then return nil end
+  local ctx, owner = string.match(v, '^(%S+) (.*)$')
+  return tonumber(ctx), owner
 end
-local flat = redis.call('HGETALL', KEYS[1])
-local sessions, kv, dead = 0, 0, {}
-for i = 1, #flat, 2 do
-  local f, v = flat[i], flat[i + 1]
-  if f ~= field then
-    local session = string.sub(f, 1, 2) == 's:'
-    local n, p = v, string.sub(f, 3)
-    if session then n, p = string.match(v, '^(%S+) (.*)$') end
-    if live(p) then
-      kv = kv + tonumber(n)
-      if session then sessions = sessions + 1 end
-    else
-      dead[#dead + 1] = f
-    end
+local function uncount(sid)
+  local ctx, owner = counted(sid)
+  if ctx == nil then return end
+  redis.call('HDEL', S, 's:' .. sid)
+  if redis.call('HEXISTS', P, 'S:' .. owner) == 0 then return end
+  if redis.call('HINCRBY', P, 'S:' .. owner, -1) <= 0 then
+    redis.call('HDEL', P, 'S:' .. owner, 'K:' .. owner)
+  elseif redis.call('HINCRBY', P, 'K:' .. owner, int(-ctx)) < 0 then
+    redis.call('HSET', P, 'K:' .. owner, 0)
   end
 end
-for _, f in ipairs(dead) do redis.call('HDEL', KEYS[1], f) end
+local function count(sid, ctx)
+  uncount(sid)
+  redis.call('HSET', S, 's:' .. sid, int(ctx) .. ' ' .. pid)
+  redis.call('HINCRBY', P, 'S:' .. pid, 1)
+  redis.call('HINCRBY', P, 'K:' .. pid, int(ctx))
+end
+-- Processes whose heartbeat expired: their totals and their sessions go.
+local procs, live, dead = redis.call('HGETALL', P), {}, {}
+for i = 1, #procs, 2 do
+  local p = string.sub(procs[i], 3)
+  if live[p] == nil then
+    local e = redis.call('ZSCORE', KEYS[3], p)
+    live[p] = p == pid or (e ~= false and tonumber(e) > now)
+    if not live[p] then dead[p] = true; redis.call('HDEL', P, 'S:' .. p, 'K:' .. p, 'p:' .. p) end
+  end
+end
+if next(dead) ~= nil then
+  local flat = redis.call('HGETALL', S)
+  for i = 1, #flat, 2 do
+    if dead[string.match(flat[i + 1], '^%S+ (.*)$')] then redis.call('HDEL', S, flat[i]) end
+  end
+end
+for i = 12, #ARGV, 2 do
+  local f, v = ARGV[i], ARGV[i + 1]
+  if string.sub(f, 1, 2) == 'p:' then
+    if v == '' then redis.call('HDEL', P, f) else redis.call('HSET', P, f, v) end
+  elseif v == '' then uncount(string.sub(f, 3))
+  elseif string.sub(v, 1, 1) ~= '?' then count(string.sub(f, 3), tonumber(v))
+  elseif redis.call('HEXISTS', S, f) == 0 then count(string.sub(f, 3), tonumber(string.sub(v, 2))) end
+end
+-- The tenant's totals without the claim's own count, which the claim replaces.
+local sessions, kv = 0, 0
+procs = redis.call('HGETALL', P)
+for i = 1, #procs, 2 do
+  if string.sub(procs[i], 1, 2) == 'S:' then sessions = sessions + tonumber(procs[i + 1])
+  else kv = kv + tonumber(procs[i + 1]) end
+end
+local sid, after, add_k = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6])
+if sid ~= '' then
+  local ctx = counted(sid)
+  if ctx ~= nil then sessions, kv = sessions - 1, kv - ctx end
+else
+  kv = kv - (tonumber(redis.call('HGET', P, 'p:' .. pid)) or 0)
+end
+local cap_s, cap_k, rate = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local admitted, by, held, wait = 1, '', 0, 0
 if ARGV[5] == '1' and cap_s > 0 and sessions + 1 > cap_s then
   admitted, by, held = 0, 'sessions', sessions
@@ -156,25 +192,22 @@ elseif add_k > 0 and cap_k > 0 and kv + after > cap_k then
   admitted, by, held = 0, 'kv_tokens', kv + after
 elseif ARGV[10] == '1' and rate > 0 then
   local burst = math.max(1, rate)
-  local b = redis.call('HMGET', KEYS[3], 'tokens', 'at', 'rate')
+  local b = redis.call('HMGET', KEYS[4], 'tokens', 'at', 'rate')
   local tokens, at = burst, now
   if b[1] and b[3] == ARGV[9] then tokens, at = tonumber(b[1]), tonumber(b[2]) end
   tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
   at = math.max(at, now)
   if tokens < 1 then admitted, by, wait = 0, 'calls', (1 - tokens) / rate else tokens = tokens - 1 end
-  redis.call('HSET', KEYS[3], 'tokens', num(tokens), 'at', num(at), 'rate', ARGV[9])
-  redis.call('PEXPIRE', KEYS[3], math.ceil(burst / rate * 1000) + 1000)
+  redis.call('HSET', KEYS[4], 'tokens', num(tokens), 'at', num(at), 'rate', ARGV[9])
+  redis.call('PEXPIRE', KEYS[4], math.ceil(burst / rate * 1000) + 1000)
 end
 if admitted == 1 then
-  if string.sub(field, 1, 2) == 's:' then
-    redis.call('HSET', KEYS[1], field, num(after) .. ' ' .. pid)
-  elseif after > 0 then
-    redis.call('HSET', KEYS[1], field, num(after))
-  else
-    redis.call('HDEL', KEYS[1], field)
-  end
+  if sid ~= '' then count(sid, after)
+  elseif after > 0 then redis.call('HSET', P, 'p:' .. pid, int(after))
+  else redis.call('HDEL', P, 'p:' .. pid) end
 end
-if admitted == 1 or #ARGV > 11 then redis.call('PEXPIRE', KEYS[1], ARGV[11]) end
+redis.call('PEXPIRE', S, ARGV[11])
+redis.call('PEXPIRE', P, ARGV[11])
 return {admitted, by, num(held), num(wait)}
 """
 
@@ -301,9 +334,6 @@ class RedisQuotaLedger:
 
     # ---- Redis
 
-    def _held_key(self, tenant: str) -> str:
-        return f"{self._ns}:quota:held:{tenant}"
-
     def _unix(self, now: float) -> float:
         if self._offset is None:
             self._offset = self._wall() - now
@@ -322,13 +352,13 @@ class RedisQuotaLedger:
     ) -> list[Any]:
         sid, pid = claim.session_id, self.process_id
         if sid is not None:
-            field, held = f"s:{sid}", self.local.context(tenant, sid) or 0
+            held = self.local.context(tenant, sid) or 0
         else:
-            field, held = f"p:{pid}", self.local.loose(tenant)
+            held = self.local.loose(tenant)
         args: list[str | int] = [
             pid,
             repr(float(unix)),
-            field,
+            sid or "",
             max(0, held + claim.kv_tokens),
             1 if claim.open else 0,
             claim.kv_tokens,
@@ -346,9 +376,10 @@ class RedisQuotaLedger:
             else:
                 ctx = self.local.context(tenant, key)
                 # A context of 0 (adopted, not served here yet) never replaces another's.
-                value = "" if ctx is None else f"{'?' if ctx == 0 else ''}{ctx} {pid}"
+                value = "" if ctx is None else f"{'?' if ctx == 0 else ''}{ctx}"
                 args += [f"s:{key}", value]
-        redis_keys = [self._held_key(tenant), f"{self._ns}:hb", f"{self._ns}:quota:rate:{tenant}"]
+        q = f"{self._ns}:quota"
+        redis_keys = [f"{q}:held:{tenant}", f"{q}:procs:{tenant}", f"{self._ns}:hb", f"{q}:rate:{tenant}"]
         out = await self._admit(keys=redis_keys, args=args)
         return [int(out[0]), out[1], out[2], out[3]]
 

@@ -9,6 +9,7 @@ processes on one backend, with Unix time ``EPOCH + clock.now()``.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -81,6 +82,18 @@ class Processes:
         """What the state store's heartbeat writes (``saga:hb``, expiry in Unix seconds)."""
         assert self.redis is not None
         await self.redis.zadd(f"{self.ns}:hb", {process_id: self.wall() + ttl_s})
+
+    async def assert_totals_match(self, tenant: str) -> None:
+        """Each process's session totals in Redis equal the sessions it is named on."""
+        assert self.redis is not None
+        want: Counter[str] = Counter()
+        for value in (await self.redis.hgetall(f"{self.ns}:quota:held:{tenant}")).values():
+            ctx, owner = value.decode().split(" ", 1)
+            want[f"S:{owner}"] += 1
+            want[f"K:{owner}"] += int(ctx)
+        procs = await self.redis.hgetall(f"{self.ns}:quota:procs:{tenant}")
+        got = {k.decode(): int(v) for k, v in procs.items() if not k.startswith(b"p:")}
+        assert got == {k: v for k, v in want.items() if k.startswith("K:") or v}
 
     async def flush(self) -> None:
         for led in self.ledgers:

@@ -150,6 +150,7 @@ async def test_two_processes_share_a_tenants_sessions_and_kv(shared: Processes) 
     await shared.flush()
     v = await a.claim("acme", kv(100), q, 0.0)
     assert (v.refused_by, v.held) == ("kv_tokens", 1050)
+    await shared.assert_totals_match("acme")
 
 
 async def test_a_session_served_by_two_processes_counts_once(shared: Processes) -> None:
@@ -168,6 +169,7 @@ async def test_a_session_served_by_two_processes_counts_once(shared: Processes) 
     await shared.flush()
     assert (await a.claim("acme", opens("s3"), q, 0.0)).admitted
     assert (await b.claim("acme", kv(1900, "s2"), q, 0.0)).admitted
+    await shared.assert_totals_match("acme")
 
 
 async def test_a_session_ended_during_its_check_leaves_nothing_behind(shared: Processes) -> None:
@@ -214,8 +216,31 @@ async def test_a_dead_process_stops_counting_when_its_heartbeat_expires(shared: 
     assert (await b.claim("acme", opens("s3"), q, shared.clock.now())).admitted
     assert (await b.claim("acme", kv(200), q, shared.clock.now())).admitted
     assert shared.redis is not None
-    fields = await shared.redis.hgetall(f"{shared.ns}:quota:held:acme")
-    assert fields == {b"s:s3": b"0 sched-b", b"p:sched-b": b"200"}  # a's are gone
+    sessions = await shared.redis.hgetall(f"{shared.ns}:quota:held:acme")
+    assert sessions == {b"s:s3": b"0 sched-b"}  # a's are gone, and a's totals
+    totals = await shared.redis.hgetall(f"{shared.ns}:quota:procs:acme")
+    assert totals == {b"S:sched-b": b"1", b"K:sched-b": b"0", b"p:sched-b": b"200"}
+    await shared.assert_totals_match("acme")
+
+
+async def test_a_process_pruned_while_alive_counts_its_sessions_again(shared: Processes) -> None:
+    a, b = shared.ledger("sched-a"), shared.ledger("sched-b")
+    q = Quota(max_active_sessions=3, max_kv_tokens=10_000)
+    await shared.heartbeat("sched-a", 15.0)
+    await shared.heartbeat("sched-b", 60.0)
+    for sid in ("s1", "s2"):
+        assert (await a.claim("acme", opens(sid), q, shared.clock.now())).admitted
+    shared.clock.advance(20.0)  # a stalled past its heartbeat: b's next check prunes it
+    assert (await b.claim("acme", opens("s3"), q, shared.clock.now())).admitted
+    await shared.heartbeat("sched-a", 15.0)  # a is back
+    a.close_session("acme", q, "s1")  # its field is gone already: nothing to uncount
+    assert (await a.claim("acme", kv(500, "s2"), q, shared.clock.now())).admitted  # s2 again
+    await shared.flush()
+    await shared.assert_totals_match("acme")
+    assert (await b.claim("acme", opens("s4"), q, shared.clock.now())).admitted
+    v = await b.claim("acme", opens("s5"), q, shared.clock.now())
+    assert (v.refused_by, v.held) == ("sessions", 3)  # s2 (a), s3, s4 (b)
+    await shared.assert_totals_match("acme")
 
 
 async def test_tenants_without_a_quota_cost_no_round_trip(shared: Processes) -> None:

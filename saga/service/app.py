@@ -8,8 +8,9 @@ replicas' exact caches to the engine; the pool's ``ReplicaAdded`` / ``ReplicaRem
 the replica's base URL from the pool) open and close the subscriptions of discovered replicas.
 Periodic chores: graph hot reload (``spec.graphs``, :mod:`saga.service.graphs_reload`),
 tenant policy hot reload (``spec.tenant_policies``, :mod:`saga.service.tenants_reload`), a
-heartbeat in the state store every ``HEARTBEAT_S`` (so operators see the
-scheduler processes sharing a Redis) and a sweep ending sessions idle longer than
+heartbeat in the state store every ``HEARTBEAT_S``, the first before the API ports open (so
+operators see the scheduler processes sharing a Redis, and the shared tenant quotas count a
+process's sessions only while it is alive) and a sweep ending sessions idle longer than
 ``limits.idle_session_timeout_s``.
 """
 
@@ -174,6 +175,9 @@ class Service:
             settings=PoolSettings(load_interval_s=r.poll_interval_s),
             client_settings=ClientSettings(timeouts=timeouts),
         )
+        # Alive in the store before the first request: other processes count this one's
+        # quota counts only while its heartbeat holds (saga.service.state.redis_quotas).
+        await self._beat()
         await core.start()
         if self.kv_events is not None:
             self.kv_events.start()
@@ -244,12 +248,15 @@ class Service:
                 await asyncio.sleep(0.01)
 
     async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            await self._beat()
+
+    async def _beat(self) -> None:
         assert self.store is not None
         assert self.core is not None
-        while True:
-            with contextlib.suppress(Exception):
-                await self.store.heartbeat(self.core.process_id, 3 * HEARTBEAT_S)
-            await asyncio.sleep(HEARTBEAT_S)
+        with contextlib.suppress(Exception):
+            await self.store.heartbeat(self.core.process_id, 3 * HEARTBEAT_S)
 
     async def _sweep(self) -> None:
         assert self.core is not None

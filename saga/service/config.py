@@ -90,9 +90,10 @@ class TenantSettings:
     # Time-to-first-token objective per call, seconds; calls are counted met/missed in
     # saga_ttft_slo_calls_total. 0: none.
     ttft_s: float = 0.0
-    # Admission quotas (0: unlimited), enforced by each scheduler process (saga.service.quotas):
-    # open sessions, calls per wall second (token bucket, one second's burst), and KV tokens
-    # held by the tenant's open sessions' contexts and calls in flight.
+    # Admission quotas (0: unlimited; saga.service.quotas): open sessions, calls per wall second
+    # (token bucket, one second's burst), and KV tokens held by the tenant's open sessions'
+    # contexts and calls in flight. Counted over every scheduler process with the Redis state
+    # store (each process's own counts while Redis is unreachable), per process otherwise.
     max_active_sessions: int = 0
     max_calls_per_second: float = 0.0
     max_kv_tokens: int = 0

@@ -86,7 +86,7 @@ from saga.service.errors import (
 )
 from saga.service.kv import KvKeeper
 from saga.service.metrics import ServiceMetrics
-from saga.service.quotas import NO_QUOTA, Quota, TenantQuotas
+from saga.service.quotas import NO_QUOTA, Quota, TenantQuotas, ledger_for
 from saga.service.sessions import SessionBook
 from saga.service.state.api import StateStore
 
@@ -141,7 +141,8 @@ class ServiceCore(SessionBook):
         self._tick_task: asyncio.Task[None] | None = None
         self._closed = False
         self.kv = KvKeeper(clients, clock, metrics, self.sessions, self._spawn, self._on_pinned)
-        self.quotas = TenantQuotas(clock, self._quota_of)
+        # Shared by every scheduler process on the store's Redis, else this process's counts.
+        self.quotas = TenantQuotas(clock, self._quota_of, ledger_for(store, self.process_id), metrics=metrics)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,6 +162,7 @@ class ServiceCore(SessionBook):
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.quotas.close()
 
     # ------------------------------------------------------------------ auth
 
@@ -191,23 +193,26 @@ class ServiceCore(SessionBook):
         t = self.config.tenant(tenant)
         self.metrics.first_token(tenant, ttft_s, t.ttft_s if t is not None else 0.0)
 
-    def _admit_call(self, tenant: str, session: LiveSession | None, prompt_tokens: int) -> int:
+    async def _admit_call(self, tenant: str, session: LiveSession | None, prompt_tokens: int) -> int:
         """The tenant's call quotas (:mod:`saga.service.quotas`); returns the KV tokens the
         call added to the tenant's count."""
         grown = prompt_tokens if session is None else max(0, prompt_tokens - session.context_tokens)
         try:
-            self.quotas.admit_call(tenant, grown)
+            await self.quotas.admit_call(tenant, grown, session.session_id if session else None)
         except Rejected as exc:
             self.metrics.rejected(tenant, exc.reason)
             raise
         if session is not None:
+            if self.sessions.get(session.session_id) is not session:  # ended during the check
+                self.quotas.adjust_kv(tenant, -grown, session.session_id)
+                raise NotFound(f"session {session.session_id!r} has ended")
             session.context_tokens += grown
         return grown
 
     def _set_context(self, s: LiveSession, tokens: int) -> None:
         """``s``'s context after a finished call (its KV quota count), while it is open."""
         if self.sessions.get(s.session_id) is s:
-            self.quotas.adjust_kv(s.tenant, tokens - s.context_tokens)
+            self.quotas.adjust_kv(s.tenant, tokens - s.context_tokens, s.session_id)
             s.context_tokens = tokens
 
     # ------------------------------------------------------------------ calls
@@ -237,7 +242,7 @@ class ServiceCore(SessionBook):
         if session is not None and session.session_id not in self.sessions:
             raise NotFound(f"session {session.session_id!r} has ended")
         tenant = principal.tenant
-        grown = self._admit_call(tenant, session, spec.prompt.num_tokens)
+        grown = await self._admit_call(tenant, session, spec.prompt.num_tokens)
         if session is not None:
             if session.current_tool is not None and session.inferred_tool:
                 self._close_tool(session, "ok")  # the next request closes an inferred gap

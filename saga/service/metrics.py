@@ -65,6 +65,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "saga_kv_events_total",
     "saga_ttft_slo_calls_total",
     "saga_tenant_slo_attainment_target",
+    "saga_quota_local_fallbacks_total",
 )
 
 
@@ -165,6 +166,14 @@ class ServiceMetrics:
             registry=r,
         )
 
+        self.quota_fallbacks = Counter(
+            "saga_quota_local_fallbacks",
+            "Tenant quota checks decided on this process's counts because the shared ledger "
+            "(Redis) could not decide them.",
+            ["reason"],
+            registry=r,
+        )
+
     # ------------------------------------------------------------------ recording
 
     def actions(self, actions: Iterable[Action]) -> None:
@@ -243,6 +252,10 @@ class ServiceMetrics:
 
     def kv_event(self, outcome: str, n: int = 1) -> None:
         self.kv_events.labels(outcome).inc(n)
+
+    def quota_fallback(self, reason: str) -> None:
+        """A quota check fell back to local counting (``unreachable`` / ``error``)."""
+        self.quota_fallbacks.labels(reason).inc()
 
     def tenant_policy_reload(self, outcome: str) -> None:
         self.tenant_policy_reloads.labels(outcome).inc()

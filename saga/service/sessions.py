@@ -104,11 +104,10 @@ class SessionBook(EngineDriver):
         if sid in self.sessions:
             raise AlreadyExists(f"session {sid!r} is already open")
         try:
-            self.quotas.admit_session(tenant)
+            await self.quotas.admit_session(tenant, sid)  # counted: held across the store's await
         except Rejected as exc:
             self.metrics.session_rejected(tenant, exc.reason)
             raise
-        self.quotas.session_opened(tenant)  # held across the store's await: no overshoot
         try:
             outcome = await self._store_call(
                 self.store.bind(
@@ -120,7 +119,7 @@ class SessionBook(EngineDriver):
             self._ended.pop(sid, None)
             s = self._add_local(sid, tenant, agent_type, hints)
         except BaseException:
-            self.quotas.session_closed(tenant, 0)
+            self.quotas.session_closed(tenant, sid)  # this admission's count only
             raise
         s.binding_version = outcome.binding.version if outcome.binding else 1
         return sid
@@ -160,7 +159,7 @@ class SessionBook(EngineDriver):
                 # so the call follows the session's KV, whichever process placed it.
                 hints = WorkflowHints(home_replica=binding.replica_id)
                 s = self._add_local(session_id, binding.tenant, binding.agent_type, hints)
-                self.quotas.session_opened(binding.tenant)  # adopted: counted, never refused
+                self.quotas.session_opened(binding.tenant, session_id)  # adopted: counted, never refused
                 s.binding_version = binding.version
                 s.replica_id = binding.replica_id
         if s.tenant != principal.tenant:
@@ -192,7 +191,7 @@ class SessionBook(EngineDriver):
         with contextlib.suppress(EngineError):
             self._engine(SessionEnd(s.session_id))
         self.metrics.session_ended(s.tenant, s.agent_type, duration, s.slo_s)
-        self.quotas.session_closed(s.tenant, s.context_tokens)
+        self.quotas.session_closed(s.tenant, s.session_id)
         with contextlib.suppress(StateError):
             await self.store.delete_binding(s.session_id)
             await self.store.add_usage(s.tenant, completed_tasks=1, task_time_s=duration)

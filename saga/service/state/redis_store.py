@@ -14,6 +14,7 @@ key                       type     content
 ``saga:g:<agent_type>``   hash     ``v`` version, ``d`` AEG JSON
 ``saga:gv``               hash     agent type → version (change detection)
 ``saga:hb``               zset     process id scored by heartbeat expiry (Unix s)
+``saga:quota:*``          hash     tenant quota counts and buckets (:mod:`.redis_quotas`)
 ========================  =======  ===================================================
 
 Atomicity: a binding's compare-and-set and conditional delete, a graph's versioned put and
@@ -66,6 +67,7 @@ from saga.service.state.api import (
     TenantUsage,
 )
 from saga.service.state.memory import DEFAULT_BINDING_TTL_S, MemoryStore, check_id, check_usage
+from saga.service.state.redis_quotas import RedisQuotaLedger
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -196,6 +198,18 @@ class RedisStore:
         self._dirty_bindings: dict[str, int] = {}  # session id -> version before the outage
         self._pending_usage: dict[str, tuple[float, int, float]] = {}
         self._dirty_graphs: set[str] = set()
+
+    def quota_ledger(self, process_id: str) -> RedisQuotaLedger:
+        """Tenant quotas shared through this store's Redis (its client, namespace, probe
+        interval and wall clock); see :mod:`.redis_quotas`. ``process_id`` must be the id the
+        process heartbeats with."""
+        return RedisQuotaLedger(
+            self._redis,
+            process_id=process_id,
+            namespace=self._ns,
+            retry_interval_s=self.retry_interval_s,
+            wall=self._wall,
+        )
 
     # ---- keys
 

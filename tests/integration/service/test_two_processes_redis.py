@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 from saga.client.aio import AsyncSagaClient, AsyncSession
+from saga.client.errors import RejectedError
 from saga.emulator.core import ReplicaConfig
 from saga.emulator.server import RunningReplica, start_replica
 from saga.service.state.redis_server import RedisServer, RedisServerMissing
@@ -153,6 +154,40 @@ async def test_sessions_keep_one_replica_across_two_processes(tmp_path: Path, re
         counted = {f"r{i}": rep.runtime.generation_requests for i, rep in enumerate(replicas)}
         assert counted == {r: reported.get(r, 0) for r in counted}
         assert sum(counted.values()) == SESSIONS * CALLS
+    finally:
+        for c in clients:
+            await c.close()
+        for p in procs:
+            p.stop()
+        for rep in replicas:
+            await rep.runner.cleanup()
+
+
+async def test_a_tenants_session_quota_holds_across_two_processes(tmp_path: Path, redis_url: str) -> None:
+    """``default`` may hold 2 open sessions in all: process B refuses the third that A's two
+    would exceed, and admits it once one of them ends (through B)."""
+    replicas = [await start_replica(ReplicaConfig(), replica_id="r0", time_scale=TIME_SCALE)]
+    text = config_text([f"r0={replicas[0].url}"]).replace(
+        "    - {name: default}", "    - {name: default, max_active_sessions: 2}"
+    )
+    cfg = tmp_path / "saga.yaml"
+    cfg.write_text(text + f"  state:\n    backend: redis\n    redis_url: {redis_url}\n")
+    procs = [ServeProcess(cfg, tmp_path / f"serve-{n}.log") for n in "ab"]
+    clients: list[AsyncSagaClient] = []
+    try:
+        for p in procs:
+            await p.wait_started(READY_S)
+        clients = [AsyncSagaClient(f"127.0.0.1:{p.grpc_port}", timeout_s=30) for p in procs]
+        a, b = clients
+        first = await a.start_session(agent="coder")
+        await a.start_session(agent="coder")
+        with pytest.raises(RejectedError, match="2 open sessions, its quota is 2") as ei:
+            await b.start_session(agent="coder")
+        assert ei.value.retry_after_s == 5.0
+        await AsyncSession(b, first.session_id, "", "coder").end()  # b adopts it and ends it
+        await b.start_session(agent="coder")  # b's check writes the end first, in one step
+        with pytest.raises(RejectedError):
+            await a.start_session(agent="coder")
     finally:
         for c in clients:
             await c.close()

@@ -3,6 +3,7 @@ refusing sessions and calls over a tenant's quota before its engine sees them.""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,8 @@ from saga.service.errors import Rejected
 from saga.service.metrics import ServiceMetrics
 from saga.service.quotas import NO_QUOTA, REASON, Quota, TenantQuotas
 from saga.service.state.memory import MemoryStore
+from saga.service.state.memory_quotas import LocalQuotaLedger
+from saga.service.state.quota_api import Claim, QuotaLedger, Verdict
 
 pytestmark = pytest.mark.unit
 
@@ -37,82 +40,123 @@ def quotas(q: Quota, clock: VirtualClock | None = None) -> TenantQuotas:
 # --------------------------------------------------------------------------- counters
 
 
-def test_sessions_over_the_quota_are_refused_until_one_ends() -> None:
+async def test_sessions_over_the_quota_are_refused_until_one_ends() -> None:
     tq = quotas(Quota(max_active_sessions=2))
-    for _ in range(2):
-        tq.admit_session("acme")
-        tq.session_opened("acme")
+    for sid in ("a", "b"):
+        await tq.admit_session("acme", sid)  # counts the session it admits
     with pytest.raises(Rejected, match="2 open sessions, its quota is 2") as ei:
-        tq.admit_session("acme")
+        await tq.admit_session("acme", "c")
     assert ei.value.reason == REASON
     assert ei.value.retry_after_s > 0
-    tq.admit_session("other")  # another tenant is not limited
-    tq.session_closed("acme", 0)
-    tq.admit_session("acme")
+    assert tq.held("acme") == (2, 0)  # the refused one counted nothing
+    await tq.admit_session("other", "x")  # another tenant is not limited
+    tq.session_closed("acme", "a")
+    tq.session_closed("acme", "a")  # once is enough
+    await tq.admit_session("acme", "c")
+    tq.session_opened("acme", "d")  # an adopted session: counted, never refused
+    assert tq.held("acme") == (3, 0)
 
 
-def test_call_rate_is_a_token_bucket_with_one_second_of_burst() -> None:
+async def test_call_rate_is_a_token_bucket_with_one_second_of_burst() -> None:
     clock = VirtualClock()
     tq = quotas(Quota(max_calls_per_second=2.0), clock)
-    tq.admit_call("acme", 0)
-    tq.admit_call("acme", 0)  # the burst: two calls at once
+    await tq.admit_call("acme", 0)
+    await tq.admit_call("acme", 0)  # the burst: two calls at once
     with pytest.raises(Rejected, match="2 calls per second") as ei:
-        tq.admit_call("acme", 0)
+        await tq.admit_call("acme", 0)
     assert ei.value.retry_after_s == pytest.approx(0.5)
     clock.advance(0.5)  # one token back
-    tq.admit_call("acme", 0)
+    await tq.admit_call("acme", 0)
     with pytest.raises(Rejected):
-        tq.admit_call("acme", 0)
+        await tq.admit_call("acme", 0)
     clock.advance(10.0)  # never more than the burst
-    tq.admit_call("acme", 0)
-    tq.admit_call("acme", 0)
+    await tq.admit_call("acme", 0)
+    await tq.admit_call("acme", 0)
     with pytest.raises(Rejected):
-        tq.admit_call("acme", 0)
+        await tq.admit_call("acme", 0)
 
 
-def test_a_slow_rate_allows_one_call_then_waits_a_whole_period() -> None:
+async def test_a_slow_rate_allows_one_call_then_waits_a_whole_period() -> None:
     clock = VirtualClock()
     tq = quotas(Quota(max_calls_per_second=0.25), clock)
-    tq.admit_call("acme", 0)
+    await tq.admit_call("acme", 0)
     with pytest.raises(Rejected) as ei:
-        tq.admit_call("acme", 0)
+        await tq.admit_call("acme", 0)
     assert ei.value.retry_after_s == pytest.approx(4.0)
 
 
-def test_kv_quota_counts_growth_and_refuses_without_counting() -> None:
+async def test_kv_quota_counts_growth_and_refuses_without_counting() -> None:
     tq = quotas(Quota(max_kv_tokens=1000))
-    tq.admit_call("acme", 600)
+    await tq.admit_call("acme", 600)
     with pytest.raises(Rejected, match="~1100 KV tokens, its quota is 1000"):
-        tq.admit_call("acme", 500)
-    assert tq.kv_tokens["acme"] == 600  # the refused call counted nothing
-    tq.admit_call("acme", 0)  # a call that adds nothing is never refused for KV
+        await tq.admit_call("acme", 500)
+    assert tq.held("acme") == (0, 600)  # the refused call counted nothing
+    await tq.admit_call("acme", 0)  # a call that adds nothing is never refused for KV
     tq.adjust_kv("acme", -600)
-    tq.admit_call("acme", 1000)
-    assert tq.kv_tokens["acme"] == 1000
+    await tq.admit_call("acme", 1000)
+    assert tq.held("acme") == (0, 1000)
 
 
-def test_a_refused_rate_counts_no_kv_and_a_kv_refusal_spends_no_token() -> None:
+async def test_a_refused_rate_counts_no_kv_and_a_kv_refusal_spends_no_token() -> None:
     clock = VirtualClock()
     tq = quotas(Quota(max_calls_per_second=1.0, max_kv_tokens=100), clock)
     with pytest.raises(Rejected, match="KV"):
-        tq.admit_call("acme", 200)
-    tq.admit_call("acme", 50)  # the bucket still had its token
+        await tq.admit_call("acme", 200)
+    await tq.admit_call("acme", 50)  # the bucket still had its token
     with pytest.raises(Rejected, match="calls per second"):
-        tq.admit_call("acme", 10)
-    assert tq.kv_tokens["acme"] == 50
+        await tq.admit_call("acme", 10)
+    assert tq.held("acme") == (0, 50)
 
 
-def test_quotas_are_read_on_every_check() -> None:
+async def test_quotas_are_read_on_every_check() -> None:
     q = {"acme": Quota(max_active_sessions=1)}
     tq = TenantQuotas(VirtualClock(), lambda t: q.get(t, NO_QUOTA))
-    tq.session_opened("acme")
+    tq.session_opened("acme", "a")
     with pytest.raises(Rejected):
-        tq.admit_session("acme")
+        await tq.admit_session("acme", "b")
     q["acme"] = Quota(max_active_sessions=2)  # a reloaded policy
-    tq.admit_session("acme")
+    await tq.admit_session("acme", "b")
     del q["acme"]
-    tq.session_opened("acme")
-    tq.admit_session("acme")  # no quota any more
+    await tq.admit_session("acme", "c")  # no quota any more
+    assert tq.held("acme") == (3, 0)
+
+
+async def test_local_fallbacks_are_counted_on_the_injected_registry() -> None:
+    class Unreachable:
+        """A shared ledger that could not reach its store: it decided on local counts."""
+
+        def __init__(self) -> None:
+            self.local = LocalQuotaLedger()
+
+        async def claim(self, tenant: str, claim: Claim, quota: Quota, now: float) -> Verdict:
+            v = await self.local.claim(tenant, claim, quota, now)
+            return dataclasses.replace(v, fallback="unreachable")
+
+        def adopt(self, tenant: str, quota: Quota, session_id: str) -> None:
+            self.local.adopt(tenant, quota, session_id)
+
+        def add_kv(self, tenant: str, quota: Quota, session_id: str | None, delta: int) -> None:
+            self.local.add_kv(tenant, quota, session_id, delta)
+
+        def close_session(self, tenant: str, quota: Quota, session_id: str) -> None:
+            self.local.close_session(tenant, quota, session_id)
+
+        def held(self, tenant: str) -> tuple[int, int]:
+            return self.local.held(tenant)
+
+        async def close(self) -> None:
+            return None
+
+    metrics = ServiceMetrics(CollectorRegistry())
+    ledger = Unreachable()
+    assert isinstance(ledger, QuotaLedger)
+    tq = TenantQuotas(VirtualClock(), lambda t: Quota(max_active_sessions=1), ledger, metrics=metrics)
+    await tq.admit_session("acme", "a")
+    with pytest.raises(Rejected):  # the local count still enforces the quota
+        await tq.admit_session("acme", "b")
+    await tq.admit_call("acme", 10)
+    got = metrics.registry.get_sample_value("saga_quota_local_fallbacks_total", {"reason": "unreachable"})
+    assert got == 3.0
 
 
 # --------------------------------------------------------------------------- the core
@@ -217,19 +261,19 @@ async def test_kv_quota_follows_each_sessions_context() -> None:
     b = await core.start_session(p, tenant="", agent_type="swe", hints=WorkflowHints())
     await call(core, a, 1000, output=100)  # a holds 1100
     await call(core, a, 1500, output=100)  # its context grows: 1600, counted once
-    assert core.quotas.kv_tokens["acme"] == 1600
+    assert core.quotas.held("acme")[1] == 1600
     await call(core, b, 1000)  # 1600 + 1100
-    assert core.quotas.kv_tokens["acme"] == 2700
+    assert core.quotas.held("acme")[1] == 2700
     n = len(engine.events)
     with pytest.raises(Rejected, match="KV tokens"):
         await call(core, b, 1800)  # b's context would grow by 700: 3400 > 3000
     assert len(engine.events) == n  # the engine never saw it
     await call(core, None, 250, output=10)  # session-less: counted only while in flight
-    assert core.quotas.kv_tokens["acme"] == 2700
+    assert core.quotas.held("acme")[1] == 2700
     await core.end_session(p, a)  # a's KV is gone with it
-    assert core.quotas.kv_tokens["acme"] == 1100
+    assert core.quotas.held("acme")[1] == 1100
     await call(core, b, 1800)
-    assert core.quotas.kv_tokens["acme"] == 1900
+    assert core.quotas.held("acme")[1] == 1900
 
 
 async def test_ttft_objective_is_counted_per_tenant() -> None:

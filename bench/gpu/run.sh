@@ -27,7 +27,7 @@ SESSIONS="${SESSIONS:-32}"
 LOAD="${LOAD:-0.8}"
 SIZE="${SIZE:-full}"
 WORKLOADS="${WORKLOADS:-swe_bench webarena multi_tenant}"
-SGLANG_SPEC="${SGLANG_SPEC:-sglang>=0.5,<0.6}"
+SGLANG_SPEC="${SGLANG_SPEC:-sglang>=0.5.17,<0.6}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT/logs"
 exec > >(tee -a "$OUT/run.log") 2>&1
@@ -58,7 +58,9 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 port=31000
 for g in "${GPU_LIST[@]}"; do
-  CUDA_VISIBLE_DEVICES="$g" "$PY" -m sglang.launch_server --model-path "$MODEL" --port "$port" \
+  # 0.5.17/0.5.18 take --enable-session-radix-cache only on the unified radix tree (default later)
+  SGLANG_ENABLE_UNIFIED_RADIX_TREE=1 CUDA_VISIBLE_DEVICES="$g" \
+    "$PY" -m sglang.launch_server --model-path "$MODEL" --port "$port" \
     "${FLAGS[@]}" > "$OUT/logs/sglang-gpu$g.log" 2>&1 &
   PIDS+=($!)
   URLS+=(--replica-url "http://127.0.0.1:$port")

@@ -1,12 +1,17 @@
 """``ReplicaPool``: an SGLang fleet → a Deployment (or StatefulSet) and a headless Service.
 
 The rendered pods always run ``python3 -m sglang.launch_server`` with the flags SAGA relies
-on (verified against SGLang 0.5):
+on, which need **SGLang 0.5.17 or later** (checked against the argument definitions of 0.5.17
+and 0.5.20 by ``tests/contract/sglang/test_interfaces.py``):
 
 - ``--enable-metrics``: the replica exports ``sglang:*`` metrics on its HTTP port;
 - ``--enable-session-radix-cache``: a top-level ``session_id`` keeps a session's radix
   entries referenced across tool gaps (evicted last, dropped on ``/close_session``): this is
-  how SAGA keeps KV across tool calls;
+  how SAGA keeps KV across tool calls. SGLang 0.5.17 and 0.5.18 accept the flag only on the
+  unified radix tree, so pods also get ``SGLANG_ENABLE_UNIFIED_RADIX_TREE=1`` (the default
+  tree from 0.5.19 on; ``spec.env`` may override it). Before 0.5.15 the flag does not exist
+  and SGLang refuses to start; 0.5.15 and 0.5.16 only tag entries (ordinary LRU) and require
+  ``--radix-eviction-policy priority``;
 - ``--enable-priority-scheduling``: SAGA passes ``priority`` per request (AFS urgency);
 - ``--kv-events-config {"publisher":"zmq","topic":"kv-events","endpoint":"tcp://*:<port>"}``:
   ``BlockStored``/``BlockRemoved`` events give the scheduler an exact view of each cache; with
@@ -45,7 +50,8 @@ Spec fields and defaults (see the CRD for the schema):
 - ``kvEventsReplayPort`` (optional, off when absent: SGLang's own default is no replay
   endpoint, an existing pool's pods keep their command line, and no port is guessed next to
   the DP ranks' range; e.g. 5600);
-- ``radixEvictionPolicy`` (optional: ``lru|lfu|slru|priority|tlru``);
+- ``radixEvictionPolicy`` (optional: ``lru|lfu|slru|priority|tlru``; ``tlru`` needs SGLang
+  0.5.21 or later, ``EVICTION_POLICY_SINCE``);
 - ``shmSize`` (``16Gi``: NCCL and the tokenizer manager use ``/dev/shm``; the container
   runtime's 64 MiB default breaks tensor parallelism);
 - ``resources``, ``env``, ``nodeSelector``, ``tolerations``, ``extraArgs``, ``podLabels``.
@@ -85,6 +91,11 @@ KIND = "ReplicaPool"
 PLURAL = "replicapools"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 EVICTION_POLICIES = ("lru", "lfu", "slru", "priority", "tlru")
+# SGLang release that first accepts a policy (the others: every supported release).
+EVICTION_POLICY_SINCE: Mapping[str, str] = {"tlru": "0.5.21"}
+# Environment every replica pod gets before spec.env (which may override it): SGLang 0.5.17
+# and 0.5.18 refuse --enable-session-radix-cache without the unified radix tree.
+REQUIRED_ENV: tuple[tuple[str, str], ...] = (("SGLANG_ENABLE_UNIFIED_RADIX_TREE", "1"),)
 DEFAULT_PORT = 30000
 DEFAULT_KV_EVENTS_PORT = 5557
 REPLAY_PORT_NAME = "kv-replay"  # the scheduler's kv_events.discovered_replay_port_name default
@@ -158,7 +169,9 @@ def parse_spec(obj: Mapping[str, Any]) -> PoolSpec | Invalid:
     s = spec_of(obj)
     image = s.get("image")
     if not isinstance(image, str) or not image.strip():
-        return Invalid("spec.image", "set the SGLang container image, e.g. lmsysorg/sglang:v0.5.4")
+        return Invalid(
+            "spec.image", "set the SGLang container image (0.5.17 or later), e.g. lmsysorg/sglang:v0.5.20"
+        )
     model = s.get("model")
     if not isinstance(model, str) or not model.strip():
         return Invalid("spec.model", "set the model path or name passed to --model-path")
@@ -379,7 +392,11 @@ def desired(obj: Mapping[str, Any]) -> DesiredPool | Invalid:
             {"name": "kv-events", "containerPort": spec.kv_events_port, "protocol": "TCP"},
             *_replay_ports(spec, "containerPort"),
         ],
-        "env": [{"name": "SGLANG_POOL", "value": name}, *spec.env],
+        "env": [
+            {"name": "SGLANG_POOL", "value": name},
+            *({"name": k, "value": v} for k, v in REQUIRED_ENV),
+            *spec.env,
+        ],
         "resources": resources,
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
         "readinessProbe": {

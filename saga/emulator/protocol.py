@@ -69,15 +69,19 @@ def _opt_int(body: dict[str, Any], key: str) -> int | None:
     return v
 
 
-def _session_of(body: dict[str, Any]) -> str | None:
+def _session_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's session as ``Request`` keywords: a top-level ``session_id`` is radix-native,
+    ``session_params.id`` a legacy (continual-prompt) session; SGLang refuses both at once."""
     sid = _opt_str(body, "session_id")
     params = body.get("session_params")
-    if params is not None:
-        if not isinstance(params, dict):
-            raise BadRequest("field 'session_params' must be an object")
-        inner = _opt_str(params, "id")
-        sid = sid or inner
-    return sid
+    if params is None:
+        return {"session_id": sid}
+    if not isinstance(params, dict):
+        raise BadRequest("field 'session_params' must be an object")
+    if sid is not None:
+        raise BadRequest("session_id and session_params cannot both be set.")
+    inner = _opt_str(params, "id")
+    return {"session_id": inner, "legacy_session": inner is not None}
 
 
 def _token_ids(value: Any, field: str) -> list[int]:
@@ -103,7 +107,8 @@ def _seed(sampling: dict[str, Any]) -> int | None:
 
 def parse_generate(body: Any, page_size: int) -> GenerateInput:
     """``POST /generate`` body: ``text`` or ``input_ids``, ``sampling_params``, ``rid``,
-    ``session_id`` (or ``session_params.id``), ``priority``, ``stream``; others are ignored."""
+    ``session_id`` (radix-native session) or ``session_params.id`` (legacy session), ``priority``,
+    ``stream``; others are ignored."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     text, ids = body.get("text"), body.get("input_ids")
@@ -134,7 +139,7 @@ def parse_generate(body: Any, page_size: int) -> GenerateInput:
         token_ids,
         max_new,
         page_size,
-        session_id=_session_of(body),
+        **_session_of(body),
         priority=_opt_int(body, "priority"),
         seed=_seed(sampling),
     )
@@ -200,7 +205,7 @@ def parse_openai(body: Any, page_size: int, *, chat: bool, default_model: str) -
         token_ids,
         max_tokens,
         page_size,
-        session_id=_session_of(body),
+        **_session_of(body),
         priority=_opt_int(body, "priority"),
         seed=seed,
     )

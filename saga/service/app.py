@@ -173,7 +173,10 @@ class Service:
             self._discovery_arg or make_discovery(cfg),
             self._on_replica_event,
             settings=PoolSettings(load_interval_s=r.poll_interval_s),
-            client_settings=ClientSettings(timeouts=timeouts),
+            client_settings=ClientSettings(
+                timeouts=timeouts,
+                session_field="session_params" if r.session_field == "session_params" else "top_level",
+            ),
         )
         # Alive in the store before the first request: other processes count this one's
         # quota counts only while its heartbeat holds (saga.service.state.redis_quotas).

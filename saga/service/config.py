@@ -163,6 +163,10 @@ class ReplicaSettings:
     request_timeout_s: float = 600.0
     # Seconds to connect to a replica; a dead replica fails fast so the call is retried.
     connect_timeout_s: float = 2.0
+    # How a call names its SGLang engine session: "top_level" (a top-level session_id, what
+    # SGLang's --enable-session-radix-cache references, 0.5.17 on) or "session_params"
+    # (session_params.id, SGLang's older continual-prompt sessions: no KV kept; builds < 0.5.15).
+    session_field: str = "top_level"
     # The replicas' KV cache events (SGLang --kv-events-config), read per replica.
     kv_events: KvEventSettings = field(default_factory=KvEventSettings)
 
@@ -456,6 +460,9 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
     for name in ("poll_interval_s", "health_timeout_s", "request_timeout_s", "connect_timeout_s"):
         if getattr(r, name) <= 0:
             p.append((f"spec.replicas.{name}", f"must be > 0, got {getattr(r, name)}"))
+    if r.session_field not in ("top_level", "session_params"):
+        got = r.session_field
+        p.append(("spec.replicas.session_field", f"must be top_level or session_params, got {got!r}"))
     kv = r.kv_events
     for name in ("endpoints", "replay_endpoints"):
         for rid, ep in getattr(kv, name).items():

@@ -199,6 +199,8 @@ class ReplicaModel:
         """Queue ``req`` at ``now``. Raises an :class:`InvalidRequest` subclass on bad input."""
         self._run_until(now)
         self._validate(req)
+        if req.session_id is not None and not req.legacy_session and req.session_id not in self._sessions:
+            self._sessions[req.session_id] = _Session(req.session_id, now)  # radix-native: begins on use
         r = _Req(req, next(self._seq), now)
         self._reqs[req.rid] = r
         prio = 0
@@ -355,7 +357,7 @@ class ReplicaModel:
                 f"prompt ({req.num_tokens}) plus max_new_tokens ({req.max_new_tokens}) exceed the KV pool "
                 f"({cfg.kv_capacity_tokens} tokens)"
             )
-        if req.session_id is not None and req.session_id not in self._sessions:
+        if req.legacy_session and req.session_id not in self._sessions:
             raise UnknownSession(f"session {req.session_id!r} is not open")
 
     # ================================================================== engine loop
@@ -567,7 +569,7 @@ class ReplicaModel:
             end_node = node
             if reason == "length" and req.token_ids is not None and completion >= 2:
                 end_node = self._insert_output(r, completion, t)
-            if req.session_id is not None and reason == "length":
+            if req.session_id is not None and not req.legacy_session and reason == "length":
                 s = self._sessions.get(req.session_id)
                 if s is not None:
                     cache.set_session_node(s, end_node)

@@ -73,7 +73,12 @@ class Request:
     token_ids: tuple[int, ...] | None = None
     """Prompt token ids when known (``from_tokens``)."""
     session_id: str | None = None
-    """Open session this request belongs to: its cached entries are evicted last."""
+    """Session this request belongs to. A radix-native session (SGLang's top-level
+    ``session_id`` with ``--enable-session-radix-cache``) begins on first use and references the
+    request's cached entries, which are then evicted last until the session closes."""
+    legacy_session: bool = False
+    """The session came as ``session_params.id``: SGLang's continual-prompt session, which must
+    have been opened and whose entries are not referenced (only the top-level id is radix-native)."""
     priority: int | None = None
     """Scheduling priority (used when the replica enables priority scheduling)."""
     seed: int = 0
@@ -88,6 +93,7 @@ class Request:
         page_size: int,
         *,
         session_id: str | None = None,
+        legacy_session: bool = False,
         priority: int | None = None,
         seed: int | None = None,
     ) -> Request:
@@ -102,6 +108,7 @@ class Request:
             max_new_tokens=max_new_tokens,
             token_ids=ids,
             session_id=session_id,
+            legacy_session=legacy_session,
             priority=priority,
             seed=seed,
         )
@@ -115,6 +122,7 @@ class Request:
         max_new_tokens: int,
         *,
         session_id: str | None = None,
+        legacy_session: bool = False,
         priority: int | None = None,
         seed: int = 0,
     ) -> Request:
@@ -124,6 +132,7 @@ class Request:
             page_keys=tuple(page_keys),
             max_new_tokens=max_new_tokens,
             session_id=session_id,
+            legacy_session=legacy_session,
             priority=priority,
             seed=seed,
         )

@@ -123,16 +123,20 @@ SessionFieldStyle = Literal["session_params", "top_level"]
 class ClientSettings:
     """How requests are sent to a replica.
 
-    ``session_field``: how a request names its SGLang engine session. ``"session_params"``
-    (default) sends ``{"session_params": {"id": S}}``, the field SGLang's ``GenerateReqInput``
-    has carried since sessions exist and that its session radix cache reads;
-    ``"top_level"`` sends ``{"session_id": S}`` for builds that take it there.
+    ``session_field``: how a request names its SGLang engine session. ``"top_level"``
+    (default) sends ``{"session_id": S}``: the identity SGLang's session radix cache
+    (``--enable-session-radix-cache``, 0.5.15 on; entries referenced and evicted last from 0.5.17)
+    tags a request's KV with; it needs no ``/open_session`` and ``/close_session`` releases it.
+    ``"session_params"`` sends ``{"session_params": {"id": S}}``, SGLang's older continual-prompt
+    sessions (``SessionController``): the request needs the session opened and its KV is *not*
+    referenced (read from SGLang 0.5.17-0.5.23's scheduler: only a top-level ``session_id`` is a
+    radix-native session; a request carrying both is refused). Kept for builds before 0.5.15.
     ``max_error_body`` 4096 bytes: how much of an error answer is kept for the message.
     ``api_key``: sent as ``Authorization: Bearer`` when SGLang runs with ``--api-key``.
     """
 
     timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
-    session_field: SessionFieldStyle = "session_params"
+    session_field: SessionFieldStyle = "top_level"
     max_error_body: int = 4096
     api_key: str | None = None
 

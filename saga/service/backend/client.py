@@ -16,8 +16,8 @@ connect timeout via aiohttp, the first chunk of a stream within ``first_byte_s``
 chunk within ``idle_s``, a unary call within ``total_s``, probes within ``probe_s``.
 
 Engine fields: :meth:`SGLangClient.engine_fields` adds ``rid``, ``priority`` and the engine
-session (as ``session_params.id`` or a top-level ``session_id``, ``ClientSettings``) to a
-request body without mutating the caller's dict.
+session (a top-level ``session_id`` by default, or ``session_params.id``: ``ClientSettings``)
+to a request body without mutating the caller's dict.
 """
 
 from __future__ import annotations
@@ -116,7 +116,10 @@ class SGLangClient:
             body["priority"] = priority
         if engine_session is not None:
             if self.settings.session_field == "top_level":
-                body["session_id"] = engine_session
+                # SGLang refuses a request with both; a caller's own session_params win (the
+                # call then runs without SAGA's engine session).
+                if "session_params" not in body:
+                    body["session_id"] = engine_session
             else:
                 params = dict(body.get("session_params") or {})
                 params["id"] = engine_session

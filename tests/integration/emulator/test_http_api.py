@@ -106,9 +106,18 @@ async def test_malformed_json_and_engine_errors(replica: RunningReplica, http: a
         status, out = await post(http, replica.url + "/generate", {"input_ids": [1] * 2048, "stream": stream})
         assert status == 400
         assert "context length" in out["error"]["message"]
-    status, out = await post(http, replica.url + "/generate", {"text": "hi", "session_id": "ghost"})
+    # a legacy session (session_params.id) must be open; a top-level session_id begins on use
+    status, out = await post(
+        http, replica.url + "/generate", {"text": "hi", "session_params": {"id": "ghost"}}
+    )
     assert status == 400
     assert "ghost" in out["error"]["message"]
+    status, out = await post(http, replica.url + "/generate", {"text": "hi", "session_id": "ghost"})
+    assert status == 200
+    both = {"text": "hi", "session_id": "ghost", "session_params": {"id": "ghost"}}
+    status, out = await post(http, replica.url + "/generate", both)
+    assert status == 400
+    assert "cannot both be set" in out["message"]
 
 
 async def test_openai_completions_and_chat(replica: RunningReplica, http: aiohttp.ClientSession) -> None:

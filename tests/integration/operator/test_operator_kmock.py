@@ -32,7 +32,7 @@ async def test_replicapool_create_update_delete(cluster: Cluster) -> None:
             "kind": "ReplicaPool",
             "metadata": {"name": "pool-a"},
             "spec": {
-                "image": "lmsysorg/sglang:v0.5.4",
+                "image": "lmsysorg/sglang:v0.5.20",
                 "model": "/models/m",
                 "replicas": 2,
                 "gpusPerReplica": 1,

@@ -64,16 +64,21 @@ async def test_openai_passthrough(fake: Any) -> None:
 
 async def test_engine_fields_do_not_mutate_and_follow_style(fake: Any) -> None:
     c = await _client(fake.url)
-    top = SGLangClient("r0", fake.url, settings=ClientSettings(session_field="top_level"))
+    legacy = SGLangClient("r0", fake.url, settings=ClientSettings(session_field="session_params"))
     payload = {"text": "hi", "session_params": {"offset": 3}}
-    body = c.engine_fields(payload, rid="c1", priority=5, engine_session="s1")
+    body = legacy.engine_fields(payload, rid="c1", priority=5, engine_session="s1")
     assert body["session_params"] == {"offset": 3, "id": "s1"}
     assert body["rid"] == "c1"
     assert body["priority"] == 5
     assert payload == {"text": "hi", "session_params": {"offset": 3}}
-    assert top.engine_fields({"text": "x"}, engine_session="s1")["session_id"] == "s1"
+    # default: a top-level session_id (SGLang's session radix cache), never beside session_params
+    assert c.engine_fields({"text": "x"}, engine_session="s1")["session_id"] == "s1"
+    assert "session_params" not in c.engine_fields({"text": "x"}, engine_session="s1")
+    kept = c.engine_fields(payload, engine_session="s1")
+    assert "session_id" not in kept
+    assert kept["session_params"] == {"offset": 3}
     await c.close()
-    await top.close()
+    await legacy.close()
 
 
 async def test_sessions_open_close_and_refusal(fake: Any) -> None:

@@ -164,8 +164,10 @@ def test_bad_requests_raise_typed_errors() -> None:
     m.submit(req("a", [1, 2, 3], 100), 0.0)
     with pytest.raises(DuplicateRequest):
         m.submit(req("a", [1, 2, 3], 1), 0.0)
-    with pytest.raises(UnknownSession):
-        m.submit(req("b", [1, 2, 3], 1, session_id="nope"), 0.0)
+    with pytest.raises(UnknownSession):  # a legacy (session_params) session must be open
+        m.submit(req("b", [1, 2, 3], 1, session_id="nope", legacy_session=True), 0.0)
+    m.submit(req("b2", [1, 2, 3], 1, session_id="implicit"), 0.0)  # radix-native: begins on use
+    assert m.has_session("implicit")
     with pytest.raises(InvalidRequest):
         m.submit(Request.from_page_keys("c", [1, 2, 3], 4, 1), 0.0)  # 3 pages cannot fit 4 tokens
 

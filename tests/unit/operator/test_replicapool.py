@@ -16,7 +16,7 @@ NOW = "2026-01-01T00:00:00Z"
 
 
 def pool(**spec: Any) -> dict[str, Any]:
-    base = {"image": "lmsysorg/sglang:v0.5.4", "model": "/models/llama"}
+    base = {"image": "lmsysorg/sglang:v0.5.20", "model": "/models/llama"}
     base.update(spec)
     return {
         "apiVersion": "saga.dev/v1alpha1",
@@ -84,7 +84,7 @@ def test_statefulset_uses_service_name() -> None:
 def test_desired_is_deterministic_and_scaling_keeps_pod_template() -> None:
     a = replicapool.desired(pool(replicas=1))
     b = replicapool.desired(pool(replicas=5))
-    c = replicapool.desired(pool(image="lmsysorg/sglang:v0.5.5"))
+    c = replicapool.desired(pool(image="lmsysorg/sglang:v0.5.21"))
     assert not isinstance(a, Invalid)
     assert not isinstance(b, Invalid)
     assert not isinstance(c, Invalid)
@@ -251,3 +251,13 @@ def test_port_ranges_of_attention_dp_ranks_must_not_overlap(
     assert not isinstance(replicapool.desired(pool(extraArgs=["--dp-size", "2"], **spec)), Invalid)
     ok = replicapool.desired(pool(gpusPerReplica=2, tensorParallel=2, extraArgs=dp, kvEventsReplayPort=5559))
     assert not isinstance(ok, Invalid)
+
+
+def test_pods_get_the_unified_radix_tree_and_spec_env_may_override_it() -> None:
+    # SGLang 0.5.17/0.5.18 refuse --enable-session-radix-cache without the unified radix tree
+    want = replicapool.desired(pool(env=[{"name": "HF_HOME", "value": "/cache"}]))
+    assert not isinstance(want, Invalid)
+    env = want.workload["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert {"name": "SGLANG_ENABLE_UNIFIED_RADIX_TREE", "value": "1"} in env
+    assert names.index("SGLANG_ENABLE_UNIFIED_RADIX_TREE") < names.index("HF_HOME")  # spec.env comes last

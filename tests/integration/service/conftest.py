@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -16,6 +18,19 @@ from saga.service.config import SchedulerConfig, load_text
 TIME_SCALE = 200.0  # emulated GPU time runs 200x faster than the wall clock
 
 KEYS = {"sk-alpha-123456": "alpha", "sk-beta-1234567": "beta"}
+READY_S = 10.0  # how long an asynchronous effect (events, subscriptions) may take to show
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout_s: float = READY_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def prompt_ids(tag: int, n: int = 200) -> list[int]:
+    return [(tag * 1009 + i * 7) % 30_000 for i in range(n)]
 
 
 def config_text(urls: list[str], *, anonymous: bool = True, extra_limits: str = "") -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -33,25 +33,12 @@ from saga.service.kv_view import ReplicaKvView
 from saga.service.metrics import ServiceMetrics
 from saga.service.tokens import ids_prompt
 
-from .conftest import TIME_SCALE, config_text
+from .conftest import READY_S, TIME_SCALE, config_text, eventually, prompt_ids
 
 pytestmark = pytest.mark.integration
 
 KV = KvEventsConfig(publisher="zmq", endpoint="tcp://127.0.0.1:*", replay_endpoint="tcp://127.0.0.1:*")
-READY_S = 10.0
 _fresh = itertools.count(1)
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout_s: float = READY_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.01)
-
-
-def prompt_ids(tag: int, n: int = 200) -> list[int]:
-    return [(tag * 1009 + i * 7) % 30_000 for i in range(n)]
 
 
 def cached_tokens(svc: Service, replica: str, ids: list[int]) -> int:

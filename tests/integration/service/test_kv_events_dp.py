@@ -12,7 +12,7 @@ import itertools
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -31,25 +31,12 @@ from saga.service.backend.discovery import EndpointSliceDiscovery
 from saga.service.config import load_text
 from saga.service.tokens import ids_prompt
 
-from .conftest import TIME_SCALE, config_text
+from .conftest import READY_S, TIME_SCALE, config_text, eventually, prompt_ids
 
 pytestmark = pytest.mark.integration
 
-READY_S = 10.0
 RES = "discovery.k8s.io/v1/endpointslices"
 _fresh = itertools.count(1)
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout_s: float = READY_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.01)
-
-
-def prompt_ids(tag: int, n: int = 200) -> list[int]:
-    return [(tag * 1009 + i * 7) % 30_000 for i in range(n)]
 
 
 def free_pair() -> int:

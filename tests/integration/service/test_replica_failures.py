@@ -105,7 +105,7 @@ async def test_engine_sessions_opened_before_use_and_closed_at_end() -> None:
                 async with s.tool("pytest"):
                     pass
                 await s.generate("step two", max_new_tokens=4)
-            sent = [r.get("session_params", {}).get("id") for r in knobs.requests]
+            sent = [r.get("session_id") for r in knobs.requests]  # top-level: SGLang's radix sessions
             assert sent == ["kv-1", "kv-1"]  # every call names the engine session
             assert knobs.opened[0] == "kv-1"  # opened before the first call that names it
             async with asyncio.timeout(5):

@@ -9,6 +9,8 @@ stack, so they are parsed, not imported; ``conftest.py``):
   the engine session) and sends to ``/open_session``, ``/close_session`` and
   ``/abort_request`` is a field of the request type SGLang parses it into (FastAPI ignores
   unknown fields, so a misnamed one would silently do nothing);
+- every route SAGA calls is served, the ``/v1/loads`` and ``/server_info`` fields SAGA parses
+  are there, and so are the ``meta_info`` keys it reads back from ``/generate``;
 - SGLang routes a request by its top-level ``session_id`` to the session radix cache
   (radix-native sessions) and ``session_params.id`` to its older session controller, which is
   why SAGA sends the former by default (``ClientSettings.session_field``).
@@ -198,3 +200,69 @@ async def aiohttp_server_bodies() -> Any:
         await client.close()
         await runner.cleanup()
     return got
+
+
+# What SAGA calls and reads back (saga/service/backend/client.py, saga/bench): the routes, the
+# /v1/loads fields of parse_loads and the /server_info fields of parse_server_info.
+ROUTES = (
+    "/generate",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/loads",
+    "/server_info",
+    "/health",
+    "/health_generate",
+    "/open_session",
+    "/close_session",
+    "/abort_request",
+    "/flush_cache",
+    "/metrics",
+)
+LOAD_FIELDS = (
+    "dp_rank",
+    "num_running_reqs",
+    "num_waiting_reqs",
+    "num_used_tokens",
+    "max_total_num_tokens",
+    "token_usage",
+    "cache_hit_rate",
+)
+SERVER_ARGS_READ = ("page_size", "dp_size", "enable_dp_attention", "max_running_requests", "model_path")
+
+
+def test_routes_saga_calls_exist(sglang_release: tuple[str, zipfile.ZipFile]) -> None:
+    version, zf = sglang_release
+    text = "\n".join(
+        zf.read(n).decode("utf-8", "replace")
+        for n in zf.namelist()
+        if n.endswith(".py") and n.startswith(("sglang/srt/entrypoints/", "sglang/srt/utils/"))
+    )
+    missing = [r for r in ROUTES if f'"{r}"' not in text]
+    assert not missing, f"SGLang {version} serves no {missing}"
+
+
+def test_load_and_server_info_fields_exist(sglang_release: tuple[str, zipfile.ZipFile]) -> None:
+    version, zf = sglang_release
+    load = fields_of(zf, "sglang/srt/managers/load_snapshot.py", "LoadSnapshot")
+    assert set(LOAD_FIELDS) <= load, (version, set(LOAD_FIELDS) - load)
+    args = {f.removeprefix("--").replace("-", "_") for f in server_flags(zf)}
+    assert set(SERVER_ARGS_READ) <= args, (version, set(SERVER_ARGS_READ) - args)
+    # the scheduler reports its KV pool size under this key (top level of /server_info)
+    assert '"max_total_num_tokens"' in zf.read("sglang/srt/managers/scheduler.py").decode(), version
+
+
+def test_generate_meta_info_keys_saga_reads_exist(sglang_release: tuple[str, zipfile.ZipFile]) -> None:
+    # saga.service.calls.native_usage reads these keys of /generate's meta_info
+    version, zf = sglang_release
+    src = zf.read("sglang/srt/managers/tokenizer_manager.py").decode()
+    for key in ("prompt_tokens", "completion_tokens", "cached_tokens", "finish_reason"):
+        assert f'"{key}"' in src, (version, key)
+
+
+def test_openai_usage_fields_saga_reads_exist(sglang_release: tuple[str, zipfile.ZipFile]) -> None:
+    # saga.service.openai_api reads usage.{prompt,completion}_tokens and
+    # usage.prompt_tokens_details.cached_tokens (the replica's cache hits)
+    version, zf = sglang_release
+    usage = fields_of(zf, OPENAI, "UsageInfo")
+    assert {"prompt_tokens", "completion_tokens", "prompt_tokens_details"} <= usage, version
+    assert "cached_tokens" in fields_of(zf, OPENAI, "PromptTokensDetails"), version

@@ -256,6 +256,10 @@ class ServerInfo:
     page_size: int
     model_path: str = ""
     attn_dp_size: int = 1
+    # ``enable_priority_scheduling``; None when the server does not say. A replica without it
+    # ignores ``priority`` (or aborts the call with --abort-on-priority-when-disabled), so the
+    # client leaves the field out for it (``SGLangClient.engine_fields``).
+    priority_scheduling: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

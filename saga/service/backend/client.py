@@ -15,7 +15,8 @@ Timeouts (``ClientTimeouts``) are enforced by this module, never left to default
 connect timeout via aiohttp, the first chunk of a stream within ``first_byte_s``, each later
 chunk within ``idle_s``, a unary call within ``total_s``, probes within ``probe_s``.
 
-Engine fields: :meth:`SGLangClient.engine_fields` adds ``rid``, ``priority`` and the engine
+Engine fields: :meth:`SGLangClient.engine_fields` adds ``rid``, ``priority`` (left out once
+``/server_info`` said the replica runs without ``--enable-priority-scheduling``) and the engine
 session (a top-level ``session_id`` by default, or ``session_params.id``: ``ClientSettings``)
 to a request body without mutating the caller's dict.
 """
@@ -84,6 +85,8 @@ class SGLangClient:
             total=t.probe_s, connect=t.connect_s, sock_connect=t.connect_s
         )
         self._headers = {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+        # False once /server_info says the replica runs without priority scheduling.
+        self.accepts_priority = True
 
     # ---- lifecycle
 
@@ -112,7 +115,7 @@ class SGLangClient:
         body = dict(payload)
         if rid is not None:
             body["rid"] = rid
-        if priority is not None:
+        if priority is not None and self.accepts_priority:
             body["priority"] = priority
         if engine_session is not None:
             if self.settings.session_field == "top_level":
@@ -201,7 +204,9 @@ class SGLangClient:
             if exc.status != 404:
                 raise
             result = await self._json("GET", "/get_server_info", None, self._probe_timeout)
-        return parse_server_info(result, self.replica_id)
+        info = parse_server_info(result, self.replica_id)
+        self.accepts_priority = info.priority_scheduling is not False
+        return info
 
     async def metrics(self) -> dict[str, float]:
         _, raw = await self._request("GET", "/metrics", None, self._probe_timeout)
@@ -447,6 +452,9 @@ def parse_server_info(result: Any, replica_id: str = "") -> ServerInfo:
         page_size=max(1, int(page)),
         model_path=model if isinstance(model, str) else "",
         attn_dp_size=int(dp) if merged.get("enable_dp_attention") is True else 1,
+        priority_scheduling=prio
+        if isinstance(prio := merged.get("enable_priority_scheduling"), bool)
+        else None,
     )
 
 

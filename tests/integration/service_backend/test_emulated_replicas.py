@@ -104,3 +104,16 @@ async def test_killed_mid_stream_vs_before_any_byte(replica: Any) -> None:
         assert un.value.retryable
     finally:
         await c.close()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_priority_follows_the_replicas_priority_scheduling(enabled: bool) -> None:
+    rep = await server.start_replica(core.ReplicaConfig(enable_priority_scheduling=enabled))
+    c = SGLangClient("replica-0", rep.url)
+    try:
+        info = await c.server_info()
+        assert info.priority_scheduling is enabled
+        assert ("priority" in c.engine_fields({}, priority=3)) is enabled
+    finally:
+        await c.close()
+        await server.stop_cluster([rep])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from saga.service.backend.api import ClientTimeouts, PoolSettings, ReplicaProtocolError
-from saga.service.backend.client import parse_loads, parse_server_info, parse_sglang_metrics
+from saga.service.backend.client import SGLangClient, parse_loads, parse_server_info, parse_sglang_metrics
 from saga.service.backend.sse import SSEDecoder, SSEFormatError, parse_json_object
 
 pytestmark = pytest.mark.unit
@@ -93,3 +93,14 @@ def test_settings_validation() -> None:
         PoolSettings(load_interval_s=-1)
     with pytest.raises(ValueError, match="unhealthy_after"):
         PoolSettings(unhealthy_after=0)
+
+
+def test_priority_is_left_out_for_a_replica_without_priority_scheduling() -> None:
+    base = {"max_total_num_tokens": 500}
+    assert parse_server_info(base).priority_scheduling is None  # not said: keep sending
+    assert parse_server_info({**base, "enable_priority_scheduling": True}).priority_scheduling is True
+    assert parse_server_info({**base, "enable_priority_scheduling": False}).priority_scheduling is False
+    client = SGLangClient("r0", "http://127.0.0.1:1")
+    assert client.engine_fields({}, priority=7)["priority"] == 7
+    client.accepts_priority = False  # what server_info() sets for enable_priority_scheduling: false
+    assert "priority" not in client.engine_fields({}, priority=7)

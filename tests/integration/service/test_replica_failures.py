@@ -10,13 +10,13 @@ from saga.client import AsyncSagaClient, SagaError, UnavailableError
 from saga.service.app import Service
 from saga.service.config import load_text
 
-from .conftest import config_text
+from .conftest import Stack, config_text
 from .fake_replica import Knobs, start_fake
 
 pytestmark = pytest.mark.integration
 
 
-async def test_replica_killed_mid_run_calls_retried_elsewhere(stack) -> None:
+async def test_replica_killed_mid_run_calls_retried_elsewhere(stack: Stack) -> None:
     async with AsyncSagaClient(stack.grpc_target) as c:
         sessions = [await c.start_session(agent="swe") for _ in range(6)]
         first = {

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from saga.clock import VirtualClock
 from saga.scheduler.api import (
     Action,
+    CallFailed,
     CallSubmitted,
     Defer,
     Dispatch,
@@ -51,8 +52,8 @@ class ScriptedEngine:
                 self.held.append(event.call_id)
                 return [Defer(event.call_id, "fair_share")]
             return [Dispatch(event.call_id, self.replicas[0], reason="test")]
-        if type(event).__name__ == "CallFailed" and getattr(event, "retryable", False):
-            return [Dispatch(event.call_id, self.replicas[1], reason="retry")]  # type: ignore[attr-defined]
+        if type(event) is CallFailed and event.retryable:
+            return [Dispatch(event.call_id, self.replicas[1], reason="retry")]
         return []
 
     def tick(self) -> list[Action]:

@@ -194,7 +194,7 @@ async def aiohttp_server_bodies() -> Any:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
     client = SGLangClient("r", f"http://127.0.0.1:{port}")
     try:
         await client.open_session("s1", capacity_of_str_len=1024, timeout_s=30.0)

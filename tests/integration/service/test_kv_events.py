@@ -144,10 +144,11 @@ async def test_each_process_knows_what_the_other_dispatched(replicas: list[Runni
                 async with ca.session(agent="coder") as s:
                     out = await s.generate(ids, max_new_tokens=16)
                 placed[k] = out.replica_id
-                await eventually(
-                    lambda ids=ids, r=out.replica_id: cached_tokens(b, r, ids) == 192,  # type: ignore[misc]
-                    f"B sees session {k}'s prompt on {out.replica_id}",
-                )
+
+                def seen(ids: list[int] = ids, r: str = out.replica_id) -> bool:
+                    return cached_tokens(b, r, ids) == 192
+
+                await eventually(seen, f"B sees session {k}'s prompt on {out.replica_id}")
             # B places a call extending one of A's prompts on the replica holding its prefix.
             for k, rid in placed.items():
                 out = await cb.generate(prompt_ids(100 + k) + prompt_ids(7, 40), max_new_tokens=4)

@@ -65,7 +65,8 @@ async def test_errors_use_openai_shape(stack: Stack) -> None:
     c = _client(stack)
     with pytest.raises(openai.BadRequestError) as ei:
         await c.chat.completions.create(model="default", messages=[], max_tokens=4)
-    assert ei.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    assert isinstance(ei.value.body, dict)
+    assert ei.value.body["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError):
         await c.chat.completions.create(
             model="default", messages=[{"role": "user", "content": "x" * 200_000}], max_tokens=4

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -32,15 +32,15 @@ T = TimingParams(
 )
 
 
-def cfg(**kw: object) -> ReplicaConfig:
-    base: dict[str, object] = {
+def cfg(**kw: Any) -> ReplicaConfig:
+    base: dict[str, Any] = {
         "page_size": 4,
         "kv_capacity_tokens": 10_000,
         "timing": T,
         "context_length": 4096,
     }
     base.update(kw)
-    return ReplicaConfig(**base)  # type: ignore[arg-type]
+    return ReplicaConfig(**base)
 
 
 def run(model: ReplicaModel, until: float = 1e9) -> list[Event]:
@@ -54,8 +54,8 @@ def by_type(events: list[Event], kind: type[E]) -> dict[str, E]:
     return {e.rid: e for e in events if isinstance(e, kind)}
 
 
-def req(rid: str, ids: list[int], new: int, ps: int = 4, **kw: object) -> Request:
-    return Request.from_tokens(rid, ids, new, ps, **kw)  # type: ignore[arg-type]
+def req(rid: str, ids: list[int], new: int, ps: int = 4, **kw: Any) -> Request:
+    return Request.from_tokens(rid, ids, new, ps, **kw)
 
 
 def test_ttft_and_decode_follow_the_iteration_formula() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -25,6 +25,7 @@ from saga.scheduler.api import (
 from saga.service.backend.api import ReplicaUnavailable
 from saga.service.config import embedded_default
 from saga.service.core import CallResult, CallSpec, Principal, ServiceCore
+from saga.service.core_types import EngineClient
 from saga.service.errors import InvalidArgument, Rejected, Unavailable
 from saga.service.metrics import ServiceMetrics
 from saga.service.state.memory import MemoryStore
@@ -96,7 +97,7 @@ def make_core(engine: ScriptedEngine, clients: dict[str, MemClient]) -> ServiceC
         engine,
         VirtualClock(),
         MemoryStore(),
-        clients.get,  # type: ignore[arg-type]
+        lambda r: cast(EngineClient | None, clients.get(r)),  # partial fakes: only engine_fields, health
         ServiceMetrics(CollectorRegistry()),
     )
 

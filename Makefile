@@ -34,6 +34,7 @@ lint: $(STAMP) proto
 
 typecheck: $(STAMP) proto
 	$(VENV)/bin/mypy -p saga
+	$(VENV)/bin/mypy tests bench
 
 importlint: $(STAMP) proto
 	$(VENV)/bin/lint-imports

@@ -123,10 +123,10 @@ def main() -> int:
 
     if args.client_url:
         with _uvloop():
-            result = asyncio.run(
+            measured = asyncio.run(
                 client(args.client_url, args.seconds, args.concurrency, args.max_new_tokens, args.stream)
             )
-        print(json.dumps(result))
+        print(json.dumps(measured))
         return 0
 
     runs = [_run_once(args, float(scale)) for scale in args.time_scales.split(",")]

@@ -21,6 +21,7 @@ import platform
 import random
 import time
 from dataclasses import dataclass
+from typing import TypedDict
 
 from saga.emulator.core import Finished, ReplicaConfig, ReplicaModel, Request
 
@@ -35,7 +36,13 @@ class _Session:
     calls_left: int
 
 
-SCENARIOS: dict[str, dict[str, object]] = {
+class Scenario(TypedDict):
+    session_rate: float  # new sessions per second
+    first_prompt: tuple[int, int]  # tokens of a session's first prompt, uniform in [lo, hi]
+    calls: tuple[int, int]  # calls per session, uniform in [lo, hi]
+
+
+SCENARIOS: dict[str, Scenario] = {
     # Agent sessions: long growing prompts, 5-40 calls each, tool gaps (saturates one replica).
     "agent": {"session_rate": 0.05, "first_prompt": (4000, 16000), "calls": (5, 40)},
     # Many short independent chat calls at 12 calls/s (near this replica's capacity of about
@@ -174,7 +181,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
     }
     for name, sc in SCENARIOS.items():
-        r = run(args.hours, float(sc["session_rate"]), args.seed, sc["first_prompt"], sc["calls"])  # type: ignore[arg-type]
+        r = run(args.hours, sc["session_rate"], args.seed, sc["first_prompt"], sc["calls"])
         result[name] = r
         print(
             f"{name:6s} model {r['model_wall_s_per_simulated_hour']:.3f} s per simulated hour "

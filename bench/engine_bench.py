@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         acts = e.handle(ev)
         t1 = time.perf_counter_ns()
         handle_us.append((t1 - t0) / 1000)
-        d = next((a for a in acts if isinstance(a, Dispatch)), None)
-        if d is not None:
-            e.handle(ReplicaCache(d.replica_id, stored=grown[-40:]))
+        found = next((a for a in acts if isinstance(a, Dispatch)), None)
+        if found is not None:
+            e.handle(ReplicaCache(found.replica_id, stored=grown[-40:]))
             clock.advance(0.001)
             e.handle(CallCompleted(cid, Usage(len(grown) * BS, 0, 300), "tool_use"))
             e.handle(ToolStarted(sid, "bash"))

@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from saga.graphs.aeg import GraphSet, build_graphs
 from saga.graphs.calibration import continuation_base_rate, erase, evaluate, split
@@ -75,21 +76,21 @@ def run_file(path: Path, test_fraction: float) -> dict[str, object]:
     }
 
 
-def to_markdown(report: dict[str, object]) -> str:
+def to_markdown(report: dict[str, Any]) -> str:
     out = [
         "# AEG prediction calibration on held-out sessions",
         "",
         f"- date: {report['date']}",
         f"- command: `{report['command']}`",
         f"- machine: {report['machine']}",
-        f"- split: sessions whose BLAKE2b(id) mod 1000 < {round(1000 * float(report['test_fraction']))}"  # type: ignore[arg-type]
+        f"- split: sessions whose BLAKE2b(id) mod 1000 < {round(1000 * float(report['test_fraction']))}"
         " are held out; graphs are built on the rest",
         "- intervals: nominal coverage 0.50 for [q25, q75] and 0.90 for [q05, q95] of the remaining time",
         "  to the next call; pinball = mean quantile loss over the 8 levels (lower is better);",
         "  Brier skill = 1 − Brier / Brier(training base rate) (higher is better).",
         "",
     ]
-    for f in report["files"]:  # type: ignore[attr-defined]
+    for f in report["files"]:
         out += [
             f"## {f['file']}",
             "",
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"missing trace files: {missing}", file=sys.stderr)
         return 2
-    report: dict[str, object] = {
+    report: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "command": "python bench/graphs_calibration.py" + (" " + " ".join(argv) if argv else ""),
         "machine": machine(),

@@ -23,6 +23,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from saga.graphs import synthetic
 from saga.graphs.aeg import build_graphs
@@ -100,7 +101,7 @@ def main() -> int:
     rem.sort()
     overhead.sort()
     rebuild.sort()
-    result = {
+    result: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "command": "python bench/graphs_predict_bench.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -123,7 +124,7 @@ def main() -> int:
         "table_rebuild_after_update_ms": {"p50": pct(rebuild, 0.5) / 1000, "max": rebuild[-1] / 1e6},
         "goal": "p99 < 20 us per prediction call",
     }
-    ok = result["next_call_us"]["p99"] < 20 and result["remaining_us"]["p99"] < 20  # type: ignore[index]
+    ok = result["next_call_us"]["p99"] < 20 and result["remaining_us"]["p99"] < 20
     result["goal_met"] = ok
     md = "\n".join(
         [
@@ -137,13 +138,13 @@ def main() -> int:
             "| call | p50 µs | p90 µs | p99 µs | max µs |",
             "|---|---:|---:|---:|---:|",
             *(
-                f"| {k} | {v['p50']:.2f} | {v['p90']:.2f} | {v['p99']:.2f} | {v['max']:.1f} |"  # type: ignore[index]
+                f"| {k} | {v['p50']:.2f} | {v['p90']:.2f} | {v['p99']:.2f} | {v['max']:.1f} |"
                 for k, v in (("next_call", result["next_call_us"]), ("remaining", result["remaining_us"]))
             ),
             "",
-            f"Timer overhead (two perf_counter_ns calls) p50 {result['timer_overhead_us']['p50']:.2f} µs, "  # type: ignore[index]
+            f"Timer overhead (two perf_counter_ns calls) p50 {result['timer_overhead_us']['p50']:.2f} µs, "
             f"included above. One table rebuild after an online update: p50 "
-            f"{result['table_rebuild_after_update_ms']['p50']:.2f} ms.",  # type: ignore[index]
+            f"{result['table_rebuild_after_update_ms']['p50']:.2f} ms.",
             "",
             f"Goal p99 < 20 µs: {'met' if ok else 'NOT met'}.",
             "",

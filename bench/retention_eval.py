@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPACITIES = "0.05,0.1,0.25,0.5"
@@ -50,7 +51,7 @@ def machine() -> str:
     return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores, {cpu}, Python {py}"
 
 
-def goals(rows: list[dict[str, object]]) -> list[str]:
+def goals(rows: list[dict[str, Any]]) -> list[str]:
     by = {(r["capacity"], r["policy"]): r for r in rows}
     out = []
     for cap in (0.05, 0.1):
@@ -58,19 +59,18 @@ def goals(rows: list[dict[str, object]]) -> list[str]:
         if s is None:
             continue
         gap = s["gap_closed"]
-        ok = gap is not None and float(gap) >= 0.67  # type: ignore[arg-type]
-        pct = "n/a" if gap is None else f"{100 * float(gap):.1f}%"  # type: ignore[arg-type]
+        ok = gap is not None and float(gap) >= 0.67
+        pct = "n/a" if gap is None else f"{100 * float(gap):.1f}%"
         folds = " / ".join(
-            "n/a" if g is None else f"{100 * float(g):.1f}%"
-            for g in s.get("gap_closed_by_fold", [])  # type: ignore[attr-defined]
+            "n/a" if g is None else f"{100 * float(g):.1f}%" for g in s.get("gap_closed_by_fold", [])
         )
         out.append(
             f"- {cap:.0%} of W: SAGA closes {pct} of the LRU→oracle gap (goal ≥ 67%; per held-out "
             f"fold {folds}): " + ("MET" if ok else "MISSED")
         )
         others = [r for (c, p), r in by.items() if c == cap and p not in ("saga", "oracle")]
-        best = min(others, key=lambda r: r["recomputed_tokens"])  # type: ignore[arg-type,return-value]
-        beats = all(s["recomputed_tokens"] < r["recomputed_tokens"] for r in others)  # type: ignore[operator]
+        best = min(others, key=lambda r: r["recomputed_tokens"])
+        beats = all(s["recomputed_tokens"] < r["recomputed_tokens"] for r in others)
         out.append(
             f"- {cap:.0%} of W: SAGA {'beats' if beats else 'does NOT beat'} every other online policy "
             f"(best other: {best['policy']}, {best['recomputed_tokens']:,} tokens "
@@ -79,7 +79,7 @@ def goals(rows: list[dict[str, object]]) -> list[str]:
     worse = [
         r["capacity"]
         for (c, p), r in by.items()
-        if p == "saga" and by[(c, "lru")]["recomputed_tokens"] < r["recomputed_tokens"]  # type: ignore[operator]
+        if p == "saga" and by[(c, "lru")]["recomputed_tokens"] < r["recomputed_tokens"]
     ]
     out.append("- never worse than LRU at 5–50% of W: " + ("MET" if not worse else f"MISSED at {worse}"))
     return out

@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -141,7 +142,7 @@ def fmt_sigma(s: float | None) -> str:
     return "–" if s is None else (f"> {largest:g}" if math.isinf(s) else f"{s:.2f}")
 
 
-def markdown(name: str, res: dict[str, object], when: str, cmd: str, wall: float, draws: int) -> list[str]:
+def markdown(name: str, res: dict[str, Any], when: str, cmd: str, wall: float, draws: int) -> list[str]:
     rows = res["rows"]
     assert isinstance(rows, list)
     err = res["saga_model_log_error"]
@@ -149,7 +150,7 @@ def markdown(name: str, res: dict[str, object], when: str, cmd: str, wall: float
     caps = " | ".join(f"{r['capacity']:.0%} of W" for r in rows)
     head = f"| σ (log-sd of the next-call time) | {caps} |"
     lines = [
-        f"## `{', '.join(res['traces'])}`",  # type: ignore[arg-type]
+        f"## `{', '.join(res['traces'])}`",
         "",
         f"{res['requests']:,} requests, W = {res['W_pages']:,} pages. "
         "Gap closed = (LRU − policy)/(LRU − oracle);"

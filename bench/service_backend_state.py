@@ -68,7 +68,7 @@ async def start_replica(chunks: int) -> tuple[web.AppRunner, str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
     return runner, f"http://127.0.0.1:{port}"
 
 

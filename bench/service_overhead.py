@@ -148,7 +148,7 @@ async def latency(direct: str, saga: str, calls: int, grpc_target: str) -> dict[
 
 
 async def throughput(saga: str, seconds: float, concurrency: int, pid: int) -> dict[str, Any]:
-    body = {"model": "default", "prompt": "hello " * 64, "max_tokens": 8, "stream": True}
+    body: dict[str, Any] = {"model": "default", "prompt": "hello " * 64, "max_tokens": 8, "stream": True}
     done = 0
     errors = 0
     stop_at = 0.0

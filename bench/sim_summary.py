@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             ablation.append("")
             continue
         sp_ca = speedup(by["cache_aware"], saga) if "cache_aware" in by else None
-        st = [(n, speedup(by[n], saga)) for n in STICKY_FAMILY if n in by]
-        st = [(n, s) for n, s in st if s is not None]
+        st = [(n, s) for n in STICKY_FAMILY if n in by and (s := speedup(by[n], saga)) is not None]
         best_st = min(st, key=lambda t: t[1]) if st else None  # the baseline SAGA beats least
         g = stats[("saga", ALL)]
         tenant_slo = [

@@ -27,6 +27,11 @@ from saga.service.state.redis_store import RedisStore
 _ns = itertools.count()
 
 
+def _text(raw: bytes | str) -> str:
+    """A key or value from Redis (bytes: the clients here do not decode responses)."""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     try:
@@ -88,11 +93,11 @@ class Processes:
         assert self.redis is not None
         want: Counter[str] = Counter()
         for value in (await self.redis.hgetall(f"{self.ns}:quota:held:{tenant}")).values():
-            ctx, owner = value.decode().split(" ", 1)
+            ctx, owner = _text(value).split(" ", 1)
             want[f"S:{owner}"] += 1
             want[f"K:{owner}"] += int(ctx)
         procs = await self.redis.hgetall(f"{self.ns}:quota:procs:{tenant}")
-        got = {k.decode(): int(v) for k, v in procs.items() if not k.startswith(b"p:")}
+        got = {_text(k): int(v) for k, v in procs.items() if not _text(k).startswith("p:")}
         assert got == {k: v for k, v in want.items() if k.startswith("K:") or v}
 
     async def flush(self) -> None:

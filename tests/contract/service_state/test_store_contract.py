@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -11,8 +12,8 @@ from saga.service.state.api import InvalidState, SessionBinding, StateStore, Ten
 pytestmark = pytest.mark.contract
 
 
-def b(sid: str = "s1", replica: str | None = "r1", **kw: object) -> SessionBinding:
-    return SessionBinding(session_id=sid, tenant="acme", agent_type="swe", replica_id=replica, **kw)  # type: ignore[arg-type]
+def b(sid: str = "s1", replica: str | None = "r1", **kw: Any) -> SessionBinding:
+    return SessionBinding(session_id=sid, tenant="acme", agent_type="swe", replica_id=replica, **kw)
 
 
 async def test_is_a_state_store(store: StateStore) -> None:
@@ -84,7 +85,7 @@ async def test_bad_input_is_rejected(store: StateStore) -> None:
     with pytest.raises(InvalidState):
         await store.add_usage("", service_s=1.0)
     with pytest.raises(InvalidState):
-        await store.put_graph("swe", [1, 2])  # type: ignore[arg-type]
+        await store.put_graph("swe", [1, 2])  # type: ignore[arg-type]  # deliberately not a document
     with pytest.raises(InvalidState):
         await store.heartbeat("p1", 0)
 

@@ -91,7 +91,11 @@ def eviction_choices(zf: zipfile.ZipFile) -> set[str]:
                 )
                 and isinstance(node.value, ast.List)
             ):
-                return {e.value for e in node.value.elts if isinstance(e, ast.Constant)}
+                return {
+                    e.value
+                    for e in node.value.elts
+                    if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                }
     raise AssertionError("RADIX_EVICTION_POLICY_CHOICES not found")
 
 
@@ -140,7 +144,7 @@ def test_generate_fields_exist(sglang_release: tuple[str, zipfile.ZipFile]) -> N
     generate = fields_of(zf, IO, "GenerateReqInput")
     assert {"input_ids", "text", "sampling_params", "stream"} <= generate
     for style in ("top_level", "session_params"):
-        client = SGLangClient("r", "http://127.0.0.1:1", settings=ClientSettings(session_field=style))  # type: ignore[arg-type]
+        client = SGLangClient("r", "http://127.0.0.1:1", settings=ClientSettings(session_field=style))
         body = client.engine_fields({"input_ids": [1]}, rid="c", priority=3, engine_session="s")
         assert set(body) - {"input_ids"} <= generate, (version, style)
         assert set(body.get("session_params", {})) <= fields_of(zf, IO, "SessionParams")
@@ -190,7 +194,7 @@ async def aiohttp_server_bodies() -> Any:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
     client = SGLangClient("r", f"http://127.0.0.1:{port}")
     try:
         await client.open_session("s1", capacity_of_str_len=1024, timeout_s=30.0)

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from saga.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, decode_batch, encode_batch
+from saga.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, WireEvent, decode_batch, encode_batch
 
 from .conftest import wire_of
 
@@ -53,7 +53,7 @@ def sgl(sglang_src: Path) -> ModuleType:
 def test_emulator_batches_decode_with_sglang_types(sgl: Any, sglang_release: tuple[str, Any]) -> None:
     import msgspec
 
-    events = [
+    events: list[WireEvent] = [
         BlockStored(block_hashes=(11, 12), parent_block_hash=None, token_ids=tuple(range(32)), block_size=16),
         BlockStored(block_hashes=(13,), parent_block_hash=12, token_ids=tuple(range(32, 48)), block_size=16),
         BlockRemoved(block_hashes=(13,)),

@@ -3,6 +3,7 @@ really were SAGA and the sglang-router processes (no performance assertion)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import shutil
@@ -34,9 +35,7 @@ SECTIONS = (
 )
 
 
-def _args(tmp: Path) -> object:
-    import argparse
-
+def _args(tmp: Path) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     return parser.parse_args(
@@ -49,7 +48,7 @@ async def test_tiny_run_writes_every_section_through_the_real_router(tmp_path: P
     if shutil.which("redis-server") is not None:
         systems = ("saga", "saga-redis", "cache_aware", "manual")
     args = _args(tmp_path)
-    w = build_workload("swe_bench", args)  # type: ignore[arg-type]
+    w = build_workload("swe_bench", args)
     s = E2ESettings(
         systems=systems,
         replicas=2,

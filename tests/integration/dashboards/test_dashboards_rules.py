@@ -26,6 +26,12 @@ needs_promtool = pytest.mark.skipif(
 )
 
 
+def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run promtool (only from tests marked ``needs_promtool``, so it is on the PATH)."""
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
 def load_build() -> Any:
     spec = importlib.util.spec_from_file_location("saga_dashboards_build", DASH / "build.py")
     assert spec is not None
@@ -111,7 +117,7 @@ def test_dashboard_promql_parses(tmp_path: Path) -> None:
             )
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    r = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)  # type: ignore[list-item]
+    r = promtool("check", "rules", str(path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(rules)} rules found" in r.stdout
 
@@ -124,7 +130,7 @@ def test_promtool_rejects_a_broken_query(tmp_path: Path) -> None:
             {"groups": [{"name": "g", "rules": [{"record": "x:y", "expr": "sum(rate(saga_calls_total[5m]"}]}]}
         )
     )
-    r = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)  # type: ignore[list-item]
+    r = promtool("check", "rules", str(path))
     assert r.returncode != 0
 
 
@@ -142,17 +148,9 @@ def rendered_rules(values: dict[str, Any] | None = None) -> dict[str, Any]:
 def test_rendered_rules_check_and_unit_tests(tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rendered_rules()))
     shutil.copy(CHART / "tests" / "rules-test.yaml", tmp_path / "rules-test.yaml")
-    check = subprocess.run(
-        [PROMTOOL, "check", "rules", "rules.yaml"], capture_output=True, text=True, cwd=tmp_path, timeout=60
-    )  # type: ignore[list-item]
+    check = promtool("check", "rules", "rules.yaml", cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
-    test = subprocess.run(
-        [PROMTOOL, "test", "rules", "rules-test.yaml"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )  # type: ignore[list-item]
+    test = promtool("test", "rules", "rules-test.yaml", cwd=tmp_path)
     assert test.returncode == 0, test.stdout + test.stderr
 
 
@@ -161,13 +159,7 @@ def test_rule_tests_fail_when_threshold_changes(tmp_path: Path) -> None:
     """The rule tests can fail: with a 0.8 SLO target the acme alert (attainment 0.9) must not fire."""
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rendered_rules({"sloAttainmentTarget": 0.8})))
     shutil.copy(CHART / "tests" / "rules-test.yaml", tmp_path / "rules-test.yaml")
-    test = subprocess.run(
-        [PROMTOOL, "test", "rules", "rules-test.yaml"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )  # type: ignore[list-item]
+    test = promtool("test", "rules", "rules-test.yaml", cwd=tmp_path)
     assert test.returncode != 0
     assert "SagaSLOAttainmentLow" in test.stdout + test.stderr
 

@@ -67,7 +67,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     with helm.Chart.load(CHART) as chart:
         out = chart.render(values, name="saga", namespace="saga-system")
-    docs = []
+    docs: list[dict[str, Any]] = []
     for name, text in out.items():
         if name.endswith("NOTES.txt"):
             continue

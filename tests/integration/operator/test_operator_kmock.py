@@ -462,7 +462,7 @@ async def test_agentworkflow_store_document_follows_the_workflow(redis_server: R
     r = redis.Redis.from_url(redis_server.url)
     r.set("coder-traces", text)
 
-    def stored() -> dict[bytes, bytes]:
+    def stored() -> dict[bytes | str, bytes | str]:  # bytes: the client does not decode
         return r.hgetall("saga:gv")
 
     async with running_cluster(redis_url=redis_server.url) as cluster:

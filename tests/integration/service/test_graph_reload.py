@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from saga.client import AsyncSagaClient
 from saga.emulator.core import ReplicaConfig
 from saga.emulator.server import start_replica
-from saga.graphs.aeg import build_graphs
+from saga.graphs.aeg import GraphSet, build_graphs
 from saga.graphs.predict import AEGPredictor
 from saga.graphs.synthetic import sessions
 from saga.scheduler.engine import Engine
@@ -24,6 +24,13 @@ from saga.service.config import load_text
 from .conftest import TIME_SCALE, Stack, config_text, stop_stack
 
 pytestmark = pytest.mark.integration
+
+
+def sessions_in(graphs: GraphSet, agent_type: str) -> float:
+    """How many sessions ``agent_type``'s graph was built from (the graph must be there)."""
+    g = graphs.get(agent_type)
+    assert g is not None, agent_type
+    return g.sessions
 
 
 def write_graph(path: Path, n: int, seed: int) -> None:
@@ -58,7 +65,7 @@ async def test_new_graph_file_changes_the_predictor_in_use(tmp_path: Path) -> No
         assert isinstance(engine, Engine)
         first = engine.predictor
         assert isinstance(first, AEGPredictor)  # loaded before the first call
-        assert first.graphs.get("swe").sessions == 20  # type: ignore[union-attr]
+        assert sessions_in(first.graphs, "swe") == 20
         async with AsyncSagaClient(st.grpc_target) as c, c.session(agent="swe") as s:
             out = await s.generate("hello world " * 20, max_new_tokens=8)
             assert out.usage.completion_tokens > 0
@@ -67,9 +74,10 @@ async def test_new_graph_file_changes_the_predictor_in_use(tmp_path: Path) -> No
             await wait_for(lambda: engine.predictor is not first)
             second = engine.predictor
             assert isinstance(second, AEGPredictor)
-            assert second.graphs.get("swe").sessions == 60  # type: ignore[union-attr]
-            assert st.service.graphs is not None
-            assert st.service.graphs.state.generation == 2
+            assert sessions_in(second.graphs, "swe") == 60
+            reloader = st.service.graphs
+            assert reloader is not None
+            assert reloader.state.generation == 2
 
             # the service keeps serving the open session under the new graphs
             out = await s.generate("hello world " * 20 + "again", max_new_tokens=8)
@@ -77,7 +85,7 @@ async def test_new_graph_file_changes_the_predictor_in_use(tmp_path: Path) -> No
 
         # a corrupt publish is refused and the working predictor stays
         (graphs / "swe.json").write_text('{"kind": "saga.graphs/GraphSet", "version": 1')
-        await wait_for(lambda: str(graphs / "swe.json") in st.service.graphs.state.errors)  # type: ignore[union-attr]
+        await wait_for(lambda: str(graphs / "swe.json") in reloader.state.errors)
         assert engine.predictor is second
     finally:
         await stop_stack(st)

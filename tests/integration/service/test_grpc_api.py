@@ -20,14 +20,14 @@ from saga.service.app import Service
 from saga.service.config import load_text
 from saga.service.pb import pb2
 
-from .conftest import config_text
+from .conftest import Stack, config_text
 
 pytestmark = pytest.mark.integration
 
 ALPHA, BETA = "sk-alpha-123456", "sk-beta-1234567"
 
 
-async def test_unknown_and_ended_sessions_are_not_found(stack) -> None:
+async def test_unknown_and_ended_sessions_are_not_found(stack: Stack) -> None:
     async with AsyncSagaClient(stack.grpc_target) as c:
         with pytest.raises(NotFoundError, match="unknown session"):
             await c.get_session("nope")
@@ -39,7 +39,7 @@ async def test_unknown_and_ended_sessions_are_not_found(stack) -> None:
             await s.end()
 
 
-async def test_other_tenants_session_is_refused(stack) -> None:
+async def test_other_tenants_session_is_refused(stack: Stack) -> None:
     async with (
         AsyncSagaClient(stack.grpc_target, api_key=ALPHA) as a,
         AsyncSagaClient(stack.grpc_target, api_key=BETA) as b,
@@ -61,13 +61,13 @@ async def _gen_as(client: AsyncSagaClient, sid: str) -> None:
     await AsyncSession(client, sid, "", "").generate("x", max_new_tokens=2)
 
 
-async def test_unknown_api_key_is_unauthenticated(stack) -> None:
+async def test_unknown_api_key_is_unauthenticated(stack: Stack) -> None:
     async with AsyncSagaClient(stack.grpc_target, api_key="sk-wrong-000000") as c:
         with pytest.raises(AuthenticationError):
             await c.start_session(agent="swe")
 
 
-async def test_bad_arguments_are_invalid(stack) -> None:
+async def test_bad_arguments_are_invalid(stack: Stack) -> None:
     async with AsyncSagaClient(stack.grpc_target) as c:
         with pytest.raises(InvalidArgumentError):
             await c.start_session(agent="")
@@ -87,10 +87,12 @@ async def test_bad_arguments_are_invalid(stack) -> None:
         await s.end()
 
 
-async def test_malformed_protobuf_bytes_are_invalid_argument(stack) -> None:
+async def test_malformed_protobuf_bytes_are_invalid_argument(stack: Stack) -> None:
     async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
         for method in ("Generate", "StartSession"):
-            call = ch.unary_unary(f"/saga.v1.SessionService/{method}")
+            call = ch.unary_unary(
+                f"/saga.v1.SessionService/{method}", request_serializer=None, response_deserializer=None
+            )
             with pytest.raises(grpc.aio.AioRpcError) as ei:
                 await call(b"\x0a\xff\xff\xff")  # field 1, length 2^21+: truncated
             assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -106,7 +108,7 @@ async def test_malformed_protobuf_bytes_are_invalid_argument(stack) -> None:
         assert "prompt is required" in (ei.value.details() or "")
 
 
-async def test_session_without_id_and_get_session(stack) -> None:
+async def test_session_without_id_and_get_session(stack: Stack) -> None:
     async with AsyncSagaClient(stack.grpc_target) as c:
         out = await c.generate("a call without a session", max_new_tokens=4)
         assert out.usage.completion_tokens > 0
@@ -140,7 +142,7 @@ async def test_rejection_carries_retry_hint() -> None:
         await stop_stack(st)
 
 
-async def test_health_and_reflection(stack) -> None:
+async def test_health_and_reflection(stack: Stack) -> None:
     async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
         resp = await health_pb2_grpc.HealthStub(ch).Check(
             health_pb2.HealthCheckRequest(service="saga.v1.SessionService")

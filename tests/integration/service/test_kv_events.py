@@ -138,19 +138,20 @@ async def test_each_process_knows_what_the_other_dispatched(replicas: list[Runni
         ):
             await subscribed(a, replicas)
             await subscribed(b, replicas)
-            placed: dict[str, str] = {}
+            placed: dict[int, str] = {}
             for k in range(4):  # sessions dispatched by A only
                 ids = prompt_ids(100 + k)
                 async with ca.session(agent="coder") as s:
                     out = await s.generate(ids, max_new_tokens=16)
-                placed[str(k)] = out.replica_id
-                await eventually(
-                    lambda ids=ids, r=out.replica_id: cached_tokens(b, r, ids) == 192,  # type: ignore[misc]
-                    f"B sees session {k}'s prompt on {out.replica_id}",
-                )
+                placed[k] = out.replica_id
+
+                def seen(ids: list[int] = ids, r: str = out.replica_id) -> bool:
+                    return cached_tokens(b, r, ids) == 192
+
+                await eventually(seen, f"B sees session {k}'s prompt on {out.replica_id}")
             # B places a call extending one of A's prompts on the replica holding its prefix.
             for k, rid in placed.items():
-                out = await cb.generate(prompt_ids(100 + int(k)) + prompt_ids(7, 40), max_new_tokens=4)
+                out = await cb.generate(prompt_ids(100 + k) + prompt_ids(7, 40), max_new_tokens=4)
                 assert out.replica_id == rid
                 assert out.usage.cached_tokens >= 192
     finally:
@@ -224,7 +225,7 @@ def replica_slice(rep: RunningReplica) -> dict[str, Any]:
 @pytest.fixture
 async def k8s_api() -> AsyncIterator[Any]:
     async with kmock.KubernetesEmulator() as server, kmock.Server(server):
-        server.resources[RES] = {"kind": "EndpointSlice", "namespaced": True}
+        server.resources[RES] = kmock.ResourceInfo(kind="EndpointSlice", namespaced=True)
         yield server
 
 

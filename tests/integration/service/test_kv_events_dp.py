@@ -116,7 +116,7 @@ def pool_slice(rank0: RunningReplica, pub: int, replay: int) -> dict[str, Any]:
 @pytest.fixture
 async def k8s_api() -> AsyncIterator[Any]:
     async with kmock.KubernetesEmulator() as server, kmock.Server(server):
-        server.resources[RES] = {"kind": "EndpointSlice", "namespaced": True}
+        server.resources[RES] = kmock.ResourceInfo(kind="EndpointSlice", namespaced=True)
         yield server
 
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import openai
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from saga.client import AsyncSagaClient, SagaError, UnavailableError
 from saga.service.app import Service
 from saga.service.config import load_text
 
-from .conftest import config_text
+from .conftest import Stack, config_text
 from .fake_replica import Knobs, start_fake
 
 pytestmark = pytest.mark.integration
 
 
-async def test_replica_killed_mid_run_calls_retried_elsewhere(stack) -> None:
+async def test_replica_killed_mid_run_calls_retried_elsewhere(stack: Stack) -> None:
     async with AsyncSagaClient(stack.grpc_target) as c:
         sessions = [await c.start_session(agent="swe") for _ in range(6)]
         first = {
@@ -36,7 +37,7 @@ async def test_replica_killed_mid_run_calls_retried_elsewhere(stack) -> None:
             await s.end()
 
 
-async def _fake_stack(mode: str) -> tuple[Service, object, Knobs]:
+async def _fake_stack(mode: str) -> tuple[Service, web.AppRunner, Knobs]:
     knobs = Knobs(mode=mode)
     runner, url = await start_fake(knobs)
     svc = Service(load_text(config_text([f"fake={url}"])), registry=CollectorRegistry())
@@ -73,7 +74,7 @@ async def test_started_stream_ends_with_clear_error() -> None:
             await consume()
     finally:
         await svc.stop()
-        await runner.cleanup()  # type: ignore[attr-defined]
+        await runner.cleanup()
 
 
 async def test_garbage_from_replica_is_internal_error() -> None:
@@ -91,7 +92,7 @@ async def test_garbage_from_replica_is_internal_error() -> None:
         assert len(knobs.requests) == 2  # not retried: garbage is not a dead replica
     finally:
         await svc.stop()
-        await runner.cleanup()  # type: ignore[attr-defined]
+        await runner.cleanup()
 
 
 async def test_engine_sessions_opened_before_use_and_closed_at_end() -> None:
@@ -114,4 +115,4 @@ async def test_engine_sessions_opened_before_use_and_closed_at_end() -> None:
             assert set(knobs.closed) == {"kv-1"}
     finally:
         await svc.stop()
-        await runner.cleanup()  # type: ignore[attr-defined]
+        await runner.cleanup()

@@ -11,10 +11,12 @@ from saga.client import AsyncSagaClient
 from saga.graphs.aeg import build_graphs
 from saga.graphs.ingest import detect_format, read_traces
 
+from .conftest import Stack
+
 pytestmark = pytest.mark.integration
 
 
-async def test_live_session_event_log_round_trips_into_a_graph(stack, tmp_path: Path) -> None:
+async def test_live_session_event_log_round_trips_into_a_graph(stack: Stack, tmp_path: Path) -> None:
     log = tmp_path / "events.jsonl"
     async with AsyncSagaClient(stack.grpc_target, eventlog=log) as c, c.session(agent="swe") as s:
         first = await s.generate("fix the failing test " * 30, max_new_tokens=8)

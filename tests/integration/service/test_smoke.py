@@ -4,10 +4,12 @@ import pytest
 
 from saga.client import AsyncSagaClient
 
+from .conftest import Stack
+
 pytestmark = pytest.mark.integration
 
 
-async def test_sdk_session_roundtrip(stack) -> None:
+async def test_sdk_session_roundtrip(stack: Stack) -> None:
     async with AsyncSagaClient(stack.grpc_target) as c, c.session(agent="swe") as s:
         out = await s.generate("hello world " * 20, max_new_tokens=8)
         assert out.usage.completion_tokens > 0

@@ -54,7 +54,7 @@ async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
 @pytest.fixture
 async def k8s_api() -> Any:
     async with kmock.KubernetesEmulator() as server, kmock.Server(server):
-        server.resources[RES] = {"kind": "EndpointSlice", "namespaced": True}
+        server.resources[RES] = kmock.ResourceInfo(kind="EndpointSlice", namespaced=True)
         yield server
 
 

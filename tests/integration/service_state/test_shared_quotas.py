@@ -8,7 +8,7 @@ the Redis and the service core are real.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,6 +18,7 @@ from saga.clock import VirtualClock
 from saga.scheduler.api import Action, CallSubmitted, Dispatch, Event, Prompt, Usage, WorkflowHints
 from saga.service.config import load_text
 from saga.service.core import CallResult, CallSpec, Principal, ServiceCore
+from saga.service.core_types import EngineClient
 from saga.service.errors import Rejected
 from saga.service.metrics import ServiceMetrics
 from saga.service.state.redis_quotas import RedisQuotaLedger
@@ -63,7 +64,7 @@ class Client:
         return True
 
 
-async def forward(client: Client, d: Dispatch, result: CallResult) -> AsyncIterator[str]:
+async def forward(client: EngineClient, d: Dispatch, result: CallResult) -> AsyncIterator[str]:
     result.usage = Usage(result.extra["prompt"], 0, 100)
     yield "ok"
 
@@ -78,10 +79,10 @@ class Process:
         client = Client()
         self.core = ServiceCore(
             load_text(CONFIG),
-            Engine(),  # type: ignore[arg-type]
+            Engine(),
             VirtualClock(),
             self.store,
-            lambda _r: client,  # type: ignore[arg-type,return-value]
+            lambda _r: cast(EngineClient, client),  # partial fake: only engine_fields, health
             self.metrics,
             process_id=pid,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from saga.graphs.trace import LLMCall, SessionTrace, SubAgent, ToolCall, TraceError, validate_session
@@ -9,8 +11,8 @@ from saga.graphs.trace import LLMCall, SessionTrace, SubAgent, ToolCall, TraceEr
 pytestmark = pytest.mark.unit
 
 
-def _call(t: float, prompt: int = 100, **kw: object) -> LLMCall:
-    return LLMCall(start_s=t, duration_s=1.0, prompt_tokens=prompt, output_tokens=10, **kw)  # type: ignore[arg-type]
+def _call(t: float, prompt: int = 100, **kw: Any) -> LLMCall:
+    return LLMCall(start_s=t, duration_s=1.0, prompt_tokens=prompt, output_tokens=10, **kw)
 
 
 def test_valid_session_with_subagent_walks_depth_first() -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from saga.emulator.core import RadixCache, chain_page_keys
+from saga.emulator.core.radix import RadixNode
 
 pytestmark = pytest.mark.unit
 
 
 class _Holder:
     def __init__(self) -> None:
-        self.node = None
+        self.node: RadixNode | None = None
 
 
 def keys(prefix: list[int], page: int = 4) -> list[int]:

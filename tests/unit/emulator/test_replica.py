@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import pytest
 
 from saga.emulator.core import (
@@ -23,21 +25,22 @@ from saga.emulator.core import (
 )
 
 pytestmark = pytest.mark.unit
+E = TypeVar("E", bound=Event)
 
 T = TimingParams(
     fixed_overhead_s=0.01, prefill_s_per_token=0.001, decode_s_per_seq=0.002, kv_read_s_per_token=1e-5
 )
 
 
-def cfg(**kw: object) -> ReplicaConfig:
-    base: dict[str, object] = {
+def cfg(**kw: Any) -> ReplicaConfig:
+    base: dict[str, Any] = {
         "page_size": 4,
         "kv_capacity_tokens": 10_000,
         "timing": T,
         "context_length": 4096,
     }
     base.update(kw)
-    return ReplicaConfig(**base)  # type: ignore[arg-type]
+    return ReplicaConfig(**base)
 
 
 def run(model: ReplicaModel, until: float = 1e9) -> list[Event]:
@@ -47,12 +50,12 @@ def run(model: ReplicaModel, until: float = 1e9) -> list[Event]:
     return out
 
 
-def by_type(events: list[Event], kind: type) -> dict[str, Event]:
+def by_type(events: list[Event], kind: type[E]) -> dict[str, E]:
     return {e.rid: e for e in events if isinstance(e, kind)}
 
 
-def req(rid: str, ids: list[int], new: int, ps: int = 4, **kw: object) -> Request:
-    return Request.from_tokens(rid, ids, new, ps, **kw)  # type: ignore[arg-type]
+def req(rid: str, ids: list[int], new: int, ps: int = 4, **kw: Any) -> Request:
+    return Request.from_tokens(rid, ids, new, ps, **kw)
 
 
 def test_ttft_and_decode_follow_the_iteration_formula() -> None:
@@ -63,7 +66,10 @@ def test_ttft_and_decode_follow_the_iteration_formula() -> None:
     assert ft.time == pytest.approx(0.01 + 0.001 * 100)  # one prefill iteration, nothing cached
     fin = by_type(ev, Finished)["a"]
     # two decode steps of one sequence, context 101 then 102 tokens
-    d = lambda k: 0.01 + 0.002 + 1e-5 * k  # noqa: E731
+
+    def d(k: int) -> float:
+        return 0.01 + 0.002 + 1e-5 * k
+
     assert fin.time == pytest.approx(ft.time + d(101) + d(102))
     assert (fin.completion_tokens, fin.finish_reason) == (3, "length")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,9 +130,11 @@ def test_json_round_trip(graphs: GraphSet, tmp_path: Path) -> None:
         (lambda d: d["graphs"]["wf"].__setitem__("sessions", -1), "graphs.wf.sessions"),
     ],
 )
-def test_bad_documents_name_the_path(graphs: GraphSet, mutate: object, message: str) -> None:
+def test_bad_documents_name_the_path(
+    graphs: GraphSet, mutate: Callable[[dict[str, Any]], object], message: str
+) -> None:
     d = json.loads(graphs.to_json())
-    mutate(d)  # type: ignore[operator]
+    mutate(d)
     with pytest.raises(GraphFormatError, match=message.replace(".", r"\.")):
         GraphSet.from_json(json.dumps(d))
     with pytest.raises(GraphFormatError, match="not JSON"):

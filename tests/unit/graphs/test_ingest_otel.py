@@ -35,9 +35,10 @@ def _span(
     name: str,
     start: float,
     end: float,
+    attrs: dict[str, Any] | None = None,
+    *,
     trace: str = "t1",
     error: bool = False,
-    **attrs: Any,
 ) -> dict[str, Any]:
     sp: dict[str, Any] = {
         "traceId": trace,
@@ -47,7 +48,7 @@ def _span(
         "kind": 3,
         "startTimeUnixNano": str(T0 + int(start * S)),
         "endTimeUnixNano": str(T0 + int(end * S)),
-        "attributes": [_attr(k.replace("__", "."), v) for k, v in attrs.items()],
+        "attributes": [_attr(k, v) for k, v in (attrs or {}).items()],
     }
     if error:
         sp["status"] = {"code": 2}
@@ -65,21 +66,31 @@ def _doc(spans: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _chat(sid: str, parent: str, start: float, end: float, stop: str, **kw: Any) -> dict[str, Any]:
+def _chat(
+    sid: str,
+    parent: str,
+    start: float,
+    end: float,
+    stop: str,
+    attrs: dict[str, Any] | None = None,
+    *,
+    trace: str = "t1",
+) -> dict[str, Any]:
     return _span(
         sid,
         parent,
         "chat gpt-x",
         start,
         end,
-        **{
+        {
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": "gpt-x",
             "gen_ai.usage.input_tokens": 100,
             "gen_ai.usage.output_tokens": 20,
             "gen_ai.response.finish_reasons": [stop],
-            **kw,
+            **(attrs or {}),
         },
+        trace=trace,
     )
 
 
@@ -91,16 +102,16 @@ def _agent_spans() -> list[dict[str, Any]]:
             "invoke_agent coder",
             0,
             30,
-            **{"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "coder"},
+            {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "coder"},
         ),
-        _chat("c1", "a", 0, 2, "tool_calls", **{"gen_ai.usage.cache_read.input_tokens": 40}),
+        _chat("c1", "a", 0, 2, "tool_calls", {"gen_ai.usage.cache_read.input_tokens": 40}),
         _span(
             "t1",
             "a",
             "execute_tool bash",
             2,
             5,
-            **{"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "bash"},
+            {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "bash"},
         ),
         _chat("c2", "a", 5, 7, "tool_calls"),
         _span("t2", "a", "execute_tool search", 7, 20, error=True),  # name from the span name
@@ -111,7 +122,7 @@ def _agent_spans() -> list[dict[str, Any]]:
             "invoke_agent explorer",
             8,
             19,
-            **{"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "explorer"},
+            {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "explorer"},
         ),
         _chat("sc1", "sub", 8, 9, "stop"),
         _chat("c3", "a", 20, 21, "stop"),
@@ -143,8 +154,8 @@ def test_agent_tools_and_subagent(tmp_path: Path) -> None:
 
 def test_conversation_id_joins_traces_and_json_lines(tmp_path: Path) -> None:
     conv = {"gen_ai.conversation.id": "conv-9"}
-    d1 = _doc([_chat("x", "", 0, 1, "stop", trace="A", **conv)])
-    d2 = _doc([_chat("y", "", 60, 61, "stop", trace="B", **conv)])
+    d1 = _doc([_chat("x", "", 0, 1, "stop", conv, trace="A")])
+    d2 = _doc([_chat("y", "", 60, 61, "stop", conv, trace="B")])
     p = tmp_path / "spans.jsonl"
     p.write_text(json.dumps(d1) + "\n" + json.dumps(d2) + "\n")
     (s,) = read_otlp_json(p).sessions
@@ -177,7 +188,7 @@ def test_bad_span(tmp_path: Path, patch: dict[str, Any], field: str) -> None:
 
 
 def test_bad_token_attribute(tmp_path: Path) -> None:
-    spans = [_chat("c", "", 0, 1, "stop", **{"gen_ai.usage.output_tokens": "many"})]
+    spans = [_chat("c", "", 0, 1, "stop", {"gen_ai.usage.output_tokens": "many"})]
     p = tmp_path / "spans.json"
     p.write_text(json.dumps(_doc(spans)))
     with pytest.raises(TraceError, match=r"gen_ai\.usage\.output_tokens"):

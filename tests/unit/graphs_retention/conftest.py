@@ -17,7 +17,7 @@ def make_session(
     tools: list[ToolCall] = []
     for i, spec in enumerate(calls):
         t, hashes, stop = spec[0], spec[1], spec[2]
-        dur = spec[3] if len(spec) > 3 else 0.0  # type: ignore[misc]
+        dur = spec[3] if len(spec) > 3 else 0.0
         out.append(
             LLMCall(
                 start_s=t,

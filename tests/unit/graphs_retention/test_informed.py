@@ -12,7 +12,7 @@ from saga.graphs.retention.gapmix import FeatureGapModel, prediction_log_errors
 from saga.graphs.retention.policies import InformedBoundPolicy, LRUPolicy, OraclePolicy
 from saga.graphs.retention.predictors import PredictionCache
 from saga.graphs.retention.workload import ReplaySettings, build_workload
-from saga.graphs.trace import STOP_END_TURN, STOP_TOOL_USE
+from saga.graphs.trace import STOP_END_TURN, STOP_TOOL_USE, SessionTrace
 
 from .conftest import make_session
 from .test_policies import three_streams
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 TRACE = ReplaySettings(arrivals="trace", folds=1)
 
 
-def ended_stream_case() -> list:
+def ended_stream_case() -> list[SessionTrace]:
     """X uses page 1 at t=0 and t=3; W page 4 at t=1 and never again; Z page 3 at t=2 (cache 2).
 
     LRU evicts x (oldest) for z and misses it at t=3 (4 misses); knowing only that W has ended
@@ -79,7 +79,7 @@ def test_evaluate_runs_the_bound_only_on_request() -> None:
         evaluate(wl, [0.5], ["clairvoyant"])
 
 
-def _regular(sid: str, gap: float, n: int = 4) -> object:
+def _regular(sid: str, gap: float, n: int = 4) -> SessionTrace:
     """Calls of 1 s with ``gap`` seconds between them, all tool_use but the last."""
     calls = [(i * (1.0 + gap), [i + 1], STOP_TOOL_USE if i < n - 1 else STOP_END_TURN, 1.0) for i in range(n)]
     return make_session(sid, calls)

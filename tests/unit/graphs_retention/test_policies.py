@@ -15,7 +15,7 @@ from saga.graphs.retention.policies import (
 )
 from saga.graphs.retention.predictors import PredictionCache
 from saga.graphs.retention.workload import ReplaySettings, WorkloadError, build_workload
-from saga.graphs.trace import STOP_END_TURN, STOP_TOOL_USE
+from saga.graphs.trace import STOP_END_TURN, STOP_TOOL_USE, SessionTrace
 
 from .conftest import FakePredictor, make_session
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.unit
 TRACE = ReplaySettings(arrivals="trace", folds=1)
 
 
-def three_streams(stop_x: str = STOP_TOOL_USE, stop_y: str = STOP_END_TURN) -> list:
+def three_streams(stop_x: str = STOP_TOOL_USE, stop_y: str = STOP_END_TURN) -> list[SessionTrace]:
     """X uses page 1 at t=0 and t=3, Y page 2 at t=1 and t=4, Z page 3 at t=2 (cache of 2).
 
     Every policy misses the first use of x, y, z (3); LRU then evicts x for z and y for x (5

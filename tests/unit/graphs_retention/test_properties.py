@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from saga.graphs.api import Predictor
 from saga.graphs.retention.cache import replay
 from saga.graphs.retention.evaluate import make_policy
 from saga.graphs.retention.gapmodel import EmpiricalGapPredictor
@@ -66,7 +67,7 @@ def test_segment_replay_matches_page_level_reference(case: tuple[list[SessionTra
 def test_oracle_is_never_worse_than_any_policy(case: tuple[list[SessionTrace], int]) -> None:
     sessions, cap = case
     wl = build_workload(sessions, TRACE)
-    preds = [EmpiricalGapPredictor(sessions, min_samples=1)]
+    preds: list[Predictor] = [EmpiricalGapPredictor(sessions, min_samples=1)]
     oracle = replay(wl, cap, make_policy("oracle", PredictionCache(wl, preds))).recomputed_pages
     for name in ("lru", "ttl", "weighted", "saga", "informed"):
         got = replay(wl, cap, make_policy(name, PredictionCache(wl, preds), ttl_s=5.0)).recomputed_pages

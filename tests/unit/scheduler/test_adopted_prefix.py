@@ -3,12 +3,13 @@ session's prompt as cached there, so load on the home does not make this engine 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from saga.clock import VirtualClock
 from saga.scheduler.api import (
+    Action,
     CallCompleted,
     CallSubmitted,
     Dispatch,
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.unit
 SESSION_PROMPT = Prompt(8000, tuple(range(900_001, 900_501)), 16)  # 500 blocks of 16 tokens
 
 
-def _replica(acts: list[object]) -> str:
+def _replica(acts: Sequence[Action]) -> str:
     ds = [a for a in acts if isinstance(a, Dispatch)]
     assert len(ds) == 1, acts
     return ds[0].replica_id

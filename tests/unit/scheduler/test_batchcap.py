@@ -72,7 +72,9 @@ def _qc(remaining: float, submitted: float = 0.0, deadline: float | None = None)
 
 
 def test_srpt_key_orders_by_remaining_work_with_aging_and_deadlines() -> None:
-    key = lambda q, now: srpt_key(q, now, 1.0, 1.0, 30.0, True)  # noqa: E731
+    def key(q: QueuedCall, now: float) -> float:
+        return srpt_key(q, now, 1.0, 1.0, 30.0, True)
+
     assert key(_qc(10.0), 0.0) < key(_qc(100.0), 0.0)
     # a long session's call held 25 s (aging 1) overtakes a fresh call of 80 s remaining
     assert key(_qc(100.0, submitted=-25.0), 0.0) < key(_qc(80.0), 0.0)

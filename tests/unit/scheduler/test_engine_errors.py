@@ -12,6 +12,7 @@ from saga.scheduler.api import (
     FirstToken,
     InvalidInput,
     Prompt,
+    Reject,
     ReplicaAdded,
     ReplicaLoad,
     SessionEnd,
@@ -116,9 +117,9 @@ def test_bad_settings_name_the_field(make_engine: Callable[..., Engine]) -> None
 def test_prompt_too_long_and_no_replica_are_rejections(make_engine: Callable[..., Engine]) -> None:
     e = make_engine(kv=1000)
     (a,) = e.handle(_call("c1", None, tokens=5000))
-    assert type(a).__name__ == "Reject"
+    assert type(a) is Reject
     assert a.reason == "prompt_too_long"
     e2 = make_engine(replicas=0)
     (b,) = e2.handle(_call("c1", None))
-    assert type(b).__name__ == "Reject"
+    assert type(b) is Reject
     assert b.reason == "no_replica"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from saga.clock import VirtualClock
 from saga.scheduler.api import (
+    Action,
     CallCompleted,
     CallSubmitted,
     Dispatch,
@@ -22,7 +23,7 @@ from saga.scheduler.engine import Engine
 pytestmark = pytest.mark.unit
 
 
-def _replica(acts: list[object]) -> str:
+def _replica(acts: Sequence[Action]) -> str:
     ds = [a for a in acts if isinstance(a, Dispatch)]
     assert len(ds) == 1, acts
     return ds[0].replica_id

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from saga.clock import VirtualClock
 from saga.scheduler.api import (
+    Action,
     CallCompleted,
     CallSubmitted,
     Dispatch,
@@ -25,7 +26,7 @@ from saga.scheduler.state import SharedTokens, sample_hashes
 pytestmark = pytest.mark.unit
 
 
-def _dispatch(acts: list[object]) -> Dispatch:
+def _dispatch(acts: Sequence[Action]) -> Dispatch:
     ds = [a for a in acts if isinstance(a, Dispatch)]
     assert len(ds) == 1, acts
     return ds[0]

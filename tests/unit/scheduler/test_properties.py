@@ -194,8 +194,8 @@ class Driver:
                 self.completed.add(cid)
                 self.clock.advance(0.1)
                 self.apply(self.e.handle(CallCompleted(cid, Usage(200, 100, 50), "end_turn")))
-            elif self.e.next_deadline() is not None:
-                self.advance(max(0.0, self.e.next_deadline() - self.clock.now()) + 0.001)  # type: ignore[operator]
+            elif (deadline := self.e.next_deadline()) is not None:
+                self.advance(max(0.0, deadline - self.clock.now()) + 0.001)
             else:
                 break
 

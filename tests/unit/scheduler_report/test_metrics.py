@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ from saga.scheduler.report.__main__ import main as report_main
 pytestmark = pytest.mark.unit
 
 
-def _o(sid: str, tenant: str, start: float, dur: float, **kw: object) -> SessionOutcome:
+def _o(sid: str, tenant: str, start: float, dur: float, **kw: Any) -> SessionOutcome:
     return SessionOutcome(
         session_id=sid,
         tenant=tenant,
@@ -35,11 +36,11 @@ def _o(sid: str, tenant: str, start: float, dur: float, **kw: object) -> Session
         start_s=start,
         end_s=start + dur,
         calls=2,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
-def _run(system: str, durs: dict[str, float], **kw: object) -> RunResult:
+def _run(system: str, durs: dict[str, float], **kw: Any) -> RunResult:
     outs = [
         _o(
             sid,
@@ -56,7 +57,7 @@ def _run(system: str, durs: dict[str, float], **kw: object) -> RunResult:
         )
         for sid, d in durs.items()
     ]
-    base: dict[str, object] = {
+    base: dict[str, Any] = {
         "system": system,
         "workload": "w",
         "seed": 1,
@@ -68,7 +69,7 @@ def _run(system: str, durs: dict[str, float], **kw: object) -> RunResult:
         "cache_hit_rate": Series((0.0, 30.0), (0.5, 0.7)),
     }
     base.update(kw)
-    return RunResult(**base)  # type: ignore[arg-type]
+    return RunResult(**base)
 
 
 def test_primitives() -> None:

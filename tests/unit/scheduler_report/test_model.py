@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -11,8 +12,8 @@ from saga.scheduler.report import ReportError, RunResult, Series, SessionOutcome
 pytestmark = pytest.mark.unit
 
 
-def _outcome(i: int = 0, **kw: object) -> SessionOutcome:
-    base: dict[str, object] = {
+def _outcome(i: int = 0, **kw: Any) -> SessionOutcome:
+    base: dict[str, Any] = {
         "session_id": f"s{i}",
         "tenant": "t",
         "agent_type": "a",
@@ -28,11 +29,11 @@ def _outcome(i: int = 0, **kw: object) -> SessionOutcome:
         "slo_met": True,
     }
     base.update(kw)
-    return SessionOutcome(**base)  # type: ignore[arg-type]
+    return SessionOutcome(**base)
 
 
-def _result(**kw: object) -> RunResult:
-    base: dict[str, object] = {
+def _result(**kw: Any) -> RunResult:
+    base: dict[str, Any] = {
         "system": "saga",
         "workload": "w",
         "seed": 1,
@@ -47,7 +48,7 @@ def _result(**kw: object) -> RunResult:
         "meta": {"command": "x"},
     }
     base.update(kw)
-    return RunResult(**base)  # type: ignore[arg-type]
+    return RunResult(**base)
 
 
 def test_json_round_trip_is_exact() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from saga.clock import VirtualClock
 from saga.scheduler.api import (
     Action,
+    CallFailed,
     CallSubmitted,
     Defer,
     Dispatch,
@@ -24,6 +25,7 @@ from saga.scheduler.api import (
 from saga.service.backend.api import ReplicaUnavailable
 from saga.service.config import embedded_default
 from saga.service.core import CallResult, CallSpec, Principal, ServiceCore
+from saga.service.core_types import EngineClient
 from saga.service.errors import InvalidArgument, Rejected, Unavailable
 from saga.service.metrics import ServiceMetrics
 from saga.service.state.memory import MemoryStore
@@ -51,8 +53,8 @@ class ScriptedEngine:
                 self.held.append(event.call_id)
                 return [Defer(event.call_id, "fair_share")]
             return [Dispatch(event.call_id, self.replicas[0], reason="test")]
-        if type(event).__name__ == "CallFailed" and getattr(event, "retryable", False):
-            return [Dispatch(event.call_id, self.replicas[1], reason="retry")]  # type: ignore[attr-defined]
+        if type(event) is CallFailed and event.retryable:
+            return [Dispatch(event.call_id, self.replicas[1], reason="retry")]
         return []
 
     def tick(self) -> list[Action]:
@@ -95,7 +97,7 @@ def make_core(engine: ScriptedEngine, clients: dict[str, MemClient]) -> ServiceC
         engine,
         VirtualClock(),
         MemoryStore(),
-        clients.get,  # type: ignore[arg-type]
+        lambda r: cast(EngineClient | None, clients.get(r)),  # partial fakes: only engine_fields, health
         ServiceMetrics(CollectorRegistry()),
     )
 

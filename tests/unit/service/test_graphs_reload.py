@@ -8,10 +8,11 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from saga.graphs.aeg import POOLED, build_graphs
+from saga.graphs.aeg import POOLED, GraphSet, build_graphs
 from saga.graphs.api import Predictor, SessionPosition
 from saga.graphs.predict import AEGPredictor
 from saga.graphs.synthetic import sessions
@@ -36,6 +37,13 @@ def flatten(v: object, path: str = "") -> dict[str, float]:
     return {path: float(v)} if isinstance(v, int | float) else {}
 
 
+def sessions_in(graphs: GraphSet, agent_type: str) -> float:
+    """How many sessions ``agent_type``'s graph was built from (the graph must be there)."""
+    g = graphs.get(agent_type)
+    assert g is not None, agent_type
+    return g.sessions
+
+
 class Applied:
     def __init__(self) -> None:
         self.got: list[Predictor | None] = []
@@ -50,8 +58,8 @@ class Applied:
         return p
 
 
-def reloader(tmp_path: Path, applied: Applied, **kw: object) -> GraphReloader:
-    return GraphReloader(GraphSettings(directory=str(tmp_path), **kw), applied)  # type: ignore[arg-type]
+def reloader(tmp_path: Path, applied: Applied, **kw: Any) -> GraphReloader:
+    return GraphReloader(GraphSettings(directory=str(tmp_path), **kw), applied)
 
 
 def configmap_swap(root: Path, stamp: str, files: dict[str, bytes]) -> None:
@@ -80,7 +88,7 @@ async def test_new_version_in_a_mounted_configmap_is_swapped_in(tmp_path: Path) 
     assert await r.poll()
     second = applied.last
     assert second is not first
-    assert second.graphs.get("wf").sessions == 60  # type: ignore[union-attr]
+    assert sessions_in(second.graphs, "wf") == 60
     assert r.state.generation == 2
 
 
@@ -121,7 +129,7 @@ async def test_corrupt_document_keeps_the_previous_predictor(
     assert str(path) in r.state.errors
     path.write_text(graph_json(40))  # fixed: loads again
     assert await r.poll()
-    assert applied.last.graphs.get("wf").sessions == 40  # type: ignore[union-attr]
+    assert sessions_in(applied.last.graphs, "wf") == 40
     assert r.state.errors == {}
 
 
@@ -177,11 +185,11 @@ async def test_store_documents_reload_by_version(caplog: pytest.LogCaptureFixtur
     r = GraphReloader(GraphSettings(from_store=True), applied, store=store)
     await store.put_graph("wf", json.loads(graph_json(10)))
     assert await r.poll()
-    assert applied.last.graphs.get("wf").sessions == 10  # type: ignore[union-attr]
+    assert sessions_in(applied.last.graphs, "wf") == 10
     assert not await r.poll()
     await store.put_graph("wf", json.loads(graph_json(30, 3)))
     assert await r.poll()
-    assert applied.last.graphs.get("wf").sessions == 30  # type: ignore[union-attr]
+    assert sessions_in(applied.last.graphs, "wf") == 30
     kept = applied.last
     await store.put_graph("wf", {"kind": "something else"})
     with caplog.at_level(logging.ERROR, logger="saga.service.graphs_reload"):

@@ -10,7 +10,7 @@ import pytest
 import zmq.asyncio
 from prometheus_client import CollectorRegistry
 
-from saga.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, encode_batch, seq_bytes
+from saga.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, WireEvent, encode_batch, seq_bytes
 from saga.scheduler.api import ReplicaCache
 from saga.service.config import KvEventSettings
 from saga.service.kv_events import KvEventSubscriber, KvEventSubscribers, discovered_endpoint
@@ -28,8 +28,8 @@ def page(i: int) -> BlockStored:
     return BlockStored((100 + i,), None if i == 0 else 99 + i, tuple(IDS[i * 16 : (i + 1) * 16]), 16)
 
 
-def msg(seq: int, *events: object) -> list[bytes]:
-    return [b"", seq_bytes(seq), encode_batch(0.0, events)]  # type: ignore[arg-type]
+def msg(seq: int, *events: WireEvent) -> list[bytes]:
+    return [b"", seq_bytes(seq), encode_batch(0.0, events)]
 
 
 class Sink:

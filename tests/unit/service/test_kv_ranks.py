@@ -11,7 +11,15 @@ import pytest
 import zmq.asyncio
 from prometheus_client import CollectorRegistry
 
-from saga.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEventBatch, encode_batch, seq_bytes
+from saga.kv_events import (
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    KvEventBatch,
+    WireEvent,
+    encode_batch,
+    seq_bytes,
+)
 from saga.scheduler.api import ReplicaCache
 from saga.service.config import KvEventSettings
 from saga.service.kv_events import KvEventSubscriber, KvEventSubscribers, rank_endpoint
@@ -36,8 +44,8 @@ def chain(ids: list[int], base: int) -> list[BlockStored]:
     ]
 
 
-def batch(*events: object) -> KvEventBatch:
-    return KvEventBatch(0.0, tuple(events))  # type: ignore[arg-type]
+def batch(*events: WireEvent) -> KvEventBatch:
+    return KvEventBatch(0.0, events)
 
 
 def test_ranks_merge_into_one_union() -> None:
@@ -102,8 +110,8 @@ async def ctx() -> AsyncIterator[zmq.asyncio.Context]:
     c.term()
 
 
-def msg(seq: int, *events: object) -> list[bytes]:
-    return [b"", seq_bytes(seq), encode_batch(0.0, events)]  # type: ignore[arg-type]
+def msg(seq: int, *events: WireEvent) -> list[bytes]:
+    return [b"", seq_bytes(seq), encode_batch(0.0, events)]
 
 
 async def test_a_gap_on_one_rank_resets_that_rank_only(ctx: zmq.asyncio.Context) -> None:

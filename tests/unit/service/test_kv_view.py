@@ -16,6 +16,7 @@ from saga.kv_events import (
     KvEventDecodeError,
     KvEventsConfig,
     KvEventsConfigError,
+    WireEvent,
     decode_batch,
     encode_batch,
     offset_endpoint,
@@ -46,8 +47,8 @@ def sglang_pages(
     return out
 
 
-def batch(*events: object) -> KvEventBatch:
-    return KvEventBatch(0.0, tuple(events))  # type: ignore[arg-type]
+def batch(*events: WireEvent) -> KvEventBatch:
+    return KvEventBatch(0.0, events)
 
 
 # ----------------------------------------------------------------------------- wire format
@@ -55,7 +56,11 @@ def batch(*events: object) -> KvEventBatch:
 
 @pytest.mark.parametrize("wire", ["map", "array"])
 def test_roundtrip_and_sglang_shapes(wire: str) -> None:
-    evs = [BlockStored((1, 2), None, (5, 6, 7, 8), 2), BlockRemoved((2,)), AllBlocksCleared()]
+    evs: list[WireEvent] = [
+        BlockStored((1, 2), None, (5, 6, 7, 8), 2),
+        BlockRemoved((2,)),
+        AllBlocksCleared(),
+    ]
     assert decode_batch(encode_batch(1.5, evs, wire=wire)) == KvEventBatch(1.5, tuple(evs))
     first = msgpack.unpackb(encode_batch(1.5, evs, wire=wire))[1][0]
     assert isinstance(first, dict if wire == "map" else list)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -23,6 +23,7 @@ from saga.scheduler.api import (
 )
 from saga.service.config import load_text
 from saga.service.core import CallResult, CallSpec, Principal, ServiceCore
+from saga.service.core_types import EngineClient
 from saga.service.errors import Rejected
 from saga.service.metrics import ServiceMetrics
 from saga.service.quotas import NO_QUOTA, REASON, Quota, TenantQuotas
@@ -219,8 +220,8 @@ def make_core() -> tuple[ServiceCore, Engine, ServiceMetrics]:
         engine,
         VirtualClock(),
         MemoryStore(),
-        lambda _r: client,
-        metrics,  # type: ignore[arg-type,return-value]
+        lambda _r: cast(EngineClient, client),  # partial fake: only engine_fields, health
+        metrics,
     )
     return core, engine, metrics
 

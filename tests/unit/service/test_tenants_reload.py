@@ -17,6 +17,7 @@ from saga.operator.reconcile import tenantpolicy
 from saga.operator.reconcile.common import Invalid
 from saga.scheduler.api import InvalidInput, SessionStart, WorkflowHints
 from saga.scheduler.engine import Engine
+from saga.scheduler.policies.fairness.afs import AgentFairShare
 from saga.scheduler.settings import EngineSettings, FairnessSettings
 from saga.service.app import Service
 from saga.service.config import TenantPolicySettings, TenantSettings, load_text
@@ -194,13 +195,19 @@ def test_effective_tenants_override_add_and_restore() -> None:
     assert effective_tenants(base, {}) == base
 
 
+def weight(engine: Engine, tenant: str) -> float:
+    """The weight the engine's (default, agent fair share) fairness policy gives ``tenant``."""
+    assert isinstance(engine.fairness, AgentFairShare)
+    return engine.fairness.weight(tenant)
+
+
 def test_engine_weights_and_deadline_factors_change_for_the_next_decision() -> None:
     clock = VirtualClock()
     engine = Engine(clock, EngineSettings(fairness=FairnessSettings(weights={"acme": 1.0})))
-    assert engine.fairness.weight("acme") == 1.0  # type: ignore[attr-defined]
+    assert weight(engine, "acme") == 1.0
     assert set_engine_tenants(engine, {"acme": 4.0, "beta": 0.5}, {"acme": 3.0})
-    assert engine.fairness.weight("acme") == 4.0  # type: ignore[attr-defined]
-    assert engine.fairness.weight("beta") == 0.5  # type: ignore[attr-defined]
+    assert weight(engine, "acme") == 4.0
+    assert weight(engine, "beta") == 0.5
     assert engine.settings.fairness.weights == {"acme": 4.0, "beta": 0.5}
     engine.handle(SessionStart("a", "acme", "swe", WorkflowHints()))
     engine.handle(SessionStart("b", "beta", "swe", WorkflowHints()))

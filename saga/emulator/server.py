@@ -45,7 +45,7 @@ from saga.emulator.protocol import (
 from saga.emulator.replica_runtime import InjectedFailure, ReplicaCrashed, ReplicaRuntime
 from saga.kv_events import KvEventsConfig
 
-EMULATED_SGLANG_VERSION = "0.5.0"
+EMULATED_SGLANG_VERSION = "0.5.20"  # the release whose interfaces it mirrors (tests/contract/sglang)
 RUNTIME_KEY = web.AppKey("runtime", ReplicaRuntime)
 ATTN_DP_SIZE_KEY = web.AppKey("attn_dp_size", int)
 HEALTH_TIMEOUT_S = 20.0
@@ -249,6 +249,7 @@ async def server_info(request: web.Request) -> web.Response:
             "max_running_requests": cfg.max_running_requests,
             "chunked_prefill_size": cfg.chunked_prefill_size,
             "enable_priority_scheduling": cfg.enable_priority_scheduling,
+            "enable_session_radix_cache": True,  # sessions always behave as with the flag on
             "schedule_low_priority_values_first": cfg.schedule_low_priority_values_first,
             "tp_size": 1,
             "dp_size": request.app[ATTN_DP_SIZE_KEY],

@@ -260,6 +260,44 @@ class ServerInfo:
     # ignores ``priority`` (or aborts the call with --abort-on-priority-when-disabled), so the
     # client leaves the field out for it (``SGLangClient.engine_fields``).
     priority_scheduling: bool | None = None
+    # SGLang's ``version`` and ``enable_session_radix_cache`` ("" / None when not reported):
+    # what :func:`retention_problems` checks.
+    version: str = ""
+    session_radix_cache: bool | None = None
+
+
+MIN_SGLANG = (0, 5, 17)
+"""Oldest SGLang whose session radix cache keeps a session's entries referenced (docs/backend.md)."""
+
+
+def release_of(version: str) -> tuple[int, ...] | None:
+    """``"0.5.20.post1"`` → ``(0, 5, 20)``; None when the string does not start with a release."""
+    parts: list[int] = []
+    for piece in version.strip().lstrip("v").split(".")[:3]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) < len(piece):
+            break
+    return tuple(parts) if len(parts) == 3 else None
+
+
+def retention_problems(info: ServerInfo) -> list[str]:
+    """Why a replica cannot keep a session's KV across tool gaps, from its ``/server_info``
+    (empty when nothing says so): SAGA's pins and retention then do nothing on it."""
+    out: list[str] = []
+    if info.session_radix_cache is False:
+        out.append("runs without --enable-session-radix-cache: sessions' KV is not kept across tool gaps")
+    release = release_of(info.version)
+    if release is not None and release < MIN_SGLANG:
+        need = ".".join(map(str, MIN_SGLANG))
+        out.append(f"runs SGLang {info.version}: keeping sessions' KV across tool gaps needs {need} or later")
+    return out
 
 
 @dataclass(frozen=True, slots=True)

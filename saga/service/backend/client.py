@@ -455,6 +455,10 @@ def parse_server_info(result: Any, replica_id: str = "") -> ServerInfo:
         priority_scheduling=prio
         if isinstance(prio := merged.get("enable_priority_scheduling"), bool)
         else None,
+        version=version if isinstance(version := merged.get("version"), str) else "",
+        session_radix_cache=radix
+        if isinstance(radix := merged.get("enable_session_radix_cache"), bool)
+        else None,
     )
 
 

@@ -10,7 +10,9 @@ Algorithm
   and is logged: a flaky API server never empties the pool.
 * **Announce**: a new replica is reported ``ReplicaAdded`` (with ``kv_total_tokens``,
   ``max_running_requests`` and ``page_size`` from ``/server_info``) only after it answered
-  a health probe and ``/server_info``; until then it receives no calls.
+  a health probe and ``/server_info``; until then it receives no calls. A replica that says
+  it cannot keep sessions' KV across tool gaps (no ``--enable-session-radix-cache``, or SGLang
+  before 0.5.17: ``retention_problems``) is announced all the same, with a warning.
 * **Health** (every ``health_interval_s``): ``GET /health`` (or ``/health_generate``).
   Load polls count too: a ``/v1/loads`` that fails or returns garbage is a failed probe.
   ``unhealthy_after`` consecutive failures of either kind → ``ReplicaHealth(healthy=False)``
@@ -46,6 +48,7 @@ from saga.service.backend.api import (
     ReplicaEvent,
     ReplicaSpec,
     ServerInfo,
+    retention_problems,
 )
 from saga.service.backend.client import SGLangClient
 
@@ -229,6 +232,8 @@ class ReplicaPool:
                 s.announced = s.healthy = True
                 s.ok_streak = 1
                 log.info("replica %s ready: %s", s.spec.replica_id, s.info)
+                for problem in retention_problems(s.info):
+                    log.warning("replica %s %s (docs/backend.md)", s.spec.replica_id, problem)
                 self._emit(
                     ReplicaAdded(
                         s.spec.replica_id,

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from saga.scheduler.api import ReplicaAdded, ReplicaLoad
-from saga.service.backend.api import PoolSettings, ReplicaEvent, ReplicaUnavailable, StreamBroken
+from saga.service.backend.api import (
+    PoolSettings,
+    ReplicaEvent,
+    ReplicaUnavailable,
+    StreamBroken,
+    retention_problems,
+)
 from saga.service.backend.client import SGLangClient
 from saga.service.backend.discovery import StaticDiscovery
 from saga.service.backend.pool import ReplicaPool
@@ -117,3 +123,13 @@ async def test_priority_follows_the_replicas_priority_scheduling(enabled: bool) 
     finally:
         await c.close()
         await server.stop_cluster([rep])
+
+
+async def test_an_emulated_replica_can_keep_kv_across_tool_gaps(replica: Any) -> None:
+    c = SGLangClient("replica-0", replica.url)
+    try:
+        info = await c.server_info()
+        assert info.session_radix_cache is True
+        assert retention_problems(info) == []  # no warning for the emulator (SGLang 0.5.20's interfaces)
+    finally:
+        await c.close()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from saga.service.backend.api import ClientTimeouts, PoolSettings, ReplicaProtocolError
+from saga.service.backend.api import (
+    ClientTimeouts,
+    PoolSettings,
+    ReplicaProtocolError,
+    release_of,
+    retention_problems,
+)
 from saga.service.backend.client import SGLangClient, parse_loads, parse_server_info, parse_sglang_metrics
 from saga.service.backend.sse import SSEDecoder, SSEFormatError, parse_json_object
 
@@ -104,3 +110,20 @@ def test_priority_is_left_out_for_a_replica_without_priority_scheduling() -> Non
     assert client.engine_fields({}, priority=7)["priority"] == 7
     client.accepts_priority = False  # what server_info() sets for enable_priority_scheduling: false
     assert "priority" not in client.engine_fields({}, priority=7)
+
+
+def test_replicas_that_cannot_keep_kv_across_tool_gaps_are_named() -> None:
+    base = {"max_total_num_tokens": 500}
+    ok = parse_server_info({**base, "version": "0.5.20", "enable_session_radix_cache": True})
+    assert (ok.version, ok.session_radix_cache) == ("0.5.20", True)
+    assert retention_problems(ok) == []
+    assert retention_problems(parse_server_info(base)) == []  # nothing said: nothing claimed
+    off = parse_server_info({**base, "enable_session_radix_cache": False})
+    assert "--enable-session-radix-cache" in retention_problems(off)[0]
+    old = parse_server_info({**base, "version": "0.5.10.post1"})
+    assert "0.5.17 or later" in retention_problems(old)[0]
+    assert release_of("0.5.17") == (0, 5, 17)
+    assert release_of("v0.5.21.post2") == (0, 5, 21)
+    assert release_of("0.5.22rc1") == (0, 5, 22)
+    assert release_of("0.5") is None
+    assert release_of("unknown") is None

@@ -173,6 +173,9 @@ class ReplicaAdded:
     kv_total_tokens: int
     max_running_requests: int
     page_size: int = 1
+    # False when the replica cannot keep a session's KV across tool gaps (SGLang without
+    # --enable-session-radix-cache, or before 0.5.17): the engine then pins nothing there.
+    keeps_sessions: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,7 +130,7 @@ class EngineParts:
 
     def _retain(self, s: SessionState, r: ReplicaState | None) -> list[Action]:
         rs = self.settings.retention
-        if r is None or not r.healthy or not self._retaining:
+        if r is None or not r.healthy or not self._retaining or not r.keeps_sessions:
             return self._release(s, "not_retained")
         now = self.clock.now()
         pred = ret.predict(self.predictor, s, now)
@@ -258,6 +258,7 @@ class EngineParts:
             kv_watermark=self.settings.gating.kv_watermark,
             call_s=self.settings.cost.initial_call_s,
             batch_cap=self._batch_cap_params(),
+            keeps_sessions=e.keeps_sessions,
         )
         self._eligible = None
         acts = self._retry_pending(None) if self._pending else []

@@ -135,6 +135,7 @@ class ReplicaState:
     kv_watermark: float = 1.0
     # decode-batch cap (batchcap.py); None: only max_running bounds running calls
     batch_cap: CapModel | None = None
+    keeps_sessions: bool = True  # ReplicaAdded.keeps_sessions: pins mean something here
 
     @property
     def inflight_count(self) -> int:

@@ -12,7 +12,8 @@ Algorithm
   ``max_running_requests`` and ``page_size`` from ``/server_info``) only after it answered
   a health probe and ``/server_info``; until then it receives no calls. A replica that says
   it cannot keep sessions' KV across tool gaps (no ``--enable-session-radix-cache``, or SGLang
-  before 0.5.17: ``retention_problems``) is announced all the same, with a warning.
+  before 0.5.17: ``retention_problems``) is announced all the same, with a warning and
+  ``keeps_sessions=False``, so the engine pins nothing there.
 * **Health** (every ``health_interval_s``): ``GET /health`` (or ``/health_generate``).
   Load polls count too: a ``/v1/loads`` that fails or returns garbage is a failed probe.
   ``unhealthy_after`` consecutive failures of either kind → ``ReplicaHealth(healthy=False)``
@@ -232,14 +233,18 @@ class ReplicaPool:
                 s.announced = s.healthy = True
                 s.ok_streak = 1
                 log.info("replica %s ready: %s", s.spec.replica_id, s.info)
-                for problem in retention_problems(s.info):
-                    log.warning("replica %s %s (docs/backend.md)", s.spec.replica_id, problem)
+                problems = retention_problems(s.info)
+                for problem in problems:
+                    log.warning(
+                        "replica %s %s: no KV pinned there (docs/backend.md)", s.spec.replica_id, problem
+                    )
                 self._emit(
                     ReplicaAdded(
                         s.spec.replica_id,
                         kv_total_tokens=s.info.kv_total_tokens,
                         max_running_requests=s.info.max_running_requests,
                         page_size=s.info.page_size,
+                        keeps_sessions=not problems,
                     )
                 )
             elif s.health_fails in (1, 10) or s.health_fails % 60 == 0:

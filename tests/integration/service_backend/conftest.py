@@ -30,6 +30,7 @@ class FakeKnobs:
     stall: bool = False  # never answer (until the test ends)
     healthy: bool = True
     loads_body: Any = None  # override the /v1/loads answer
+    server_info_extra: dict[str, Any] = field(default_factory=dict)  # added to /server_info
     metrics_body: str | None = None
     open_sessions: set[str] = field(default_factory=set)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -145,6 +146,7 @@ def make_app(knobs: FakeKnobs) -> web.Application:
                 "page_size": 16,
                 "max_running_requests": 64,
                 "internal_states": [{"max_total_num_tokens": 2000}],
+                **knobs.server_info_extra,
             }
         )
 

@@ -14,6 +14,8 @@ from saga.service.backend.api import ClientSettings, ClientTimeouts, PoolSetting
 from saga.service.backend.discovery import StaticDiscovery
 from saga.service.backend.pool import ReplicaPool
 
+from .conftest import FakeKnobs
+
 pytestmark = pytest.mark.integration
 
 FAST = PoolSettings(
@@ -164,5 +166,28 @@ async def test_discovery_removal_url_change_and_failure(fake_factory: Any) -> No
         assert len(of(events, ReplicaAdded, "a")) == 2
         n = len(of(events, ReplicaLoad, "a"))
         await until(lambda: len(of(events, ReplicaLoad, "a")) > n + 2)  # still polling despite the sink
+    finally:
+        await pool.stop()
+
+
+async def test_a_replica_that_cannot_keep_sessions_is_announced_as_such(
+    fake_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = await fake_factory(FakeKnobs(server_info_extra={"version": "0.5.10.post1"}))
+    off = await fake_factory(FakeKnobs(server_info_extra={"enable_session_radix_cache": False}))
+    ok = await fake_factory(
+        FakeKnobs(server_info_extra={"version": "0.5.20", "enable_session_radix_cache": True})
+    )
+    events: list[ReplicaEvent] = []
+    specs = [f"old={old.url}", f"off={off.url}", f"ok={ok.url}"]
+    pool = ReplicaPool(StaticDiscovery(specs), events.append, settings=FAST, client_settings=CLIENT)
+    await pool.start()
+    try:
+        await pool.wait_announced(["old", "off", "ok"], timeout_s=5)
+        added = {e.replica_id: e.keeps_sessions for e in of(events, ReplicaAdded)}
+        assert added == {"old": False, "off": False, "ok": True}
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any("old" in m and "0.5.17 or later" in m for m in warned)
+        assert any("off" in m and "--enable-session-radix-cache" in m for m in warned)
     finally:
         await pool.stop()

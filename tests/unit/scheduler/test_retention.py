@@ -16,6 +16,7 @@ from saga.scheduler.api import (
     Pin,
     Prompt,
     Release,
+    ReplicaAdded,
     ReplicaRemoved,
     SessionEnd,
     SessionStart,
@@ -156,3 +157,14 @@ def test_fixed_mode_pins_for_max_ttl(make_engine: Callable[..., Engine], clock: 
     e.handle(SessionStart("s", "t", "a"))
     pin = next(a for a in _one_call(e, clock, "s", "c1") if isinstance(a, Pin))
     assert pin.until == pytest.approx(clock.now() + 42.0)
+
+
+def test_no_pin_on_a_replica_that_cannot_keep_sessions(clock: VirtualClock) -> None:
+    # ReplicaAdded.keeps_sessions=False: SGLang without the session radix cache (the pool's
+    # retention_problems); the engine closes the engine session instead of pinning it
+    e = Engine(clock, predictor=FixedGap(5.0))
+    e.handle(ReplicaAdded("r0", 100_000, 4, 16, keeps_sessions=False))
+    e.handle(SessionStart("s", "t", "a"))
+    acts = _one_call(e, clock, "s", "c1")
+    assert not any(isinstance(a, Pin) for a in acts)
+    assert e.replicas["r0"].pinned_tokens == 0

@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -32,7 +34,7 @@ from saga.scheduler.settings import EngineSettings
 from saga.service.backend.api import ClientSettings, ClientTimeouts, Discovery, PoolSettings, ReplicaEvent
 from saga.service.backend.discovery import EndpointSliceDiscovery, StaticDiscovery
 from saga.service.backend.pool import ReplicaPool
-from saga.service.config import ConfigError, SchedulerConfig, _build, host_port
+from saga.service.config import ConfigError, ReplicaSettings, SchedulerConfig, _build, host_port
 from saga.service.core import EngineClient, ServiceCore, default_process_id
 from saga.service.graphs_reload import GraphReloader
 from saga.service.grpc_api import start_grpc_server
@@ -50,6 +52,28 @@ from saga.service.tenants_reload import (
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0  # seconds between state-store heartbeats (TTL is three times this)
+
+
+def client_settings(
+    r: ReplicaSettings, timeouts: ClientTimeouts, environ: Mapping[str, str]
+) -> ClientSettings:
+    """How the replicas are called: ``spec.replicas`` with the keys read from the environment
+    variables it names (:class:`ConfigError` when a named variable is unset or empty)."""
+    keys: dict[str, str | None] = {}
+    problems: list[tuple[str, str]] = []
+    for name in ("api_key_env", "admin_api_key_env"):
+        var = getattr(r, name)
+        keys[name] = environ.get(var) or None if var else None
+        if var and keys[name] is None:
+            problems.append((f"spec.replicas.{name}", f"environment variable {var} is not set"))
+    if problems:
+        raise ConfigError(problems)
+    return ClientSettings(
+        timeouts=timeouts,
+        session_field="session_params" if r.session_field == "session_params" else "top_level",
+        api_key=keys["api_key_env"],
+        admin_api_key=keys["admin_api_key_env"],
+    )
 
 
 def engine_settings(cfg: SchedulerConfig) -> EngineSettings:
@@ -173,10 +197,7 @@ class Service:
             self._discovery_arg or make_discovery(cfg),
             self._on_replica_event,
             settings=PoolSettings(load_interval_s=r.poll_interval_s),
-            client_settings=ClientSettings(
-                timeouts=timeouts,
-                session_field="session_params" if r.session_field == "session_params" else "top_level",
-            ),
+            client_settings=client_settings(r, timeouts, os.environ),
         )
         # Alive in the store before the first request: other processes count this one's
         # quota counts only while its heartbeat holds (saga.service.state.redis_quotas).

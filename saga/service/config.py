@@ -167,6 +167,11 @@ class ReplicaSettings:
     # SGLang's --enable-session-radix-cache references, 0.5.17 on) or "session_params"
     # (session_params.id, SGLang's older continual-prompt sessions: no KV kept; builds < 0.5.15).
     session_field: str = "top_level"
+    # Names of environment variables (not the keys: those stay out of config files) holding the
+    # key of SGLang's --api-key, sent on every request, and of its --admin-api-key, sent on
+    # /abort_request, which SGLang then reserves to the admin key. "" = none.
+    api_key_env: str = ""
+    admin_api_key_env: str = ""
     # The replicas' KV cache events (SGLang --kv-events-config), read per replica.
     kv_events: KvEventSettings = field(default_factory=KvEventSettings)
 
@@ -460,6 +465,10 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
     for name in ("poll_interval_s", "health_timeout_s", "request_timeout_s", "connect_timeout_s"):
         if getattr(r, name) <= 0:
             p.append((f"spec.replicas.{name}", f"must be > 0, got {getattr(r, name)}"))
+    for name in ("api_key_env", "admin_api_key_env"):
+        var = getattr(r, name)
+        if var and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+            p.append((f"spec.replicas.{name}", f"must be an environment variable name, got {var!r}"))
     if r.session_field not in ("top_level", "session_params"):
         got = r.session_field
         p.append(("spec.replicas.session_field", f"must be top_level or session_params, got {got!r}"))

@@ -133,12 +133,16 @@ class ClientSettings:
     radix-native session; a request carrying both is refused). Kept for builds before 0.5.15.
     ``max_error_body`` 4096 bytes: how much of an error answer is kept for the message.
     ``api_key``: sent as ``Authorization: Bearer`` when SGLang runs with ``--api-key``.
+    ``admin_api_key``: sent instead on ``/abort_request`` when SGLang runs with
+    ``--admin-api-key`` (it then accepts only that key there; read from SGLang 0.5.20's
+    ``utils/auth.py``: ``/abort_request`` and ``/flush_cache`` are admin-optional).
     """
 
     timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
     session_field: SessionFieldStyle = "top_level"
     max_error_body: int = 4096
     api_key: str | None = None
+    admin_api_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

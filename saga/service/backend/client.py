@@ -85,6 +85,8 @@ class SGLangClient:
             total=t.probe_s, connect=t.connect_s, sock_connect=t.connect_s
         )
         self._headers = {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+        admin = self.settings.admin_api_key
+        self._admin_headers = {"Authorization": f"Bearer {admin}"} if admin else self._headers
         # False once /server_info says the replica runs without priority scheduling.
         self.accepts_priority = True
 
@@ -189,7 +191,7 @@ class SGLangClient:
         await self._request("POST", "/close_session", {"session_id": session_id}, self._probe_timeout)
 
     async def abort(self, rid: str) -> None:
-        await self._request("POST", "/abort_request", {"rid": rid}, self._probe_timeout)
+        await self._request("POST", "/abort_request", {"rid": rid}, self._probe_timeout, admin=True)
 
     # ---- observation
 
@@ -228,13 +230,12 @@ class SGLangClient:
     # ---- transport
 
     async def _request(
-        self, method: str, path: str, body: Any, timeout: aiohttp.ClientTimeout
+        self, method: str, path: str, body: Any, timeout: aiohttp.ClientTimeout, *, admin: bool = False
     ) -> tuple[int, bytes]:
         url = self.base_url + path
+        headers = self._admin_headers if admin else self._headers
         try:
-            async with self._http().request(
-                method, url, json=body, timeout=timeout, headers=self._headers
-            ) as resp:
+            async with self._http().request(method, url, json=body, timeout=timeout, headers=headers) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise ReplicaError(

@@ -282,6 +282,34 @@ def test_scheduler_kv_events_match_what_replicapool_pods_publish(tmp_path: Path)
     assert got.discovered_replay_port_name == ""  # replays off
 
 
+def test_replica_keys_come_from_a_secret_never_the_configmap(tmp_path: Path) -> None:
+    from saga.service.app import client_settings
+    from saga.service.backend.api import ClientTimeouts
+    from saga.service.config import load_file
+
+    pod, spec = _scheduler(render({}))
+    assert "env" not in pod["containers"][0]
+    assert "api_key_env" not in spec["replicas"]
+    keys = {"secretName": "sglang-keys", "apiKey": "user", "adminApiKey": "admin"}
+    docs = render({"scheduler": {"replicaKeys": keys}})
+    pod, spec = _scheduler(docs)
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"]}
+    assert env == {
+        "SAGA_REPLICA_API_KEY": {"name": "sglang-keys", "key": "user"},
+        "SAGA_REPLICA_ADMIN_API_KEY": {"name": "sglang-keys", "key": "admin"},
+    }
+    cm = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "saga-scheduler")
+    assert "admin" not in cm["data"]["config.yaml"].replace("admin_api_key_env", "")
+    path = tmp_path / "config.yaml"
+    path.write_text(cm["data"]["config.yaml"])
+    replicas = load_file(path).spec.replicas
+    # the variables the Deployment sets are the ones the config names
+    got = client_settings(
+        replicas, ClientTimeouts(), {"SAGA_REPLICA_API_KEY": "u", "SAGA_REPLICA_ADMIN_API_KEY": "a"}
+    )
+    assert (got.api_key, got.admin_api_key) == ("u", "a")
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -305,6 +333,9 @@ def test_scheduler_kv_events_match_what_replicapool_pods_publish(tmp_path: Path)
         {"scheduler": {"kvEvents": {"enabled": "yes"}}},
         {"scheduler": {"kvEvents": {"prot": 5557}}},
         {"scheduler": {"kvEvents": {"replayPortName": "Kv_Replay"}}},
+        {"scheduler": {"replicaKeys": {"secretName": "Bad_Secret"}}},
+        {"scheduler": {"replicaKeys": {"apiKey": ""}}},
+        {"scheduler": {"replicaKeys": {"token": "x"}}},
     ],
 )
 def test_invalid_values_rejected_by_schema(bad: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from saga.service.backend.api import (
     ClientSettings,
@@ -265,3 +266,36 @@ async def test_early_close_releases_connection(fake: Any) -> None:
                 break
         out = await c.generate({"text": "y"})
         assert out["meta_info"]["completion_tokens"] == 50
+
+
+async def test_keys_sent_to_replicas_protected_by_sglang_api_keys() -> None:
+    """SGLang's --api-key on every request, its --admin-api-key on /abort_request."""
+    seen: dict[str, str | None] = {}
+
+    async def record(request: web.Request) -> web.Response:
+        seen[request.path] = request.headers.get("Authorization")
+        if request.path == "/generate":
+            return web.json_response({"text": "x", "meta_info": {"finish_reason": {"type": "stop"}}})
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/generate", record)
+    app.router.add_post("/abort_request", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    keys = ClientSettings(api_key="user-key", admin_api_key="admin-key")
+    both = SGLangClient("r0", f"http://127.0.0.1:{port}", settings=keys)
+    user_only = SGLangClient("r0", f"http://127.0.0.1:{port}", settings=ClientSettings(api_key="user-key"))
+    try:
+        await both.generate({"text": "hi"})
+        await both.abort("c1")
+        assert seen == {"/generate": "Bearer user-key", "/abort_request": "Bearer admin-key"}
+        await user_only.abort("c2")
+        assert seen["/abort_request"] == "Bearer user-key"  # no admin key: the api key, as SGLang takes
+    finally:
+        await both.close()
+        await user_only.close()
+        await runner.cleanup()

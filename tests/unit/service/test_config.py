@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from saga.cli import main
+from saga.service.app import client_settings
+from saga.service.backend.api import ClientTimeouts
 from saga.service.config import ConfigError, embedded_default, load_file, load_text
 
 pytestmark = pytest.mark.unit
@@ -189,3 +191,25 @@ def test_kv_events_discovered_port_names() -> None:
             "must differ from discovered_port_name ('kv-events')",
         )
     ]
+
+
+def test_replica_keys_come_from_named_environment_variables() -> None:
+    p = problems(
+        HEAD + "spec:\n  replicas: {static: [http://a:1], api_key_env: 'not a name', session_field: x}\n"
+    )
+    assert ("spec.replicas.api_key_env", "must be an environment variable name, got 'not a name'") in p
+    assert [x for x in p if x[0] == "spec.replicas.session_field"]
+    cfg = load_text(
+        HEAD
+        + "spec:\n  replicas: {static: [http://a:1], api_key_env: SGL_KEY, admin_api_key_env: SGL_ADMIN}\n"
+    )
+    t = ClientTimeouts()
+    with pytest.raises(ConfigError) as ei:
+        client_settings(cfg.spec.replicas, t, {"SGL_KEY": "k1"})
+    assert ei.value.problems == [
+        ("spec.replicas.admin_api_key_env", "environment variable SGL_ADMIN is not set")
+    ]
+    got = client_settings(cfg.spec.replicas, t, {"SGL_KEY": "k1", "SGL_ADMIN": "k2"})
+    assert (got.api_key, got.admin_api_key, got.session_field) == ("k1", "k2", "top_level")
+    none = client_settings(embedded_default().spec.replicas, t, {"SGL_KEY": "k1"})
+    assert (none.api_key, none.admin_api_key) == (None, None)

@@ -54,12 +54,17 @@ Spec fields and defaults (see the CRD for the schema):
   0.5.21 or later, ``EVICTION_POLICY_SINCE``);
 - ``shmSize`` (``16Gi``: NCCL and the tokenizer manager use ``/dev/shm``; the container
   runtime's 64 MiB default breaks tensor parallelism);
+- ``apiKeySecret`` (optional ``{name, key: api-key, adminKey}``): the Secret holding SGLang's
+  ``--api-key`` (and ``--admin-api-key``), passed as ``$(SGLANG_API_KEY)`` from a
+  ``secretKeyRef`` so no key is in the pod spec; the scheduler reads the same Secret
+  (the chart's ``scheduler.replicaKeys``);
 - ``resources``, ``env``, ``nodeSelector``, ``tolerations``, ``extraArgs``, ``podLabels``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +101,12 @@ EVICTION_POLICY_SINCE: Mapping[str, str] = {"tlru": "0.5.21"}
 # Environment every replica pod gets before spec.env (which may override it): SGLang 0.5.17
 # and 0.5.18 refuse --enable-session-radix-cache without the unified radix tree.
 REQUIRED_ENV: tuple[tuple[str, str], ...] = (("SGLANG_ENABLE_UNIFIED_RADIX_TREE", "1"),)
+# Environment variables holding spec.apiKeySecret's keys, expanded into --api-key $(...) /
+# --admin-api-key $(...) by Kubernetes (the keys never appear in the pod spec).
+API_KEY_ENV = "SGLANG_API_KEY"
+ADMIN_API_KEY_ENV = "SGLANG_ADMIN_API_KEY"
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 DEFAULT_PORT = 30000
 DEFAULT_KV_EVENTS_PORT = 5557
 REPLAY_PORT_NAME = "kv-replay"  # the scheduler's kv_events.discovered_replay_port_name default
@@ -147,6 +158,16 @@ class PoolSpec:
     tolerations: tuple[Json, ...]
     pod_labels: Json
     image_pull_policy: str
+    api_key_secret: ApiKeySecret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeySecret:
+    """``spec.apiKeySecret``: the Secret holding SGLang's ``--api-key`` (and ``--admin-api-key``)."""
+
+    name: str
+    key: str = "api-key"
+    admin_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +261,9 @@ def parse_spec(obj: Mapping[str, Any]) -> PoolSpec | Invalid:
         return Invalid(
             "spec.podLabels", "must map label keys to valid label values (<= 63 chars, [A-Za-z0-9_.-])"
         )
+    keys = _api_key_secret(s.get("apiKeySecret"), extra)
+    if isinstance(keys, Invalid):
+        return keys
     pull = s.get("imagePullPolicy", "IfNotPresent")
     if pull not in ("Always", "IfNotPresent", "Never"):
         return Invalid("spec.imagePullPolicy", f"must be Always, IfNotPresent or Never, got {pull!r}")
@@ -262,7 +286,26 @@ def parse_spec(obj: Mapping[str, Any]) -> PoolSpec | Invalid:
         tolerations=tuple(dict(t) for t in s.get("tolerations") or ()),
         pod_labels=dict(pod_labels),
         image_pull_policy=str(pull),
+        api_key_secret=keys,
     )
+
+
+def _api_key_secret(raw: Any, extra: Sequence[str]) -> ApiKeySecret | Invalid | None:
+    if raw is None:
+        return None
+    where = "spec.apiKeySecret"
+    if not isinstance(raw, Mapping):
+        return Invalid(where, "must be an object {name, key, adminKey}")
+    name, key, admin = raw.get("name"), raw.get("key", "api-key"), raw.get("adminKey")
+    if not isinstance(name, str) or not _SECRET_NAME.fullmatch(name):
+        return Invalid(f"{where}.name", f"must be a Secret name (DNS subdomain), got {name!r}")
+    for field, value in (("key", key), ("adminKey", admin)):
+        if value is not None and (not isinstance(value, str) or not _SECRET_KEY.fullmatch(value)):
+            return Invalid(f"{where}.{field}", f"must be a Secret key ([-._a-zA-Z0-9]+), got {value!r}")
+    for i, a in enumerate(extra):
+        if a.split("=", 1)[0] in ("--api-key", "--admin-api-key"):
+            return Invalid(f"spec.extraArgs[{i}]", "the keys come from spec.apiKeySecret; remove the flag")
+    return ApiKeySecret(name, str(key), admin)
 
 
 def _check_extra_args(args: Sequence[str]) -> Invalid | None:
@@ -354,7 +397,19 @@ def server_args(spec: PoolSpec) -> list[str]:
     ]
     if spec.radix_eviction_policy:
         args += ["--radix-eviction-policy", spec.radix_eviction_policy]
+    if spec.api_key_secret is not None:  # Kubernetes expands $(VAR) from the container's env
+        args += ["--api-key", f"$({API_KEY_ENV})"]
+        if spec.api_key_secret.admin_key:
+            args += ["--admin-api-key", f"$({ADMIN_API_KEY_ENV})"]
     return args + list(spec.extra_args)
+
+
+def _secret_env(spec: PoolSpec) -> list[Json]:
+    keys = spec.api_key_secret
+    if keys is None:
+        return []
+    pairs = [(API_KEY_ENV, keys.key)] + ([(ADMIN_API_KEY_ENV, keys.admin_key)] if keys.admin_key else [])
+    return [{"name": n, "valueFrom": {"secretKeyRef": {"name": keys.name, "key": k}}} for n, k in pairs]
 
 
 def selector_labels(pool_name: str) -> dict[str, str]:
@@ -395,6 +450,7 @@ def desired(obj: Mapping[str, Any]) -> DesiredPool | Invalid:
         "env": [
             {"name": "SGLANG_POOL", "value": name},
             *({"name": k, "value": v} for k, v in REQUIRED_ENV),
+            *_secret_env(spec),
             *spec.env,
         ],
         "resources": resources,

@@ -111,7 +111,10 @@ def test_operator_flags_are_sglang_server_arguments(sglang_release: tuple[str, z
     version, zf = sglang_release
     known = server_flags(zf)
     assert "--enable-metrics" in known  # the scan found the arguments at all
-    rendered = [a for a in replicapool.server_args(sample_pool()) if a.startswith("--")]
+    keyed = sample_pool(apiKeySecret={"name": "keys", "adminKey": "admin"})  # --api-key, --admin-api-key
+    rendered = [
+        a for spec in (sample_pool(), keyed) for a in replicapool.server_args(spec) if a.startswith("--")
+    ]
     assert "--enable-session-radix-cache" in rendered
     missing = [f for f in rendered if f not in known]
     assert not missing, f"SGLang {version} has no {missing}"

@@ -261,3 +261,35 @@ def test_pods_get_the_unified_radix_tree_and_spec_env_may_override_it() -> None:
     names = [e["name"] for e in env]
     assert {"name": "SGLANG_ENABLE_UNIFIED_RADIX_TREE", "value": "1"} in env
     assert names.index("SGLANG_ENABLE_UNIFIED_RADIX_TREE") < names.index("HF_HOME")  # spec.env comes last
+
+
+def test_api_keys_come_from_a_secret_as_env_expansions() -> None:
+    want = replicapool.desired(pool(apiKeySecret={"name": "sglang-keys", "adminKey": "admin"}))
+    assert not isinstance(want, Invalid)
+    c = want.workload["spec"]["template"]["spec"]["containers"][0]
+    cmd = c["command"]
+    assert cmd[cmd.index("--api-key") + 1] == "$(SGLANG_API_KEY)"  # Kubernetes expands it
+    assert cmd[cmd.index("--admin-api-key") + 1] == "$(SGLANG_ADMIN_API_KEY)"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert refs == {
+        "SGLANG_API_KEY": {"name": "sglang-keys", "key": "api-key"},
+        "SGLANG_ADMIN_API_KEY": {"name": "sglang-keys", "key": "admin"},
+    }
+    plain = replicapool.desired(pool())
+    assert not isinstance(plain, Invalid)
+    assert "--api-key" not in plain.workload["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"apiKeySecret": "keys"}, "spec.apiKeySecret"),
+        ({"apiKeySecret": {"name": "Bad_Name"}}, "spec.apiKeySecret.name"),
+        ({"apiKeySecret": {"name": "k", "key": "a b"}}, "spec.apiKeySecret.key"),
+        ({"apiKeySecret": {"name": "k"}, "extraArgs": ["--api-key", "x"]}, "spec.extraArgs[0]"),
+    ],
+)
+def test_bad_api_key_secrets_are_refused(spec: dict[str, Any], field: str) -> None:
+    got = replicapool.desired(pool(**spec))
+    assert isinstance(got, Invalid)
+    assert got.field == field

@@ -5,9 +5,10 @@ Algorithm
 
 * **Discovery** (every ``discovery_interval_s``): the pool asks its :class:`Discovery` for
   the current replicas. New ids get a client and a monitor task; ids that vanished (or whose
-  URL changed, e.g. a pod rescheduled with a new IP) are stopped and reported
-  ``ReplicaRemoved`` (if they had been announced). A discovery error keeps the previous list
-  and is logged: a flaky API server never empties the pool.
+  URL or named ports changed, e.g. a pod rescheduled with a new IP, a KV event port moved) are
+  stopped and reported ``ReplicaRemoved`` (if they had been announced), then announced anew.
+  A discovery error keeps the previous list and is logged: a flaky API server never empties
+  the pool.
 * **Announce**: a new replica is reported ``ReplicaAdded`` (with ``kv_total_tokens``,
   ``max_running_requests`` and ``page_size`` from ``/server_info``) only after it answered
   a health probe and ``/server_info``; until then it receives no calls. A replica that says
@@ -170,7 +171,7 @@ class ReplicaPool:
                 return
             wanted = {s.replica_id: s for s in specs}
             for rid, state in list(self._replicas.items()):
-                if rid not in wanted or wanted[rid].base_url != state.spec.base_url:
+                if rid not in wanted or wanted[rid] != state.spec:  # gone, moved or re-ported
                     await self._remove(rid)
             for rid, spec in wanted.items():
                 if rid not in self._replicas:

@@ -166,6 +166,10 @@ async def test_discovery_removal_url_change_and_failure(fake_factory: Any) -> No
         assert len(of(events, ReplicaAdded, "a")) == 2
         n = len(of(events, ReplicaLoad, "a"))
         await until(lambda: len(of(events, ReplicaLoad, "a")) > n + 2)  # still polling despite the sink
+        # same address, a named port moved (KV events): re-announced, so subscribers follow it
+        disc.specs = [ReplicaSpec("a", b.url, named_ports=(("kv-events", 6000),))]
+        await until(lambda: len(of(events, ReplicaAdded, "a")) == 3)
+        assert events.count(ReplicaRemoved("a")) == 2
     finally:
         await pool.stop()
 

@@ -22,6 +22,8 @@ from types import ModuleType
 
 import pytest
 
+from saga.service.backend.api import release_of
+
 MIN_SUPPORTED = "0.5.17"
 IMAGE_RELEASE = "0.5.20"
 _open: dict[str, zipfile.ZipFile] = {}
@@ -92,4 +94,6 @@ def sglang_src(sglang_release: tuple[str, zipfile.ZipFile], tmp_path_factory: py
 
 def wire_of(version: str) -> str:
     """The KV event encoding of a release: maps from 0.5.20 on, arrays before."""
-    return "map" if tuple(int(x) for x in version.split(".")[:3]) >= (0, 5, 20) else "array"
+    release = release_of(version)
+    assert release is not None, version
+    return "map" if release >= (0, 5, 20) else "array"

@@ -30,7 +30,7 @@ import yaml
 from aiohttp import web
 
 from saga.operator.reconcile import replicapool
-from saga.service.backend.api import ClientSettings
+from saga.service.backend.api import ClientSettings, release_of
 from saga.service.backend.client import SGLangClient
 
 from .conftest import IMAGE_RELEASE
@@ -121,13 +121,17 @@ def test_operator_flags_are_sglang_server_arguments(sglang_release: tuple[str, z
 
 
 def _release(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.split(".")[:3])
+    got = release_of(v)
+    assert got is not None, v
+    return got
 
 
 def test_operator_eviction_policies_are_sglang_choices(sglang_release: tuple[str, zipfile.ZipFile]) -> None:
     version, zf = sglang_release
     since = replicapool.EVICTION_POLICY_SINCE
-    expected = {p for p in replicapool.EVICTION_POLICIES if _release(since.get(p, "0")) <= _release(version)}
+    expected = {
+        p for p in replicapool.EVICTION_POLICIES if _release(since.get(p, "0.0.0")) <= _release(version)
+    }
     assert expected <= eviction_choices(zf), version
     later = set(replicapool.EVICTION_POLICIES) - expected
     assert not later & eviction_choices(zf), f"{later} exist in {version}: lower EVICTION_POLICY_SINCE"

@@ -8,14 +8,15 @@ the Redis and the service core are real.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
+from service_fakes import DispatchEngine, StubClient
 
 from saga.clock import VirtualClock
-from saga.scheduler.api import Action, CallSubmitted, Dispatch, Event, Prompt, Usage, WorkflowHints
+from saga.scheduler.api import Dispatch, Prompt, Usage, WorkflowHints
 from saga.service.config import load_text
 from saga.service.core import CallResult, CallSpec, Principal, ServiceCore
 from saga.service.core_types import EngineClient
@@ -39,31 +40,6 @@ spec:
 ACME = Principal("acme")
 
 
-class Engine:
-    """Dispatches every call on r0."""
-
-    def handle(self, event: Event) -> list[Action]:
-        if isinstance(event, CallSubmitted):
-            return [Dispatch(event.call_id, "r0", reason="test")]
-        return []
-
-    def tick(self) -> list[Action]:
-        return []
-
-    def next_deadline(self) -> float | None:
-        return None
-
-
-class Client:
-    replica_id = "r0"
-
-    def engine_fields(self, payload: Any, **kw: Any) -> dict[str, Any]:
-        return dict(payload)
-
-    async def health(self, **_: Any) -> bool:
-        return True
-
-
 async def forward(client: EngineClient, d: Dispatch, result: CallResult) -> AsyncIterator[str]:
     result.usage = Usage(result.extra["prompt"], 0, 100)
     yield "ok"
@@ -76,10 +52,10 @@ class Process:
         self.pid = pid
         self.store = RedisStore(url, process_id=pid, op_timeout_s=0.3, retry_interval_s=0.05)
         self.metrics = ServiceMetrics(CollectorRegistry())
-        client = Client()
+        client = StubClient()
         self.core = ServiceCore(
             load_text(CONFIG),
-            Engine(),
+            DispatchEngine(),
             VirtualClock(),
             self.store,
             lambda _r: cast(EngineClient, client),  # partial fake: only engine_fields, health

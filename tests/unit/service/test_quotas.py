@@ -9,13 +9,11 @@ from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry
+from service_fakes import DispatchEngine, StubClient
 
 from saga.clock import VirtualClock
 from saga.scheduler.api import (
-    Action,
-    CallSubmitted,
     Dispatch,
-    Event,
     Prompt,
     SessionStart,
     Usage,
@@ -163,37 +161,8 @@ async def test_local_fallbacks_are_counted_on_the_injected_registry() -> None:
 # --------------------------------------------------------------------------- the core
 
 
-class Engine:
-    """Dispatches every call on r0; records the events it saw."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def handle(self, event: Event) -> list[Action]:
-        self.events.append(event)
-        if isinstance(event, CallSubmitted):
-            return [Dispatch(event.call_id, "r0", reason="test")]
-        return []
-
-    def tick(self) -> list[Action]:
-        return []
-
-    def next_deadline(self) -> float | None:
-        return None
-
-
-class Client:
-    replica_id = "r0"
-
-    def engine_fields(self, payload: Any, **kw: Any) -> dict[str, Any]:
-        return dict(payload)
-
-    async def health(self, **_: Any) -> bool:
-        return True
-
-
 def answering(output_tokens: int) -> Any:
-    async def fwd(client: Client, d: Dispatch, result: CallResult) -> AsyncIterator[str]:
+    async def fwd(client: StubClient, d: Dispatch, result: CallResult) -> AsyncIterator[str]:
         result.usage = Usage(result.extra["prompt"], 0, output_tokens)
         yield "ok"
 
@@ -211,10 +180,10 @@ spec:
 """
 
 
-def make_core() -> tuple[ServiceCore, Engine, ServiceMetrics]:
-    engine = Engine()
+def make_core() -> tuple[ServiceCore, DispatchEngine, ServiceMetrics]:
+    engine = DispatchEngine()
     metrics = ServiceMetrics(CollectorRegistry())
-    client = Client()
+    client = StubClient()
     core = ServiceCore(
         load_text(CONFIG),
         engine,
@@ -280,7 +249,9 @@ async def test_kv_quota_follows_each_sessions_context() -> None:
 async def test_ttft_objective_is_counted_per_tenant() -> None:
     cfg = CONFIG.replace("max_calls_per_second: 100}", "max_calls_per_second: 100, ttft_s: 0.5}")
     metrics = ServiceMetrics(CollectorRegistry())
-    core = ServiceCore(load_text(cfg), Engine(), VirtualClock(), MemoryStore(), lambda _r: None, metrics)
+    core = ServiceCore(
+        load_text(cfg), DispatchEngine(), VirtualClock(), MemoryStore(), lambda _r: None, metrics
+    )
     core.observe_ttft("acme", 0.2)
     core.observe_ttft("acme", 0.9)
     core.observe_ttft("default", 5.0)  # no objective: only the histogram

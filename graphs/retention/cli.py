@@ -32,6 +32,16 @@ def _floats(text: str) -> list[float]:
     return vals
 
 
+def _sigma(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (inf allowed), got {text}")
+    return v
+
+
 def _policies(text: str) -> list[str]:
     names = [x.strip() for x in text.split(",") if x.strip()]
     bad = [n for n in names if n not in POLICIES + BOUNDS]
@@ -66,7 +76,7 @@ def register_eval(graph_subparsers: Any) -> None:
     p.add_argument("--ttl", type=float, default=60.0, help="TTL of the ttl policy (seconds)")
     p.add_argument(
         "--informed-sigma",
-        type=float,
+        type=_sigma,
         default=1.0,
         help="log-normal error (sd of ln predicted/true) of the 'informed' bound's next-call times",
     )

@@ -162,6 +162,16 @@ class Service:
     async def start(self) -> None:
         cfg = self.config
         spec = cfg.spec
+        r = spec.replicas
+        timeouts = ClientTimeouts(
+            connect_s=r.connect_timeout_s,
+            total_s=r.request_timeout_s,
+            first_byte_s=min(60.0, r.request_timeout_s),
+            probe_s=r.health_timeout_s,
+        )
+        # before anything is started: a key variable the config names but the environment lacks
+        # is a configuration error, not a half-started service
+        replica_clients = client_settings(r, timeouts, os.environ)
         pid = self.process_id or default_process_id()
         self.store = self._store_arg or make_store(cfg, pid)
         core = ServiceCore(
@@ -181,13 +191,6 @@ class Service:
                 spec.tenant_policies, self.apply_tenant_policies, metrics=self.metrics
             )
             await self.tenant_policies.poll()  # policies in force before the first call
-        r = spec.replicas
-        timeouts = ClientTimeouts(
-            connect_s=r.connect_timeout_s,
-            total_s=r.request_timeout_s,
-            first_byte_s=min(60.0, r.request_timeout_s),
-            probe_s=r.health_timeout_s,
-        )
         kv = r.kv_events
         if kv.endpoints or kv.discovered_port:
             self.kv_events = KvEventSubscribers(
@@ -197,7 +200,7 @@ class Service:
             self._discovery_arg or make_discovery(cfg),
             self._on_replica_event,
             settings=PoolSettings(load_interval_s=r.poll_interval_s),
-            client_settings=client_settings(r, timeouts, os.environ),
+            client_settings=replica_clients,
         )
         # Alive in the store before the first request: other processes count this one's
         # quota counts only while its heartbeat holds (saga.service.state.redis_quotas).

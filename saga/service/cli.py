@@ -74,7 +74,11 @@ def _serve(args: argparse.Namespace) -> int:
         import uvloop
 
         uvloop.install()
-    return asyncio.run(run(cfg, time_scale=args.time_scale))
+    try:
+        return asyncio.run(run(cfg, time_scale=args.time_scale))
+    except ConfigError as exc:  # what only start-up can see (e.g. an unset key variable)
+        print(f"saga serve: {exc}", file=sys.stderr)
+        return 2
 
 
 async def run(cfg: SchedulerConfig, ready: asyncio.Event | None = None, time_scale: float = 1.0) -> int:

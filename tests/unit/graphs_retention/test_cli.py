@@ -80,6 +80,10 @@ def test_eval_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixtur
         main(["graphs", "eval", str(trace), "--policies", "lru,nope"])
     with pytest.raises(SystemExit):
         main(["graphs", "eval", str(trace), "--capacity", "0,-1"])
+    for sigma in ("-1", "x"):  # refused before any replay
+        with pytest.raises(SystemExit):
+            main(["graphs", "eval", str(trace), "--policies", "informed", "--informed-sigma", sigma])
+    assert "informed-sigma" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
     assert main(["graphs", "eval", str(bad)]) == 2

@@ -74,6 +74,15 @@ def test_serve_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["serve", "--check", "--config", str(tmp_path / "missing.yaml")]) == 2
     with pytest.raises(ConfigError, match="cannot read"):
         load_file(tmp_path / "missing.yaml")
+    # an unset key variable is refused at start with the same clear error, nothing started
+    keyed = tmp_path / "keyed.yaml"
+    keyed.write_text(
+        HEAD + "spec:\n  listen: {grpc: '127.0.0.1:0', http: '127.0.0.1:0', metrics: '127.0.0.1:0'}\n"
+        "  replicas: {static: [http://127.0.0.1:1], api_key_env: SAGA_TEST_UNSET_KEY}\n"
+    )
+    capsys.readouterr()
+    assert main(["serve", "--config", str(keyed)]) == 2
+    assert "environment variable SAGA_TEST_UNSET_KEY is not set" in capsys.readouterr().err
 
 
 def test_graphs_section_defaults_and_errors() -> None:

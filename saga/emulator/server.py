@@ -246,7 +246,9 @@ async def server_info(request: web.Request) -> web.Response:
             "page_size": cfg.page_size,
             "max_total_num_tokens": cfg.kv_capacity_tokens,
             "context_length": cfg.context_length,
-            "max_running_requests": cfg.max_running_requests,
+            # As SGLang reports an unset --max-running-requests: null here, the scheduler's
+            # own limit as internal_states[0].effective_max_running_requests_per_dp.
+            "max_running_requests": None,
             "chunked_prefill_size": cfg.chunked_prefill_size,
             "enable_priority_scheduling": cfg.enable_priority_scheduling,
             "enable_session_radix_cache": True,  # sessions always behave as with the flag on
@@ -255,7 +257,9 @@ async def server_info(request: web.Request) -> web.Response:
             "dp_size": request.app[ATTN_DP_SIZE_KEY],
             "enable_dp_attention": request.app[ATTN_DP_SIZE_KEY] > 1,
             "version": EMULATED_SGLANG_VERSION,
-            "internal_states": [_load_entry(rt)],
+            "internal_states": [
+                {**_load_entry(rt), "effective_max_running_requests_per_dp": cfg.max_running_requests}
+            ],
             "emulator": {
                 "replica_id": rt.replica_id,
                 "time_scale": rt.time_scale,

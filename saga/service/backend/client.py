@@ -430,13 +430,19 @@ def parse_server_info(result: Any, replica_id: str = "") -> ServerInfo:
         raise ReplicaProtocolError(
             f"/server_info: expected an object, got {result!r:.120}", replica_id=replica_id
         )
-    merged: dict[str, Any] = dict(result)
+    # A null field is an unset server argument (SGLang 0.5.17 reports
+    # ``max_running_requests: null`` unless the flag is given): it counts as absent, so the
+    # scheduler's own value in ``internal_states[0]`` or the documented default applies.
+    merged: dict[str, Any] = {k: v for k, v in result.items() if v is not None}
     states = result.get("internal_states")
     if isinstance(states, list) and states and isinstance(states[0], dict):
-        merged = {**states[0], **{k: v for k, v in result.items() if v is not None}}
+        merged = {**{k: v for k, v in states[0].items() if v is not None}, **merged}
     try:
         total = int(_number(merged, "max_total_num_tokens", "/server_info"))
         running = _number(merged, "max_running_requests", "/server_info", default=float(DEFAULT_MAX_RUNNING))
+        # What the scheduler really admits (SGLang >= 0.5.17 puts it in internal_states, per
+        # attention-DP rank); preferred over the server argument, which may be unset.
+        effective = _number(merged, "effective_max_running_requests_per_dp", "/server_info", default=-1.0)
         page = _number(merged, "page_size", "/server_info", default=float(DEFAULT_PAGE_SIZE))
         dp = _number(merged, "dp_size", "/server_info", default=1.0)
     except ReplicaProtocolError as exc:
@@ -447,12 +453,15 @@ def parse_server_info(result: Any, replica_id: str = "") -> ServerInfo:
             replica_id=replica_id,
         )
     model = merged.get("model_path")
+    attn_dp = int(dp) if merged.get("enable_dp_attention") is True else 1
+    if effective > 0:
+        running = effective * attn_dp
     return ServerInfo(
         kv_total_tokens=total,
         max_running_requests=max(1, int(running)),
         page_size=max(1, int(page)),
         model_path=model if isinstance(model, str) else "",
-        attn_dp_size=int(dp) if merged.get("enable_dp_attention") is True else 1,
+        attn_dp_size=attn_dp,
         priority_scheduling=prio
         if isinstance(prio := merged.get("enable_priority_scheduling"), bool)
         else None,

@@ -71,6 +71,31 @@ def test_parse_server_info_defaults_and_errors() -> None:
         parse_server_info({"page_size": 16})
 
 
+def test_parse_server_info_null_server_args_count_as_unset() -> None:
+    """Real SGLang 0.5.17 (seen on an H100, docs/bench.md): unset server args are JSON null at
+    the top level, e.g. ``max_running_requests``; the replica must still be admitted."""
+    real = {
+        "max_running_requests": None,
+        "page_size": 1,
+        "dp_size": 1,
+        "enable_dp_attention": False,
+        "version": "0.5.17",
+        "max_total_num_tokens": 273843,
+        "internal_states": [{"max_running_requests": None, "last_gen_throughput": 0.0}],
+    }
+    info = parse_server_info(real)
+    assert (info.kv_total_tokens, info.max_running_requests, info.version) == (273843, 1024, "0.5.17")
+    nested = {
+        **real,
+        "internal_states": [{"max_running_requests": None, "effective_max_running_requests_per_dp": 2048}],
+    }
+    assert parse_server_info(nested).max_running_requests == 2048
+    dp = {**nested, "dp_size": 2, "enable_dp_attention": True}
+    assert parse_server_info(dp).max_running_requests == 4096
+    with pytest.raises(ReplicaProtocolError, match="max_total_num_tokens"):
+        parse_server_info({**real, "max_total_num_tokens": None})
+
+
 def test_parse_server_info_attention_dp_ranks() -> None:
     """KV events come per attention DP rank: ``dp_size`` counts only with
     ``enable_dp_attention`` (SGLang's ``compute_dp_attention_world_info``)."""

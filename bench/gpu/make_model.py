@@ -77,11 +77,11 @@ def main() -> None:
     from transformers import PreTrainedTokenizerFast
 
     vocab = {f"w{i}": i for i in range(VOCAB)}
-    vocab["<unk>"], vocab["<s>"], vocab["</s>"] = 0, 1, 2  # ids 0-2 double as specials
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    vocab["[UNK]"], vocab["<s>"], vocab["</s>"] = 0, 1, 2  # ids 0-2 double as specials
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
+        tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>", eos_token="</s>", pad_token="</s>"
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # saga bench e2e against REAL SGLang replicas on a GPU machine (unattended).
 #
-#   bench/gpu/run.sh [OUT_DIR]          # env: GPUS (default: all), SHAPE (8b|tiny), SESSIONS,
-#                                       #      LOAD, SIZE, WORKLOADS, SGLANG_SPEC, EXTRA_SGLANG_ARGS
+#   bench/gpu/run.sh [OUT_DIR]          # env: GPUS (default: all), REPLICAS_PER_GPU (1),
+#                                       #      MEM_FRACTION (0.85, shared when REPLICAS_PER_GPU > 1),
+#                                       #      SHAPE (8b|tiny), SESSIONS, LOAD, SIZE, WORKLOADS,
+#                                       #      SGLANG_SPEC, EXTRA_SGLANG_ARGS
 #
 # 1. installs sglang (pip, pinned by SGLANG_SPEC) if it is missing;
 # 2. writes a local model folder (bench/gpu/make_model.py: Llama config + word-level
@@ -16,8 +18,15 @@
 # 5. writes everything (report, server logs, nvidia-smi, pip freeze) under OUT_DIR and stops
 #    the servers on exit.
 #
-# Status: written for this project's GPU runs; NOT yet run against real SGLang (the lent GPU
-# machine has no network and cannot carry SGLang's pinned torch and kernels). See docs/bench.md.
+# 4a. before the benchmark, bench/gpu/probe.py checks replica 0 with SAGA's own parsers: its
+#     /server_info, a 3-turn session under a top-level session_id (the prefix must be reused),
+#     /v1/loads, /metrics and its KV events; the run stops there if a check fails.
+#
+# Status (2026-11-24, docs/bench.md "Real SGLang"): steps 1-4a ran on one H100 with SGLang
+# 0.5.17 (installed offline from bench/gpu/offline_bundle.py); the benchmark itself has not yet
+# completed a run there. On a machine without flashinfer's JIT toolchain or FA3 kernels, pass
+# EXTRA_SGLANG_ARGS="--attention-backend triton --sampling-backend pytorch"; adding
+# "--cuda-graph-backend-prefill disabled" saves the ~90 s prefill CUDA-graph capture at start.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -34,6 +43,8 @@ exec > >(tee -a "$OUT/run.log") 2>&1
 echo "date: $(date -Is)  host: $(hostname)  out: $OUT"
 
 cd "$ROOT"
+# the checkout's operator/ folder would shadow Python's standard `operator` module from the cwd
+export PYTHONSAFEPATH=1
 if ! "$PY" -c "import saga" 2>/dev/null; then "$PY" -m pip install -e ".[dev]"; fi
 if ! "$PY" -c "import sglang" 2>/dev/null; then "$PY" -m pip install "$SGLANG_SPEC"; fi
 nvidia-smi > "$OUT/nvidia-smi.txt" || true
@@ -56,22 +67,42 @@ PIDS=()
 URLS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait || true; }
 trap cleanup EXIT
+wait_healthy() {
+  for _ in $(seq 1 180); do curl -sf "$1/health" >/dev/null && return 0; sleep 5; done
+  echo "server $1 not healthy after 15 min"; exit 1
+}
+# REPLICAS_PER_GPU > 1 shares each GPU: SGLang's --mem-fraction-static is a share of the GPU's
+# whole memory that must also cover what other processes already hold there (seen on an H100:
+# a second server given the first one's fraction refused to start), so the k-th server on a
+# GPU gets (k+1)/N of MEM_FRACTION and starts only once the previous one is up.
+PER_GPU="${REPLICAS_PER_GPU:-1}"
+MEM_FRACTION="${MEM_FRACTION:-0.85}"
 port=31000
 for g in "${GPU_LIST[@]}"; do
-  # 0.5.17/0.5.18 take --enable-session-radix-cache only on the unified radix tree (default later)
-  SGLANG_ENABLE_UNIFIED_RADIX_TREE=1 CUDA_VISIBLE_DEVICES="$g" \
-    "$PY" -m sglang.launch_server --model-path "$MODEL" --port "$port" \
-    "${FLAGS[@]}" > "$OUT/logs/sglang-gpu$g.log" 2>&1 &
-  PIDS+=($!)
-  URLS+=(--replica-url "http://127.0.0.1:$port")
-  port=$((port + 1))
+  for ((k = 0; k < PER_GPU; k++)); do
+    mem=()
+    if ((PER_GPU > 1)); then
+      mem=(--mem-fraction-static "$(awk -v k="$k" -v n="$PER_GPU" -v f="$MEM_FRACTION" 'BEGIN { printf "%.3f", f * (k + 1) / n }')")
+    fi
+    # 0.5.17/0.5.18 take --enable-session-radix-cache only on the unified radix tree (default later)
+    kv="{\"publisher\":\"zmq\",\"endpoint\":\"tcp://127.0.0.1:$((port + 1000))\"}"
+    SGLANG_ENABLE_UNIFIED_RADIX_TREE=1 CUDA_VISIBLE_DEVICES="$g" \
+      "$PY" -m sglang.launch_server --model-path "$MODEL" --port "$port" "${FLAGS[@]}" "${mem[@]}" \
+      --kv-events-config "$kv" > "$OUT/logs/sglang-gpu$g-$k.log" 2>&1 &
+    PIDS+=($!)
+    URLS+=(--replica-url "http://127.0.0.1:$port")
+    if ((PER_GPU > 1)); then wait_healthy "http://127.0.0.1:$port"; fi
+    port=$((port + 1))
+  done
 done
 echo "started ${#PIDS[@]} SGLang servers: ${URLS[*]}"
 for u in "${URLS[@]}"; do
   [[ "$u" == --replica-url ]] && continue
-  for _ in $(seq 1 180); do curl -sf "$u/health" >/dev/null && break; sleep 5; done
-  curl -sf "$u/health" >/dev/null || { echo "server $u not healthy after 15 min"; exit 1; }
+  wait_healthy "$u"
 done
+
+"$PY" -P bench/gpu/probe.py http://127.0.0.1:31000 --kv-events tcp://127.0.0.1:32000 \
+  | tee "$OUT/probe.txt" || { echo "probe failed: see $OUT/probe.txt"; exit 1; }
 
 WL=()
 for w in $WORKLOADS; do WL+=(--workload "$w"); done

@@ -1,0 +1,69 @@
+"""``bench/gpu/probe.py`` (the first check on a real SGLang server) passes against the emulator.
+
+The probe is what a GPU machine runs first (docs/bench.md); this keeps it working between GPU
+runs. One emulated replica publishes KV events on a free port; the probe runs as its own
+process, as it does there, and must exit 0 with every check passed. A second run against a
+replica that publishes no KV events must fail, so the probe can fail at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from saga.emulator.core import ReplicaConfig
+from saga.emulator.server import start_cluster, stop_cluster
+from saga.kv_events import KvEventsConfig
+
+pytestmark = pytest.mark.integration
+
+PROBE = Path(__file__).resolve().parents[3] / "bench" / "gpu" / "probe.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run_probe(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-P", str(PROBE), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    return int(proc.returncode or 0), out.decode()
+
+
+async def test_probe_passes_on_an_emulated_replica() -> None:
+    kv = KvEventsConfig(publisher="zmq", endpoint="tcp://127.0.0.1:*")
+    config = ReplicaConfig(page_size=1, kv_capacity_tokens=100_000, context_length=16_384)
+    reps = await start_cluster(1, config, time_scale=50.0, kv_events=kv)
+    try:
+        pub = reps[0].kv_publisher
+        assert pub is not None
+        rc, out = await run_probe(reps[0].url, "--kv-events", pub.bound_endpoint, "--prompt-tokens", "500")
+        assert rc == 0, out
+        assert "probe: all checks passed" in out
+        assert "turn 2:" in out
+        assert "kv events:" in out
+    finally:
+        await stop_cluster(reps)
+
+
+async def test_probe_fails_when_no_kv_events_arrive() -> None:
+    config = ReplicaConfig(page_size=1, kv_capacity_tokens=100_000, context_length=16_384)
+    reps = await start_cluster(1, config, time_scale=50.0)  # publishes no KV events
+    try:
+        silent = f"tcp://127.0.0.1:{free_port()}"
+        rc, out = await run_probe(
+            reps[0].url, "--kv-events", silent, "--prompt-tokens", "300", "--turns", "1"
+        )
+        assert rc == 1, out
+        assert "FAIL: no KV events" in out
+    finally:
+        await stop_cluster(reps)

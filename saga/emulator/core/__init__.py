@@ -15,7 +15,8 @@ from saga.emulator.core.errors import (
     UnknownSession,
 )
 from saga.emulator.core.radix import RadixCache
-from saga.emulator.core.replica import Counters, ReplicaModel
+from saga.emulator.core.replica import ReplicaModel
+from saga.emulator.core.replica_state import Counters
 from saga.emulator.core.request import (
     VOCAB_SIZE,
     AllBlocksCleared,

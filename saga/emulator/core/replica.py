@@ -35,7 +35,6 @@ import heapq
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from saga.emulator.core.config import ReplicaConfig
 from saga.emulator.core.errors import (
@@ -47,6 +46,14 @@ from saga.emulator.core.errors import (
     UnknownSession,
 )
 from saga.emulator.core.radix import RadixCache, RadixNode
+from saga.emulator.core.replica_state import DECODE as _DECODE
+from saga.emulator.core.replica_state import DONE as _DONE
+from saga.emulator.core.replica_state import PREFILL as _PREFILL
+from saga.emulator.core.replica_state import WAITING as _WAITING
+from saga.emulator.core.replica_state import Counters
+from saga.emulator.core.replica_state import ReqState as _Req
+from saga.emulator.core.replica_state import Segment as _Segment
+from saga.emulator.core.replica_state import SessionState as _Session
 from saga.emulator.core.request import (
     AllBlocksCleared,
     BlockRemoved,
@@ -61,74 +68,6 @@ from saga.emulator.core.request import (
     chain_page_keys,
     output_token_ids,
 )
-
-_WAITING, _PREFILL, _DECODE, _DONE = 0, 1, 2, 3
-
-
-class _Req:
-    __slots__ = (
-        "abort_requested",
-        "arrival",
-        "cached",
-        "done_prefill",
-        "finish_iter",
-        "first_token_time",
-        "full_pages",
-        "node",
-        "req",
-        "reserved",
-        "seq",
-        "start_iter",
-        "state",
-    )
-
-    def __init__(self, req: Request, seq: int, arrival: float) -> None:
-        self.req = req
-        self.seq = seq
-        self.arrival = arrival
-        self.state = _WAITING
-        self.cached = 0
-        self.node: RadixNode | None = None
-        self.done_prefill = 0
-        self.reserved = 0
-        self.full_pages = 0
-        self.start_iter = 0
-        self.finish_iter = 0
-        self.first_token_time: float | None = None
-        self.abort_requested = False
-
-
-@dataclass(slots=True)
-class _Segment:
-    decode: bool
-    start: float
-    end: float
-    chunks: list[tuple[_Req, int]] = field(default_factory=list)
-    n_iters: int = 0
-    c: float = 0.0  # first decode iteration's duration
-    a: float = 0.0  # half the growth of the iteration duration per iteration
-
-
-@dataclass(slots=True)
-class _Session:
-    session_id: str
-    opened_at: float
-    node: RadixNode | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Counters:
-    """Cumulative counters since the replica started (tokens unless named otherwise)."""
-
-    requests: int
-    """Requests finished (any reason)."""
-    aborted_requests: int
-    prompt_tokens: int
-    """Prompt tokens of prefilled requests."""
-    cached_tokens: int
-    """Of those, served from the prefix cache."""
-    completion_tokens: int
-    evicted_tokens: int
 
 
 class ReplicaModel:

@@ -121,8 +121,11 @@ def offset_endpoint(endpoint: str | None, rank: int) -> str | None:
 
 
 def binds(endpoint: str) -> bool:
-    """SGLang's rule: bind a wildcard, IPv6-any, ipc or inproc endpoint; connect any other."""
-    return "*" in endpoint or "::" in endpoint or endpoint.startswith(("ipc://", "inproc://"))
+    """SGLang's rule (``ZmqEventPublisher``, 0.5.17+): bind a wildcard (``*``, ``0.0.0.0``),
+    IPv6-any, ipc or inproc endpoint; connect any other (``tcp://127.0.0.1:5557`` connects, to
+    a subscriber that binds)."""
+    wildcard = "*" in endpoint or "::" in endpoint or "0.0.0.0" in endpoint
+    return wildcard or endpoint.startswith(("ipc://", "inproc://"))
 
 
 # --------------------------------------------------------------------------- wire types

@@ -17,6 +17,7 @@ from saga.kv_events import (
     KvEventsConfig,
     KvEventsConfigError,
     WireEvent,
+    binds,
     decode_batch,
     encode_batch,
     offset_endpoint,
@@ -140,6 +141,11 @@ def test_config_like_sglang() -> None:
     assert (cfg.publisher, cfg.endpoint, cfg.topic, cfg.buffer_steps) == ("zmq", "tcp://*:5557", "kv", 10_000)
     assert offset_endpoint("tcp://*:5557", 2) == "tcp://*:5559"
     assert offset_endpoint("inproc://kv", 1) == "inproc://kv_dp1"
+    # SGLang's ZmqEventPublisher binds wildcards (0.0.0.0 too, from 0.5.17) and connects the rest
+    for ep in ("tcp://*:5557", "tcp://0.0.0.0:5557", "tcp://[::]:5557", "ipc:///tmp/kv", "inproc://kv"):
+        assert binds(ep), ep
+    assert not binds("tcp://127.0.0.1:5557")
+    assert not binds("tcp://saga-scheduler:5557")
     for bad in ("[]", "{", '{"publisher": "kafka"}', '{"hwm": 0}', '{"nope": 1}', '{"endpoint": 5}'):
         with pytest.raises(KvEventsConfigError):
             KvEventsConfig.from_json(bad)

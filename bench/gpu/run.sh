@@ -4,7 +4,8 @@
 #   bench/gpu/run.sh [OUT_DIR]          # env: GPUS (default: all), REPLICAS_PER_GPU (1),
 #                                       #      MEM_FRACTION (0.85, shared when REPLICAS_PER_GPU > 1),
 #                                       #      SHAPE (8b|tiny), SESSIONS, LOAD, SIZE, WORKLOADS,
-#                                       #      SGLANG_SPEC, EXTRA_SGLANG_ARGS
+#                                       #      SYSTEMS (default: all), SGLANG_SPEC, EXTRA_SGLANG_ARGS,
+#                                       #      MODEL_DIR (skip make_model), LOAD_FORMAT (dummy)
 #
 # 1. installs sglang (pip, pinned by SGLANG_SPEC) if it is missing;
 # 2. writes a local model folder (bench/gpu/make_model.py: Llama config + word-level
@@ -50,11 +51,15 @@ if ! "$PY" -c "import sglang" 2>/dev/null; then "$PY" -m pip install "$SGLANG_SP
 nvidia-smi > "$OUT/nvidia-smi.txt" || true
 "$PY" -m pip freeze > "$OUT/pip-freeze.txt"
 
-MODEL="$OUT/model"
-"$PY" bench/gpu/make_model.py "$MODEL" --shape "$SHAPE"
+if [[ -n "${MODEL_DIR:-}" ]]; then
+  MODEL="$MODEL_DIR"  # a model folder already on the machine (then perhaps LOAD_FORMAT=auto)
+else
+  MODEL="$OUT/model"
+  "$PY" bench/gpu/make_model.py "$MODEL" --shape "$SHAPE"
+fi
 
 HELP="$("$PY" -m sglang.launch_server --help 2>/dev/null || true)"
-FLAGS=(--load-format dummy --enable-metrics --host 127.0.0.1 --context-length 262144)
+FLAGS=(--load-format "${LOAD_FORMAT:-dummy}" --enable-metrics --host 127.0.0.1 --context-length 262144)
 for f in --enable-session-radix-cache --enable-priority-scheduling; do
   if grep -q -- "$f" <<<"$HELP"; then FLAGS+=("$f"); else echo "note: this sglang has no $f"; fi
 done
@@ -65,7 +70,13 @@ if [[ -z "${GPUS:-}" ]]; then GPUS="$(nvidia-smi --query-gpu=index --format=csv,
 IFS=',' read -r -a GPU_LIST <<<"$GPUS"
 PIDS=()
 URLS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait || true; }
+# wait for the servers only: a bare `wait` would also wait for the log tee, which waits for
+# this script to close its output, so the script would never exit
+cleanup() {
+  if ((${#PIDS[@]} == 0)); then return; fi
+  kill "${PIDS[@]}" 2>/dev/null || true
+  wait "${PIDS[@]}" 2>/dev/null || true
+}
 trap cleanup EXIT
 wait_healthy() {
   for _ in $(seq 1 180); do curl -sf "$1/health" >/dev/null && return 0; sleep 5; done
@@ -85,7 +96,7 @@ for g in "${GPU_LIST[@]}"; do
       mem=(--mem-fraction-static "$(awk -v k="$k" -v n="$PER_GPU" -v f="$MEM_FRACTION" 'BEGIN { printf "%.3f", f * (k + 1) / n }')")
     fi
     # 0.5.17/0.5.18 take --enable-session-radix-cache only on the unified radix tree (default later)
-    kv="{\"publisher\":\"zmq\",\"endpoint\":\"tcp://127.0.0.1:$((port + 1000))\"}"
+    kv="{\"publisher\":\"zmq\",\"endpoint\":\"tcp://*:$((port + 1000))\"}"  # binds (a host address would connect)
     SGLANG_ENABLE_UNIFIED_RADIX_TREE=1 CUDA_VISIBLE_DEVICES="$g" \
       "$PY" -m sglang.launch_server --model-path "$MODEL" --port "$port" "${FLAGS[@]}" "${mem[@]}" \
       --kv-events-config "$kv" > "$OUT/logs/sglang-gpu$g-$k.log" 2>&1 &
@@ -106,6 +117,8 @@ done
 
 WL=()
 for w in $WORKLOADS; do WL+=(--workload "$w"); done
-"$PY" -m saga.cli bench e2e "${WL[@]}" "${URLS[@]}" --sessions "$SESSIONS" --load "$LOAD" \
+SYS=()
+if [[ -n "${SYSTEMS:-}" ]]; then SYS=(--systems "$SYSTEMS"); fi
+"$PY" -m saga.cli bench e2e "${WL[@]}" "${SYS[@]}" "${URLS[@]}" --sessions "$SESSIONS" --load "$LOAD" \
   --size "$SIZE" --time-scale 1 --out "$OUT" --no-progress || echo "saga bench e2e exited with $?"
 echo "done: $OUT/report.md"

@@ -23,9 +23,11 @@
 #     /server_info, a 3-turn session under a top-level session_id (the prefix must be reused),
 #     /v1/loads, /metrics and its KV events; the run stops there if a check fails.
 #
-# Status (2026-11-24, docs/bench.md "Real SGLang"): steps 1-4a ran on one H100 with SGLang
-# 0.5.17 (installed offline from bench/gpu/offline_bundle.py); the benchmark itself has not yet
-# completed a run there. On a machine without flashinfer's JIT toolchain or FA3 kernels, pass
+# Status (2026-11-24, docs/bench.md "Real SGLang"): what steps 2-4a do was run by hand on one
+# H100 with SGLang 0.5.17 (installed offline, as bench/gpu/offline_bundle.py now automates;
+# bench/results/gpu_probe_2026-11-24.md); the benchmark has not yet completed a run on real
+# SGLang, and this script itself has run only with the emulator standing in for SGLang
+# (tests/e2e/bench/test_gpu_script.py). On a machine without flashinfer's JIT toolchain or FA3 kernels, pass
 # EXTRA_SGLANG_ARGS="--attention-backend triton --sampling-backend pytorch"; adding
 # "--cuda-graph-backend-prefill disabled" saves the ~90 s prefill CUDA-graph capture at start.
 set -euo pipefail

@@ -62,9 +62,14 @@ fi
 
 HELP="$("$PY" -m sglang.launch_server --help 2>/dev/null || true)"
 FLAGS=(--load-format "${LOAD_FORMAT:-dummy}" --enable-metrics --host 127.0.0.1 --context-length 262144)
-for f in --enable-session-radix-cache --enable-priority-scheduling; do
+for f in --enable-session-radix-cache --enable-priority-scheduling --constrained-json-disable-any-whitespace; do
   if grep -q -- "$f" <<<"$HELP"; then FLAGS+=("$f"); else echo "note: this sglang has no $f"; fi
 done
+# Forced tool calls: with a parser that has no structural tag ("pythonic"), SGLang decodes a
+# forced tool_choice under the tool's JSON schema and answers `tool_calls` (serving_chat.py),
+# which make_model.py's tokenizer can spell; without a parser it answers text, and SAGA would
+# see no tool boundary (bench/gpu/check_tool_grammar.py checks the decoding on the CPU).
+if grep -q -- "--tool-call-parser" <<<"$HELP"; then FLAGS+=(--tool-call-parser pythonic); fi
 # shellcheck disable=SC2206
 FLAGS+=(${EXTRA_SGLANG_ARGS:-})
 

@@ -10,8 +10,9 @@ gap on ``finish_reason: "tool_calls"`` and closes it on the session's next reque
   ``after_call`` that is not a human gap, else ``"tool"`` when the call's stop reason is
   ``tool_use``), or None; the session's last call never forces a tool.
 - :func:`request_fields`: a session that runs any tool sends ``tools`` (one function per tool
-  name it uses, sorted) on every call, with ``tool_choice`` forcing the planned function, or
-  ``"none"`` when no tool follows (last call, human turn). Sessions without tools send neither.
+  name it uses, sorted) on every call, with ``tool_choice`` forcing the planned function (and
+  ``parallel_tool_calls: false``), or ``"none"`` when no tool follows (last call, human turn).
+  Sessions without tools send neither.
 - Messages: call ``i`` whose predecessor asked for a tool sends
   ``[user: head, assistant: tool_calls (as answered), tool: tail]``; any other call sends
   ``[user: head + tail]``. ``head``/``tail`` are the call's prompt text split where its
@@ -58,6 +59,13 @@ def tool_plan(s: SessionTrace) -> list[str | None]:
     return plan
 
 
+INPUT_MAX_CHARS = 16
+"""``maxLength`` of a tool's one string argument. On real SGLang a forced call is decoded under
+the tool's JSON schema, and a model with random weights (``bench/gpu/``) closes an unbounded
+string only by chance: with this bound every constrained answer is a complete call within about
+60 tokens (``bench/gpu/check_tool_grammar.py``). The emulator does not constrain its answers."""
+
+
 def tool_definitions(names: list[str]) -> list[dict[str, Any]]:
     """One function definition per name (the parameters the emulator's answers fill)."""
     return [
@@ -68,8 +76,9 @@ def tool_definitions(names: list[str]) -> list[dict[str, Any]]:
                 "description": f"the trace's {n} tool",
                 "parameters": {
                     "type": "object",
-                    "properties": {"input": {"type": "string"}},
+                    "properties": {"input": {"type": "string", "maxLength": INPUT_MAX_CHARS}},
                     "required": ["input"],
+                    "additionalProperties": False,
                 },
             },
         }
@@ -158,5 +167,9 @@ def request_fields(
     if names:
         out["tools"] = tool_definitions(names)
         forced = plan[index]
-        out["tool_choice"] = "none" if forced is None else {"type": "function", "function": {"name": forced}}
+        if forced is None:
+            out["tool_choice"] = "none"
+        else:  # one call per answer, as the trace has it (SGLang then allows exactly one)
+            out["tool_choice"] = {"type": "function", "function": {"name": forced}}
+            out["parallel_tool_calls"] = False
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from saga.bench.conversation import (
+    INPUT_MAX_CHARS,
     AnsweredCall,
     answered_call,
     fallback_call,
@@ -59,6 +60,11 @@ def test_request_fields_echo_the_answered_call_and_keep_the_prompt_text() -> Non
     assert first["messages"] == [{"role": "user", "content": pb.call_text(s, 0)}]
     assert [t["function"]["name"] for t in first["tools"]] == ["code_execution", "file_op"]
     assert first["tool_choice"] == {"type": "function", "function": {"name": "code_execution"}}
+    assert first["parallel_tool_calls"] is False  # one call per answer
+    # a bounded string argument: real SGLang's constrained decoding must be able to close it
+    params = first["tools"][0]["function"]["parameters"]
+    assert params["properties"]["input"]["maxLength"] == INPUT_MAX_CHARS
+    assert params["additionalProperties"] is False
     prev = AnsweredCall("call_abc", "code_execution", '{"input": " w1"}')
     second = request_fields(pb, s, 1, plan, prev)
     user, assistant, tool = second["messages"]
@@ -75,6 +81,7 @@ def test_request_fields_echo_the_answered_call_and_keep_the_prompt_text() -> Non
     assert second["tool_choice"]["function"]["name"] == "file_op"
     last = request_fields(pb, s, 3, plan, None)
     assert last["tool_choice"] == "none"
+    assert "parallel_tool_calls" not in last
     assert "tools" in last  # the agent keeps listing its tools
     # A session that runs no tool sends no tool fields at all.
     plain = _session([])

@@ -92,7 +92,9 @@ wait_healthy() {
 # REPLICAS_PER_GPU > 1 shares each GPU: SGLang's --mem-fraction-static is a share of the GPU's
 # whole memory that must also cover what other processes already hold there (seen on an H100:
 # a second server given the first one's fraction refused to start), so the k-th server on a
-# GPU gets (k+1)/N of MEM_FRACTION and starts only once the previous one is up.
+# GPU gets (k+1)/N of MEM_FRACTION and starts only once the previous one is up. The servers
+# then share the GPU's compute too, while `saga bench e2e` sizes LOAD for one H100 per replica
+# (the emulator's timing model): with N per GPU, LOAD=0.8/N offers about the intended load.
 PER_GPU="${REPLICAS_PER_GPU:-1}"
 MEM_FRACTION="${MEM_FRACTION:-0.85}"
 port=31000

@@ -57,20 +57,21 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer() -> Any:
-    """The benchmark's tokenizer: ``" w<id>"`` is token ``id``, and JSON can be spelt.
+def build_backend() -> Any:
+    """The benchmark's tokenizer (a ``tokenizers.Tokenizer``): ``" w<id>"`` is token ``id``, and
+    JSON can be spelt.
 
     A BPE model over a Metaspace pre-tokenizer: a space becomes ``▁`` and starts a new piece, so
     ``" w123"`` is the piece ``▁w123``, merged from its characters into the single token 123
     (the merges build every ``▁w`` + digits prefix, each itself a word). Every other character
     of printable ASCII is a token of its own (ids from ``VOCAB``), so grammar-constrained
     decoding (SGLang's JSON schema for a forced ``tool_choice``) has the characters JSON needs;
-    ``JSON_PIECES`` add the tool-call array's fixed parts as single tokens, so a forced call
-    costs a few tokens beyond its arguments. Decoding turns ``▁`` back into a space, and the
-    text of any id sequence tokenizes back to the same ids.
+    ``JSON_PIECES`` add the tool-call array's fixed parts as single tokens (the model may use
+    them or spell the same text). Decoding turns ``▁`` back into a space. The text of an id
+    sequence tokenizes back to the same ids unless it holds a piece, or a digit character
+    right after a word (``w12`` + ``3`` reads as ``w123``).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {"[UNK]": 0, "<s>": 1, "</s>": 2}
     vocab.update({f"▁w{i}": i for i in range(3, VOCAB)})
@@ -94,8 +95,19 @@ def build_tokenizer() -> Any:
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
     # sentencepiece's decoder shape, from which xgrammar knows that ▁ is a space
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    return tok
+
+
+def build_tokenizer() -> Any:
+    """:func:`build_backend` as a ``transformers`` tokenizer with the chat template."""
+    from transformers import PreTrainedTokenizerFast
+
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>", eos_token="</s>", pad_token="</s>"
+        tokenizer_object=build_backend(),
+        unk_token="[UNK]",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="</s>",
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast

@@ -12,7 +12,6 @@ release of the sample ``ReplicaPool``'s image.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from script_modules import load_script
 
 from saga.service.backend.api import release_of
 
@@ -74,13 +74,7 @@ def sglang_release(request: pytest.FixtureRequest) -> tuple[str, zipfile.ZipFile
 
 def check_script() -> ModuleType:
     """``scripts/check_sglang_kv_events.py`` as a module (it is a script, not a package)."""
-    path = Path(__file__).resolve().parents[3] / "scripts" / "check_sglang_kv_events.py"
-    spec = importlib.util.spec_from_file_location("check_sglang_kv_events", path)
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/check_sglang_kv_events.py")
 
 
 @pytest.fixture(scope="session")

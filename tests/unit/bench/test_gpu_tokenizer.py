@@ -4,31 +4,17 @@ calls under SGLang's grammar-constrained decoding)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from script_modules import load_script
 
 pytestmark = pytest.mark.unit
 
-MAKE_MODEL = Path(__file__).resolve().parents[3] / "bench" / "gpu" / "make_model.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_model", MAKE_MODEL)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MM = _load()
+MM = load_script("bench/gpu/make_model.py")
 TOK: Any = MM.build_backend()
 
 

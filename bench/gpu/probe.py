@@ -15,6 +15,8 @@ What it checks, each with the code SAGA runs in production, and prints as it goe
 4. ``/metrics`` carries the ``sglang:*`` names SAGA's bench and dashboards read.
 5. With ``--kv-events``: the replica's KV events (``--kv-events-config``) decode with
    :func:`saga.kv_events.decode_batch` while the session runs.
+6. A chat call forcing a tool, shaped like the benchmark's, comes back as that tool call
+   (else SAGA sees no tool boundaries there: a warning, since the benchmark still runs).
 
 Prompts are the word-level tokens of ``bench/gpu/make_model.py`` (``w<id>``), so a prompt of N
 words is N tokens. Exit status 1 when a check fails, so a script can stop there.
@@ -30,6 +32,7 @@ import time
 import urllib.request
 from typing import Any
 
+from saga.bench.conversation import tool_definitions
 from saga.kv_events import KvEventDecodeError, decode_batch, parse_seq
 from saga.service.backend.api import retention_problems
 from saga.service.backend.client import parse_loads, parse_server_info
@@ -78,6 +81,35 @@ def _subscribe(endpoint: str, done: threading.Event, grace_s: float, out: list[t
             out.append((-1, 0, f"UNDECODABLE: {exc}"))
     sock.close(0)
     ctx.term()
+
+
+def forced_tool_call(base: str) -> list[str]:
+    """One chat call forcing a tool, as the benchmark's replay sends it: the answer must be
+    that tool call (``finish_reason: tool_calls``), or SAGA sees no tool boundary on this
+    replica. A warning, not a failure: the benchmark still runs, without tool gaps."""
+    model = json.loads(_get(base + "/v1/models"))["data"][0]["id"]
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": " ".join(f"w{10_000 + i}" for i in range(64))}],
+        "tools": tool_definitions(["code_execution"]),
+        "tool_choice": {"type": "function", "function": {"name": "code_execution"}},
+        "parallel_tool_calls": False,
+        "max_tokens": 96,
+    }
+    try:
+        r = _post(base + "/v1/chat/completions", body)
+    except OSError as exc:  # urllib's HTTPError / URLError
+        return [f"forced tool call refused: {exc}"]
+    choice = r["choices"][0]
+    calls = choice["message"].get("tool_calls") or []
+    names = [c["function"]["name"] for c in calls]
+    print(f"forced tool call: finish_reason {choice['finish_reason']!r}, calls {names}")
+    if choice["finish_reason"] != "tool_calls" or names != ["code_execution"]:
+        return [
+            "a forced tool_choice was not answered with that tool call (start SGLang with "
+            "--tool-call-parser pythonic and make_model.py's tokenizer; docs/bench.md)"
+        ]
+    return []
 
 
 def main() -> int:
@@ -138,6 +170,9 @@ def main() -> int:
         print(f"kv events: {len(events)} batches, first {events[:4]}")
         if not events or any(seq < 0 for seq, _, _ in events):
             failures.append("no KV events, or undecodable ones")
+    warnings = forced_tool_call(base)
+    for w in warnings:
+        print(f"WARN: {w}")
     for f in failures:
         print(f"FAIL: {f}")
     print("probe: " + ("FAILED" if failures else "all checks passed"))

@@ -51,6 +51,8 @@ async def test_probe_passes_on_an_emulated_replica() -> None:
         assert "probe: all checks passed" in out
         assert "turn 2:" in out
         assert "kv events:" in out
+        assert "forced tool call: finish_reason 'tool_calls', calls ['code_execution']" in out
+        assert "WARN" not in out
     finally:
         await stop_cluster(reps)
 

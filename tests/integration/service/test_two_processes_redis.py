@@ -109,6 +109,18 @@ class ServeProcess:
         self._log_file.close()
 
 
+async def shut_down(
+    clients: list[AsyncSagaClient], procs: list[ServeProcess], replicas: list[RunningReplica]
+) -> None:
+    """Close the clients, stop the ``saga serve`` processes, then the replicas."""
+    for c in clients:
+        await c.close()
+    for p in procs:
+        p.stop()
+    for rep in replicas:
+        await rep.runner.cleanup()
+
+
 async def test_sessions_keep_one_replica_across_two_processes(tmp_path: Path, redis_url: str) -> None:
     replicas: list[RunningReplica] = [
         await start_replica(ReplicaConfig(), replica_id=f"r{i}", time_scale=TIME_SCALE) for i in range(2)
@@ -155,12 +167,7 @@ async def test_sessions_keep_one_replica_across_two_processes(tmp_path: Path, re
         assert counted == {r: reported.get(r, 0) for r in counted}
         assert sum(counted.values()) == SESSIONS * CALLS
     finally:
-        for c in clients:
-            await c.close()
-        for p in procs:
-            p.stop()
-        for rep in replicas:
-            await rep.runner.cleanup()
+        await shut_down(clients, procs, replicas)
 
 
 async def test_a_tenants_session_quota_holds_across_two_processes(tmp_path: Path, redis_url: str) -> None:
@@ -189,9 +196,4 @@ async def test_a_tenants_session_quota_holds_across_two_processes(tmp_path: Path
         with pytest.raises(RejectedError):
             await a.start_session(agent="coder")
     finally:
-        for c in clients:
-            await c.close()
-        for p in procs:
-            p.stop()
-        for rep in replicas:
-            await rep.runner.cleanup()
+        await shut_down(clients, procs, replicas)

@@ -52,11 +52,17 @@ def main() -> int:
     p.add_argument("--max-tokens", default="8,32,128,512")
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
+    try:
+        budgets = [int(x) for x in a.max_tokens.split(",")]
+        if min(budgets) < 1:
+            raise ValueError("every budget must be >= 1")
+        config = json.loads((Path(a.model) / "config.json").read_text())
+        vocab_size = int(config["vocab_size"])
+        eos = int(config["eos_token_id"])
+        tok = AutoTokenizer.from_pretrained(a.model)
+    except (OSError, ValueError, KeyError) as exc:
+        p.error(f"{a.model} / --max-tokens {a.max_tokens}: {type(exc).__name__}: {exc}")
     rng = random.Random(a.seed)
-    tok = AutoTokenizer.from_pretrained(a.model)
-    config = json.loads((Path(a.model) / "config.json").read_text())
-    vocab_size = int(config["vocab_size"])
-    eos = int(config["eos_token_id"])
     info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=vocab_size, stop_token_ids=[eos])
     schema = sglang_schema(tool_definitions([a.tool])[0])
     # --constrained-json-disable-any-whitespace: no optional whitespace between JSON tokens
@@ -64,7 +70,7 @@ def main() -> int:
     print(f"schema: {json.dumps(schema)}")
     bitmask = xgr.allocate_token_bitmask(1, vocab_size)
     ok_all = True
-    for max_tokens in (int(x) for x in a.max_tokens.split(",")):
+    for max_tokens in budgets:
         good, lengths = 0, []
         for _ in range(a.trials):
             matcher = xgr.GrammarMatcher(ctx)

@@ -116,11 +116,18 @@ def main() -> None:
     p.add_argument("--python", default="3.12")
     p.add_argument("--part-mib", type=float, default=56.0)
     a = p.parse_args()
+    if not a.have.is_file():
+        p.error(f"--have {a.have}: no such file (write it with `pip list` on the GPU machine)")
+    if a.part_mib <= 0:
+        p.error(f"--part-mib must be > 0, got {a.part_mib}")
     have = {canon(m.group(1)) for m in re.finditer(r"^([A-Za-z0-9_.\-]+)", a.have.read_text(), re.M)}
     work = a.out / "work"
     wheels, site = work / "wheels", work / "site"
     wheels.mkdir(parents=True, exist_ok=True)
-    found = resolve(wheels, have, a.python)
+    try:
+        found = resolve(wheels, have, a.python)
+    except subprocess.CalledProcessError as exc:  # pip printed why (no such version, no network)
+        p.error(f"pip could not fetch a package ({' '.join(exc.cmd[-1:])}); see pip's message above")
     shutil.rmtree(site, ignore_errors=True)
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(site)]
     subprocess.run([*cmd, *pip_target(a.python), *map(str, found)], check=True)

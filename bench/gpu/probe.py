@@ -34,7 +34,7 @@ from typing import Any
 
 from saga.bench.conversation import tool_definitions
 from saga.kv_events import KvEventDecodeError, decode_batch, parse_seq
-from saga.service.backend.api import retention_problems
+from saga.service.backend.api import BackendError, retention_problems
 from saga.service.backend.client import parse_loads, parse_server_info
 
 # sglang:* names SAGA reads (bench/e2e replica totals, Grafana dashboards); see
@@ -112,14 +112,31 @@ def forced_tool_call(base: str) -> list[str]:
     return []
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def main() -> int:
+    """Exit 0: every check passed; 1: a check failed; 2: the replica could not be checked (it
+    is unreachable or answers something SGLang would not), with the reason on one line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("url")
     p.add_argument("--kv-events", default="", help="the replica's KV event endpoint (zmq)")
     p.add_argument("--session-field", default="session_id")
-    p.add_argument("--turns", type=int, default=3)
-    p.add_argument("--prompt-tokens", type=int, default=3000)
+    p.add_argument("--turns", type=_positive, default=3)
+    p.add_argument("--prompt-tokens", type=_positive, default=3000)
     a = p.parse_args()
+    try:
+        return _probe(a)
+    except (OSError, ValueError, LookupError, TypeError, BackendError) as exc:
+        print(f"probe: cannot check {a.url}: {type(exc).__name__}: {exc}")
+        return 2
+
+
+def _probe(a: argparse.Namespace) -> int:
     base = a.url.rstrip("/")
     failures: list[str] = []
 

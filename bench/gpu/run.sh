@@ -41,6 +41,12 @@ SIZE="${SIZE:-full}"
 WORKLOADS="${WORKLOADS:-swe_bench webarena multi_tenant}"
 SGLANG_SPEC="${SGLANG_SPEC:-sglang>=0.5.17,<0.6}"
 PY="${PYTHON:-python3}"
+PER_GPU="${REPLICAS_PER_GPU:-1}"
+MEM_FRACTION="${MEM_FRACTION:-0.85}"
+# settings are checked before anything is installed or started
+[[ "$PER_GPU" =~ ^[1-9][0-9]*$ ]] || { echo "REPLICAS_PER_GPU must be a positive integer, got '$PER_GPU'" >&2; exit 2; }
+awk -v f="$MEM_FRACTION" 'BEGIN { exit !(f + 0 == f && f > 0 && f <= 1) }' ||
+  { echo "MEM_FRACTION must be a number in (0, 1], got '$MEM_FRACTION'" >&2; exit 2; }
 mkdir -p "$OUT/logs"
 exec > >(tee -a "$OUT/run.log") 2>&1
 echo "date: $(date -Is)  host: $(hostname)  out: $OUT"
@@ -95,8 +101,6 @@ wait_healthy() {
 # GPU gets (k+1)/N of MEM_FRACTION and starts only once the previous one is up. The servers
 # then share the GPU's compute too, while `saga bench e2e` sizes LOAD for one H100 per replica
 # (the emulator's timing model): with N per GPU, LOAD=0.8/N offers about the intended load.
-PER_GPU="${REPLICAS_PER_GPU:-1}"
-MEM_FRACTION="${MEM_FRACTION:-0.85}"
 port=31000
 for g in "${GPU_LIST[@]}"; do
   for ((k = 0; k < PER_GPU; k++)); do

@@ -91,3 +91,25 @@ def test_run_sh_shares_a_gpu_probes_and_benchmarks(tmp_path: Path) -> None:
     assert "## Live run: validity (CPU guard)" in report
     for system in ("saga", "manual"):
         assert f"| {system} |" in report, report
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("REPLICAS_PER_GPU=0", "REPLICAS_PER_GPU must be a positive integer, got '0'"),
+        ("REPLICAS_PER_GPU=two", "REPLICAS_PER_GPU must be a positive integer, got 'two'"),
+        ("MEM_FRACTION=1.5", "MEM_FRACTION must be a number in (0, 1], got '1.5'"),
+    ],
+)
+def test_run_sh_refuses_bad_settings_before_starting_anything(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    key, value = setting.split("=")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu" / "run.sh"), str(out)],
+        cwd=ROOT, env={**os.environ, key: value}, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert not out.exists()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from saga.emulator.core import ReplicaConfig
 from saga.emulator.server import start_cluster, stop_cluster
@@ -69,3 +70,27 @@ async def test_probe_fails_when_no_kv_events_arrive() -> None:
         assert "FAIL: no KV events" in out
     finally:
         await stop_cluster(reps)
+
+
+async def test_probe_reports_an_unreachable_or_unlike_sglang_server_in_one_line() -> None:
+    rc, out = await run_probe(f"http://127.0.0.1:{free_port()}")
+    assert rc == 2, out
+    assert out.startswith("probe: cannot check http://127.0.0.1:")
+    assert "Traceback" not in out
+
+    async def server_info(_: web.Request) -> web.Response:
+        return web.json_response({"version": "0.5.17"})  # no max_total_num_tokens
+
+    app = web.Application()
+    app.router.add_get("/server_info", server_info)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        rc, out = await run_probe(f"http://127.0.0.1:{port}")
+        assert rc == 2, out
+        assert "max_total_num_tokens" in out
+        assert "Traceback" not in out
+    finally:
+        await runner.cleanup()

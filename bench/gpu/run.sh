@@ -5,9 +5,12 @@
 #                                       #      MEM_FRACTION (0.85, shared when REPLICAS_PER_GPU > 1),
 #                                       #      SHAPE (8b|tiny), SESSIONS, LOAD, SIZE, WORKLOADS,
 #                                       #      SYSTEMS (default: all), SGLANG_SPEC, EXTRA_SGLANG_ARGS,
-#                                       #      MODEL_DIR (skip make_model), LOAD_FORMAT (dummy)
+#                                       #      MODEL_DIR (skip make_model), LOAD_FORMAT (dummy),
+#                                       #      OFFLINE_BUNDLE (folder of offline_bundle.py parts),
+#                                       #      OFFLINE_SITE (where they are unpacked)
 #
-# 1. installs sglang (pip, pinned by SGLANG_SPEC) if it is missing;
+# 1. installs sglang (pip, pinned by SGLANG_SPEC) if it is missing, or, on a machine without a
+#    package index, unpacks OFFLINE_BUNDLE (bench/gpu/offline_bundle.py) and installs nothing;
 # 2. writes a local model folder (bench/gpu/make_model.py: Llama config + word-level
 #    tokenizer; weights are dummy, so no model hub is needed);
 # 3. starts one `python -m sglang.launch_server` per GPU with --load-format dummy,
@@ -54,6 +57,20 @@ echo "date: $(date -Is)  host: $(hostname)  out: $OUT"
 cd "$ROOT"
 # the checkout's operator/ folder would shadow Python's standard `operator` module from the cwd
 export PYTHONSAFEPATH=1
+# An offline machine (no package index): OFFLINE_BUNDLE names a folder of part-*.tar.xz from
+# bench/gpu/offline_bundle.py; they are unpacked into one site folder put first on PYTHONPATH,
+# with this checkout's saga package beside it, so nothing is pip-installed.
+if [[ -n "${OFFLINE_BUNDLE:-}" ]]; then
+  shopt -s nullglob
+  parts=("$OFFLINE_BUNDLE"/part-*.tar.xz)
+  shopt -u nullglob
+  ((${#parts[@]} > 0)) || { echo "OFFLINE_BUNDLE: no part-*.tar.xz in '$OFFLINE_BUNDLE'"; exit 2; }
+  SITE="${OFFLINE_SITE:-/tmp/saga-offline-site}"
+  mkdir -p "$SITE/.saga-src"
+  for part in "${parts[@]}"; do echo "unpacking $part"; tar xJf "$part" -C "$SITE"; done
+  ln -sfn "$ROOT/saga" "$SITE/.saga-src/saga"
+  export PYTHONPATH="$SITE:$SITE/.saga-src${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if ! "$PY" -c "import saga" 2>/dev/null; then "$PY" -m pip install -e ".[dev]"; fi
 if ! "$PY" -c "import sglang" 2>/dev/null; then "$PY" -m pip install "$SGLANG_SPEC"; fi
 nvidia-smi > "$OUT/nvidia-smi.txt" || true
@@ -131,6 +148,10 @@ done
 WL=()
 for w in $WORKLOADS; do WL+=(--workload "$w"); done
 SYS=()
+if [[ -z "${SYSTEMS:-}" ]] && ! command -v redis-server >/dev/null; then
+  SYSTEMS=saga,cache_aware,round_robin,manual  # saga-redis needs a local redis-server
+  echo "note: no redis-server on PATH, so no saga-redis run: SYSTEMS=$SYSTEMS"
+fi
 if [[ -n "${SYSTEMS:-}" ]]; then SYS=(--systems "$SYSTEMS"); fi
 "$PY" -m saga.cli bench e2e "${WL[@]}" "${SYS[@]}" "${URLS[@]}" --sessions "$SESSIONS" --load "$LOAD" \
   --size "$SIZE" --time-scale 1 --out "$OUT" --no-progress || echo "saga bench e2e exited with $?"

@@ -176,4 +176,7 @@ def run_bench_e2e(args: argparse.Namespace) -> int:
         print(f"saga bench e2e: {e}", file=sys.stderr)
         return 1
     print(f"report: {Path(args.out) / 'report.md'}")
+    if summary["failures"]:
+        print(f"saga bench e2e: {len(summary['failures'])} run(s) failed; see the report", file=sys.stderr)
+        return 1
     return 0 if summary["valid"] else 3

@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 import aiohttp
 from tqdm import tqdm
 
-from saga.bench.procs import CpuSampler, CpuVerdict, pid_listens_on, read_cmdline
+from saga.bench.procs import BenchProcessError, CpuSampler, CpuVerdict, pid_listens_on, read_cmdline
 from saga.bench.replay import ReplayConfig, Replayer, ReplicaSampler
 from saga.bench.systems import (
     ROUTER_POLICIES,
@@ -262,6 +263,7 @@ async def run_e2e(
     limits: dict[str, float] = {}
     sim_results: list[RunResult] = []
     sim_note = ""
+    failures: dict[str, str] = {}  # "<workload>/<system>" -> why it failed
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=conn) as http:
@@ -271,7 +273,13 @@ async def run_e2e(
             deadlines = {sid: w.tenants[t].slo_factor * lim[sid] for sid, t in _tenant_of(w).items()}
             for system in s.systems:
                 echo(f"[{w.name}] {system}: starting {s.replicas} replicas + {system}")
-                run = await run_system(system, w, s, deadlines, http, log_dir)
+                try:
+                    run = await run_system(system, w, s, deadlines, http, log_dir)
+                except Exception as e:  # one system's failure must not lose the others' runs
+                    why = _failure(e, log_dir / f"{w.name}-{system}-failure.txt")
+                    failures[f"{w.name}/{system}"] = why
+                    echo(f"[{w.name}] {system}: FAILED, left out of the comparison: {why}")
+                    continue
                 runs[(w.name, system)] = run
                 write_result(run.result, out / f"{w.name}-{system}.json.gz")
                 v = "valid" if run.cpu.valid else "INVALID: " + "; ".join(run.cpu.reasons)
@@ -285,16 +293,33 @@ async def run_e2e(
                     sim_results += [replace(r, workload=w.name) for r in simulate(w, s, lim, s.systems)]
                 except Exception as e:  # report, never hide: the live run stands on its own
                     sim_note = f"simulator failed: {type(e).__name__}: {e}"
+    # Compare only systems that completed every workload (a geometric mean over the same
+    # scenarios); a failed system's other runs are still written above as RunResult files.
+    failed = {k.split("/", 1)[1] for k in failures}
+    compared = tuple(x for x in s.systems if x not in failed)
+    if not compared:
+        raise BenchProcessError("every system failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
+    runs = {k: v for k, v in runs.items() if k[1] in compared}
+    sim_results = [r for r in sim_results if r.system in compared]
     results = [r.result for r in runs.values()]
-    baseline = "cache_aware" if "cache_aware" in s.systems else s.systems[0]
+    baseline = "cache_aware" if "cache_aware" in compared else compared[0]
     report = build_report(results, baseline=baseline, limits=limits)
     write_report(report, results, out, command=s.command, title="SAGA live end-to-end benchmark")
-    summary = summarize(runs, results, sim_results, limits, s, baseline, sim_note)
+    summary = summarize(runs, results, sim_results, limits, replace(s, systems=compared), baseline, sim_note)
+    summary["settings"]["systems"] = list(s.systems)
+    summary["failures"] = failures
     (out / "bench.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
     with open(out / "report.md", "a", encoding="utf-8") as f:
         f.write(render_bench_md(summary))
     echo(render_bench_md(summary))
     return summary
+
+
+def _failure(e: Exception, trace_file: Path) -> str:
+    """One line for the report (the exception's type and message); the traceback to a file."""
+    trace_file.write_text("".join(traceback.format_exception(e)), encoding="utf-8")
+    msg = " ".join(str(e).split()) or "(no message)"
+    return f"{type(e).__name__}: {msg[:300]} (traceback: logs/{trace_file.name})"
 
 
 def _tick(bar: Any) -> None:
@@ -417,6 +442,10 @@ def render_bench_md(sm: dict[str, Any]) -> str:
             f"| {k} | {'yes' if c['valid'] else 'NO'} | {c['machine_peak_cores']:.2f} / {c['machine_cores']} "
             f"| {top[0]} ({top[1]:.2f}) | {'; '.join(c['reasons']) or '–'} |"
         )
+    if sm.get("failures"):
+        L += ["", "## Failed runs (left out of every comparison)", "", "| run | why |", "|---|---|"]
+        for k, why in sm["failures"].items():
+            L.append(f"| {k} | {why.replace('|', '/')} |")
     L += ["", "## Live run: peers and replicas (replicas' own /metrics)", ""]
     L += [
         "| run | front-end process | owns the port | calls sent | requests replicas served "

@@ -13,6 +13,7 @@ import pytest
 
 from saga.bench.cli import build_workload, register
 from saga.bench.e2e import E2ESettings, run_e2e
+from saga.bench.procs import BenchProcessError
 from saga.scheduler.report import load_results
 
 pytestmark = [
@@ -92,3 +93,51 @@ async def test_tiny_run_writes_every_section_through_the_real_router(tmp_path: P
         else:
             assert "-m saga.cli serve" in argv
             assert "--time-scale" in argv
+
+
+async def test_a_system_that_cannot_start_is_reported_and_the_others_compared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """saga-redis without a redis-server fails to start: the run goes on with the other
+    systems, compares only them, and names the failure (with its traceback file)."""
+    real_which = shutil.which
+
+    def which(name: str, *args: object, **kw: object) -> str | None:
+        return None if name == "redis-server" else real_which(name)
+
+    monkeypatch.setattr(shutil, "which", which)
+    args = _args(tmp_path)
+    w = build_workload("swe_bench", args)
+    alone = E2ESettings(("saga-redis",), 2, 0.8, 4.0, 1, tmp_path / "alone", "pytest", progress=False)
+    with pytest.raises(
+        BenchProcessError, match="every system failed: swe_bench/saga-redis: RedisServerMissing"
+    ):
+        await run_e2e([w], alone, echo=lambda _: None)
+    s = E2ESettings(
+        systems=("saga-redis", "cache_aware", "manual"),
+        replicas=2,
+        load=0.8,
+        time_scale=4.0,
+        seed=1,
+        out_dir=tmp_path,
+        command="pytest tiny, no redis-server",
+        page_size=64,
+        progress=False,
+        simulate=False,
+    )
+    summary = await run_e2e([w], s, echo=lambda _: None)
+
+    (why,) = summary["failures"].values()
+    assert list(summary["failures"]) == ["swe_bench/saga-redis"]
+    assert "redis-server is not on PATH" in why
+    assert (tmp_path / "logs" / "swe_bench-saga-redis-failure.txt").read_text().startswith("Traceback")
+    assert set(summary["live_speedups"]) == {"cache_aware", "manual"}
+    assert summary["settings"]["systems"] == ["saga-redis", "cache_aware", "manual"]
+    assert summary["targets"] == {}  # no SAGA system completed: no target row
+    md = (tmp_path / "report.md").read_text()
+    assert "## Failed runs (left out of every comparison)" in md
+    assert "| swe_bench/saga-redis | RedisServerMissing: redis-server is not on PATH" in md
+    assert not (tmp_path / "swe_bench-saga-redis.json.gz").exists()
+    for system in ("cache_aware", "manual"):
+        (r,) = load_results([tmp_path / f"swe_bench-{system}.json.gz"])
+        assert all(o.completed for o in r.outcomes)

@@ -1,9 +1,10 @@
 """``bench/gpu/run.sh`` end to end, with SAGA's emulator standing in for SGLang.
 
 The script runs unattended on a GPU machine whose time is scarce, so its plumbing is checked
-here: a stand-in ``sglang`` package (written to a temporary folder first on ``PYTHONPATH``)
-answers ``launch_server --help`` with the flags the script probes for and otherwise starts one
-emulated replica on the port and KV-event endpoint the script passes, exactly as it would start
+here: a stand-in ``sglang`` package (delivered as an ``OFFLINE_BUNDLE`` part, as on a GPU
+machine without a package index, and unpacked by the script first on ``PYTHONPATH``) answers
+``launch_server --help`` with the flags the script probes for and otherwise starts one emulated
+replica on the port and KV-event endpoint the script passes, exactly as it would start
 SGLang. The run shares one "GPU" between two replicas (``REPLICAS_PER_GPU=2``: started one after
 the other with cumulative memory fractions), runs ``bench/gpu/probe.py`` against replica 0
 (which must pass, KV events included) and then ``saga bench e2e --replica-url`` for SAGA and the
@@ -17,6 +18,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -49,17 +51,25 @@ main()
 
 
 def test_run_sh_shares_a_gpu_probes_and_benchmarks(tmp_path: Path) -> None:
+    # the stand-in arrives as an offline bundle part (OFFLINE_BUNDLE), as SGLang does on a GPU
+    # machine without a package index
     shim = tmp_path / "shim" / "sglang"
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text('__version__ = "emulated"\n')
     (shim / "launch_server.py").write_text(LAUNCH_SERVER)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    with tarfile.open(bundle / "part-0.tar.xz", "w:xz") as tar:
+        tar.add(shim, arcname="sglang")
+    site = tmp_path / "site"
     model = tmp_path / "model"
     model.mkdir()
     out = tmp_path / "out"
     env = {
         **os.environ,
         "PYTHON": sys.executable,
-        "PYTHONPATH": str(shim.parent),
+        "OFFLINE_BUNDLE": str(bundle),
+        "OFFLINE_SITE": str(site),
         "GPUS": "0",
         "REPLICAS_PER_GPU": "2",
         "MODEL_DIR": str(model),
@@ -74,6 +84,8 @@ def test_run_sh_shares_a_gpu_probes_and_benchmarks(tmp_path: Path) -> None:
     )  # fmt: skip
     log = proc.stdout + proc.stderr
     assert "started 2 SGLang servers" in log, log[-3000:]
+    assert (site / "sglang" / "launch_server.py").is_file()  # unpacked from the bundle
+    assert (site / ".saga-src" / "saga").resolve() == (ROOT / "saga").resolve()
     probe = (out / "probe.txt").read_text()
     assert "probe: all checks passed" in probe, probe
     # two servers on one GPU: cumulative shares of MEM_FRACTION (0.85), the second after the first
@@ -113,3 +125,15 @@ def test_run_sh_refuses_bad_settings_before_starting_anything(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert not out.exists()
+
+
+def test_run_sh_names_an_offline_bundle_without_parts(tmp_path: Path) -> None:
+    empty = tmp_path / "bundle"
+    empty.mkdir()
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu" / "run.sh"), str(tmp_path / "out")],
+        cwd=ROOT, env={**os.environ, "OFFLINE_BUNDLE": str(empty)}, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"OFFLINE_BUNDLE: no part-*.tar.xz in '{empty}'" in proc.stdout

@@ -1,5 +1,5 @@
-"""Replica events, work stealing, KV retention, the batch cap's hooks: the second half of
-:class:`Engine`.
+"""Replica events, work stealing, KV retention, the batch cap's hooks, the policies' inputs:
+the second half of :class:`Engine`.
 
 Split from ``engine.py`` only to keep files short; ``engine.py``'s docstring describes the
 whole engine. :class:`EngineParts` holds no state of its own: ``Engine`` initialises every
@@ -30,7 +30,13 @@ from saga.scheduler.api import (
 )
 from saga.scheduler.batchcap import CapModel, srpt_key
 from saga.scheduler.policies.fairness.afs import AgentFairShare
-from saga.scheduler.policy import FairnessPolicy, PlacementPolicy, QueuedCall
+from saga.scheduler.policy import (
+    ClusterPressure,
+    FairnessPolicy,
+    PlacementPolicy,
+    PlacementRequest,
+    QueuedCall,
+)
 from saga.scheduler.priors import PriorPredictor
 from saga.scheduler.settings import EngineSettings
 from saga.scheduler.state import CallState, ReplicaState, SessionState
@@ -57,6 +63,7 @@ class EngineParts:
     _gran: int
     _retaining: bool
     _live_by_tenant: Counter[str]
+    _deferred_by_tenant: Counter[str]
 
     def set_tenant_policies(self, weights: Mapping[str, float], slo_factors: Mapping[str, float]) -> None:
         """Use these fair-share ``weights`` and per-tenant deadline factors from the next
@@ -228,6 +235,59 @@ class EngineParts:
         )
 
     # ------------------------------------------------------------------ replicas
+
+    # ---- what the policies are given
+
+    def _request(self, call: CallState) -> PlacementRequest:
+        s = self.sessions.get(call.session_id) if call.session_id else None
+        group: tuple[str, ...] = ()
+        home = None
+        if s is not None:
+            home = s.home
+            if s.parent is not None and s.parent in self.sessions:
+                par = self.sessions[s.parent]
+                g = {par.home} | {self.sessions[c].home for c in par.children if c in self.sessions}
+                group = tuple(sorted(x for x in g if x is not None))
+        return PlacementRequest(
+            call_id=call.call_id,
+            session_id=call.session_id,
+            tenant=call.tenant,
+            agent_type=s.agent_type if s else "",
+            prompt_tokens=call.prompt.num_tokens,
+            max_new_tokens=call.max_new_tokens,
+            block_hashes=call.prompt.block_hashes,
+            block_size=call.prompt.block_size,
+            home=home,
+            pinned=s is not None and s.pin is not None and s.pin.replica_id == home,
+            group=group,
+            first_call=s is not None and s.steps_done == 0,
+            routing_key=call.session_id or call.call_id,
+            now=call.submitted_at,
+        )
+
+    def _qc(self, call: CallState) -> QueuedCall:
+        s = self.sessions.get(call.session_id) if call.session_id else None
+        return QueuedCall(
+            call_id=call.call_id,
+            session_id=call.session_id,
+            tenant=call.tenant,
+            submitted_at=call.submitted_at,
+            session_start=s.started_at if s else call.submitted_at,
+            deadline=s.deadline if s else None,
+            context_tokens=call.prompt.num_tokens + call.max_new_tokens,
+            remaining_s=s.remaining_s if s else 0.0,
+            steps_done=s.steps_done if s else 0,
+        )
+
+    def _pressure(self, tenant: str) -> ClusterPressure:
+        return ClusterPressure(
+            replicas=len(self._eligible_replicas()),
+            queued=self._queued_total,
+            deferred_sessions=len(self._pending),
+            deferred_of_tenant=self._deferred_by_tenant[tenant],
+            live_sessions_of_tenant=self._live_by_tenant[tenant],
+            live_sessions=len(self.sessions),
+        )
 
     def _replica(self, rid: str) -> ReplicaState:
         r = self.replicas.get(rid)

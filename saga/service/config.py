@@ -93,7 +93,8 @@ class TenantSettings:
     # Admission quotas (0: unlimited; saga.service.quotas): open sessions, calls per wall second
     # (token bucket, one second's burst), and KV tokens held by the tenant's open sessions'
     # contexts and calls in flight. Counted over every scheduler process with the Redis state
-    # store (each process's own counts while Redis is unreachable), per process otherwise.
+    # store (while Redis is unreachable, each process's own counts against 1/N of each quota, N
+    # the live processes it last saw), per process otherwise.
     max_active_sessions: int = 0
     max_calls_per_second: float = 0.0
     max_kv_tokens: int = 0

@@ -28,10 +28,11 @@ tokens are summed over every live process (a session served by several processes
 and the tenant has one token bucket for the whole deployment. Each check of a tenant with a
 quota is one atomic Lua script on Redis (one round trip); tenants without one cost nothing. A
 crashed process's counts stop counting once its heartbeat expires (15 s). While Redis is
-unreachable checks are decided on this process's counts (fail open to per-process limits: up
-to N times the quota with N processes), logged once and counted in
-``saga_quota_local_fallbacks_total``; no request fails for it, and only the first check of an
-outage waits for Redis (at most the store's ``op_timeout_s``, 0.5 s).
+unreachable checks are decided on this process's counts against its share of each quota (1/N of
+it with N live processes last seen, :meth:`~saga.service.state.quota_api.Quota.share`; named in
+the refusal's message), logged once and counted in ``saga_quota_local_fallbacks_total``; no
+request fails for it, and only the first check of an outage waits for Redis (at most the
+store's ``op_timeout_s``, 0.5 s).
 
 Times come from the injected clock, converted to wall seconds (``core_types.to_wall``: the
 bench's time-scaled clock), so a rate is per real second.
@@ -110,7 +111,8 @@ class TenantQuotas:
         self._checked(v)
         if not v.admitted:
             raise Rejected(
-                f"tenant {tenant!r} has {v.held} open sessions, its quota is {q.max_active_sessions}",
+                f"tenant {tenant!r} has {v.held} open sessions, its quota is {q.max_active_sessions}"
+                + _share(v, q.share(v.processes).max_active_sessions),
                 reason=REASON,
                 retry_after_s=RETRY_AFTER_S,
             )
@@ -139,12 +141,14 @@ class TenantQuotas:
             return
         if v.refused_by == "kv_tokens":
             raise Rejected(
-                f"tenant {tenant!r} would hold ~{v.held} KV tokens, its quota is {q.max_kv_tokens}",
+                f"tenant {tenant!r} would hold ~{v.held} KV tokens, its quota is {q.max_kv_tokens}"
+                + _share(v, q.share(v.processes).max_kv_tokens),
                 reason=REASON,
                 retry_after_s=RETRY_AFTER_S,
             )
         raise Rejected(
-            f"tenant {tenant!r} exceeds its quota of {q.max_calls_per_second:g} calls per second",
+            f"tenant {tenant!r} exceeds its quota of {q.max_calls_per_second:g} calls per second"
+            + _share(v, q.share(v.processes).max_calls_per_second),
             reason=REASON,
             retry_after_s=max(0.001, math.ceil(v.retry_after_s * 1000) / 1000),
         )
@@ -162,3 +166,10 @@ class TenantQuotas:
     def _checked(self, v: Verdict) -> None:
         if v.fallback and self._metrics is not None:
             self._metrics.quota_fallback(v.fallback)
+
+
+def _share(v: Verdict, share: float) -> str:
+    """The share of the quota a verdict decided on one process's counts was held to."""
+    if v.processes <= 1:
+        return ""
+    return f" (this process's share while quotas are decided locally: {share:g}, 1/{v.processes})"

@@ -6,7 +6,8 @@ each one's context (its KV), the KV of session-less calls in flight, and a token
 at most ``max(1, rate)`` tokens (one second's burst), refilled at ``rate`` per second of
 ``now``; a tenant whose rate quota is removed loses its bucket, and a changed rate starts a
 full one. The shared :class:`~saga.service.state.redis_quotas.RedisQuotaLedger` keeps one of
-these as this process's counts and decides with it while Redis is unreachable.
+these as this process's counts and decides with it (against this process's share of each
+quota) while Redis is unreachable.
 """
 
 from __future__ import annotations

@@ -36,6 +36,26 @@ class Quota:
         """True when any limit is set (only such tenants cost a shared ledger a round trip)."""
         return self.max_active_sessions > 0 or self.max_calls_per_second > 0 or self.max_kv_tokens > 0
 
+    def share(self, processes: int) -> Quota:
+        """One process's share of each limit when ``processes`` (at least 1) split it: what a
+        shared ledger enforces on its own counts while its store is unreachable. Sessions and KV
+        tokens are floored (the shares never sum above the limit) but at least 1 (a share of 0
+        would read as unlimited, and each process must still be able to serve the tenant); the
+        rate is divided exactly (the local bucket then holds ``max(1, rate / processes)``
+        tokens). 0 (unlimited) stays 0."""
+        n = max(1, processes)
+        if n == 1:
+            return self
+        return Quota(
+            max_active_sessions=_part(self.max_active_sessions, n),
+            max_calls_per_second=self.max_calls_per_second / n,
+            max_kv_tokens=_part(self.max_kv_tokens, n),
+        )
+
+
+def _part(limit: int, n: int) -> int:
+    return max(1, limit // n) if limit > 0 else 0
+
 
 NO_QUOTA = Quota()
 
@@ -70,7 +90,8 @@ class Verdict:
     seconds until the bucket has a token. ``fallback``: "" when the ledger decided on its own
     counts; otherwise why a shared ledger decided on this process's counts instead
     (``"unreachable"``: its store cannot be reached; ``"error"``: the store answered with an
-    error).
+    error). ``processes``: for such a fallback, the live processes it last saw, among which each
+    quota was split (it decided against ``quota.share(processes)``); 1 otherwise.
     """
 
     admitted: bool
@@ -78,6 +99,7 @@ class Verdict:
     held: int = 0
     retry_after_s: float = 0.0
     fallback: str = ""
+    processes: int = 1
 
 
 ADMITTED = Verdict(True)

@@ -73,16 +73,26 @@ Redis outage
 ------------
 
 A claim that finds Redis unreachable (connection refused, timed out: at most the store's
-``op_timeout_s``, once) is **decided on this process's counts** (``local``, with a local token
-bucket: fail open to per-process limits) and reported with ``Verdict.fallback="unreachable"``;
-one warning is logged, and until a background probe (every ``retry_interval_s``) reaches Redis
-again every claim is decided locally without trying it. On recovery what the process counted
-or uncounted meanwhile is written, and its session-less KV (Redis may have restarted empty, or
-pruned this process meanwhile; its other sessions count again with their next call). Any
-other Redis error is decided locally too (``fallback="error"``, logged once until a claim
-succeeds). Quota checks never fail a request for Redis, whatever the store's ``on_outage``,
-and only the checks of the first round trip of an outage wait for it (at most the store's
-``op_timeout_s``, 0.5 s; checks queued behind it on the tenant's lock then decide locally).
+``op_timeout_s``, once) is **decided on this process's counts against its share of each
+quota** (``local``, with a local token bucket) and reported with
+``Verdict.fallback="unreachable"`` and ``Verdict.processes``. The share is
+:meth:`Quota.share(n) <saga.service.state.quota_api.Quota.share>`, ``n`` the live processes
+(this one included) that its last round trip saw (every run of the script also counts the live
+heartbeats in ``saga:hb``): sessions and KV tokens ``quota // n`` but at least 1, calls
+``rate / n`` per second (a bucket of ``max(1, rate / n)`` tokens). So the deployment admits
+about each quota, not ``n`` times it (a quota below ``n`` still lets each process admit one);
+where a tenant's traffic is uneven, a busy process refuses before the tenant reaches its quota.
+What the process already counts counts against its share (nothing is cut off). A process whose
+first round trip has not succeeded yet takes ``n = 1``: the whole quota, as with one process.
+One warning is logged, naming the share, and until a background probe (every
+``retry_interval_s``) reaches Redis again every claim is decided locally without trying it. On
+recovery what the process counted or uncounted meanwhile is written, and its session-less KV
+(Redis may have restarted empty, or pruned this process meanwhile; its other sessions count
+again with their next call). Any other Redis error is decided locally too, on the same share
+(``fallback="error"``, logged once until a claim succeeds). Quota checks never fail a request
+for Redis, whatever the store's ``on_outage``, and only the checks of the first round trip of
+an outage wait for it (at most the store's ``op_timeout_s``, 0.5 s; checks queued behind it on
+the tenant's lock then decide locally).
 
 Tunables: ``retry_interval_s`` (1 s, the store's: seconds between probes while unreachable),
 ``held_ttl_s`` (86,400 s = 24 h, as the store's bindings: a tenant's counts left by processes
@@ -118,7 +128,7 @@ DEFAULT_HELD_TTL_S = 86_400.0
 # [10] 1 to take a call, [11] TTL of the two hashes (ms), then pairs of field and value: this
 # process's changes not written yet, applied first (s:<session> → its context, "": ended,
 # "?<context>": only if no process counts it; p:<pid> → session-less KV, "": none).
-# Returns {admitted 0/1, refused by, held, wait s}.
+# Returns {admitted 0/1, refused by, held, wait s, live processes (the caller included)}.
 _ADMIT = """
 local S, P, pid, now = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
 local function num(x) return string.format('%.17g', x) end
@@ -208,7 +218,9 @@ if admitted == 1 then
 end
 redis.call('PEXPIRE', S, ARGV[11])
 redis.call('PEXPIRE', P, ARGV[11])
-return {admitted, by, num(held), num(wait)}
+local n, mine = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[2], '+inf'), redis.call('ZSCORE', KEYS[3], pid)
+if mine == false or tonumber(mine) <= now then n = n + 1 end
+return {admitted, by, num(held), num(wait), n}
 """
 
 LOOSE = None  # the key of a tenant's session-less KV among the keys to publish
@@ -261,6 +273,7 @@ class RedisQuotaLedger:
         self._flusher: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
         self._error_logged = False
+        self._live: int | None = None  # live processes the last script run saw (None: none yet)
 
     # ---- the contract
 
@@ -317,6 +330,11 @@ class RedisQuotaLedger:
 
     def held(self, tenant: str) -> tuple[int, int]:
         return self.local.held(tenant)
+
+    @property
+    def live_processes(self) -> int | None:
+        """Live processes (this one included) the last round trip saw; None: none yet."""
+        return self._live
 
     async def flush(self) -> None:
         """Wait until every count change is published (or Redis turned out unreachable)."""
@@ -381,13 +399,24 @@ class RedisQuotaLedger:
         q = f"{self._ns}:quota"
         redis_keys = [f"{q}:held:{tenant}", f"{q}:procs:{tenant}", f"{self._ns}:hb", f"{q}:rate:{tenant}"]
         out = await self._admit(keys=redis_keys, args=args)
+        self._live = max(1, int(out[4]))
         return [int(out[0]), out[1], out[2], out[3]]
 
     def _fallback(self, tenant: str, claim: Claim, quota: Quota, now: float, why: str) -> Verdict:
-        verdict = self.local.claim_now(tenant, claim, quota, now)
+        """Decide on this process's counts against its share of ``quota``."""
+        n = self._live or 1
+        verdict = self.local.claim_now(tenant, claim, quota.share(n), now)
         self._tracked.add(tenant)
         self._pending.setdefault(tenant, set()).add(claim.session_id)  # published on recovery
-        return replace(verdict, fallback=why)
+        return replace(verdict, fallback=why, processes=n)
+
+    def _share_text(self) -> str:
+        n = self._live
+        if n is None:
+            return "the whole of each quota (no live processes seen yet)"
+        if n == 1:
+            return "the whole of each quota (1 live process last seen)"
+        return f"1/{n} of each quota ({n} live processes last seen)"
 
     def _publish(self, tenant: str, key: str | None) -> None:
         self._tracked.add(tenant)
@@ -425,8 +454,9 @@ class RedisQuotaLedger:
             return
         log.warning(
             "redis unreachable (%s): tenant quotas are checked on this process's counts "
-            "until it answers again",
+            "against %s until it answers again",
             exc,
+            self._share_text(),
         )
         self.degraded = True
         self._prober = asyncio.get_running_loop().create_task(self._probe(), name="saga-quota-probe")
@@ -451,5 +481,9 @@ class RedisQuotaLedger:
 
     def _report_error(self, exc: RedisError) -> None:
         if not self._error_logged:
-            log.warning("redis error in a quota check (%s): decided on this process's counts", exc)
+            log.warning(
+                "redis error in a quota check (%s): decided on this process's counts against %s",
+                exc,
+                self._share_text(),
+            )
             self._error_logged = True

@@ -1,16 +1,19 @@
 """Conformance suite every QuotaLedger passes (LocalQuotaLedger and RedisQuotaLedger), then
 what only a shared ledger does: several processes on one Redis share a tenant's quotas, a
-dead process stops counting, an unreachable Redis falls back to local counts. Virtual time."""
+dead process stops counting, an unreachable Redis falls back to local counts (each process held
+to its share of each quota). Virtual time."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
+from saga.clock import VirtualClock
 from saga.service.state.quota_api import NO_QUOTA, Claim, Quota, QuotaLedger, Verdict
 from saga.service.state.redis_quotas import RedisQuotaLedger
 from saga.service.state.redis_server import RedisServer, free_port
@@ -277,14 +280,7 @@ async def test_unreachable_redis_falls_back_to_local_counts_then_republishes(
     shared: Processes, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
-    client = aioredis.Redis.from_url(  # as the store makes it: no retries of its own
-        f"redis://127.0.0.1:{port}",
-        socket_timeout=0.3,
-        socket_connect_timeout=0.3,
-        retry=None,
-        retry_on_error=[],
-        retry_on_timeout=False,
-    )
+    client = _store_client(f"redis://127.0.0.1:{port}")
     a = shared.ledger("sched-a", client=client)
     assert isinstance(a, RedisQuotaLedger)
     q = Quota(max_active_sessions=2, max_calls_per_second=1.0)
@@ -314,6 +310,89 @@ async def test_unreachable_redis_falls_back_to_local_counts_then_republishes(
             server.stop()
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def own_redis(redis_url: str) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to stop and start again (``redis_url``: the skip)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+async def test_during_an_outage_each_process_holds_to_its_share_of_each_quota(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    procs = Processes("redis", VirtualClock(), own_redis.url)
+    clients = [_store_client(own_redis.url) for _ in range(3)]
+    a, b, c = (_shared_ledger(procs, f"sched-{x}", cl) for x, cl in zip("abc", clients, strict=True))
+    q = Quota(max_active_sessions=4, max_calls_per_second=4.0, max_kv_tokens=1000)
+    try:
+        for pid in ("sched-a", "sched-b"):
+            await procs.heartbeat(pid, 15.0)
+        for led in (a, b):  # a check of another tenant: each sees both processes' heartbeats
+            assert (await led.claim("other", opens("x"), q, 0.0)).fallback == ""
+        assert (a.live_processes, b.live_processes, c.live_processes) == (2, 2, None)
+        own_redis.stop()
+        with caplog.at_level(logging.WARNING):
+            for led, p in ((a, "a"), (b, "b")):  # 1/2 of each quota
+                for sid in (f"{p}1", f"{p}2"):
+                    v = await led.claim("acme", opens(sid), q, 0.0)
+                    assert (v.admitted, v.fallback, v.processes) == (True, "unreachable", 2)
+                v = await led.claim("acme", opens(f"{p}3"), q, 0.0)
+                assert (v.admitted, v.refused_by, v.held, v.processes) == (False, "sessions", 2, 2)
+                assert (await led.claim("acme", kv(500), q, 0.0)).admitted  # 500 KV tokens
+                v = await led.claim("acme", kv(1), q, 0.0)
+                assert (v.refused_by, v.held) == ("kv_tokens", 501)
+                assert (await led.claim("acme", CALL, q, 0.0)).admitted  # 2 calls/s, burst 2
+                v = await led.claim("acme", CALL, q, 0.0)
+                assert v.refused_by == "calls"
+                assert v.retry_after_s == pytest.approx(0.5)
+            for i in range(4):  # c never reached Redis: the whole quota, as one process
+                v = await c.claim("acme", opens(f"c{i}"), q, 0.0)
+                assert (v.admitted, v.fallback, v.processes) == (True, "unreachable", 1)
+            assert (await c.claim("acme", opens("c4"), q, 0.0)).refused_by == "sessions"
+        assert caplog.text.count("against 1/2 of each quota (2 live processes last seen)") == 2
+        assert caplog.text.count("against the whole of each quota (no live processes seen yet)") == 1
+        own_redis.start()  # empty, as a restarted Redis: the heartbeats are back before the probes
+        with redis.Redis.from_url(own_redis.url) as sync:
+            sync.zadd(f"{procs.ns}:hb", {f"sched-{x}": procs.wall() + 15.0 for x in "abc"})
+        await asyncio.wait_for(_until(lambda: not (a.degraded or b.degraded or c.degraded)), 5.0)
+        await procs.flush()  # what each counted meanwhile: 2 + 2 + 4 sessions
+        v = await a.claim("acme", opens("a3"), q, 0.0)
+        assert (v.admitted, v.refused_by, v.held, v.fallback) == (False, "sessions", 8, "")
+        assert a.live_processes == 3
+        for led, sids in ((b, ("b1", "b2")), (c, ("c0", "c1", "c2"))):
+            for sid in sids:
+                led.close_session("acme", q, sid)
+        await procs.flush()  # a1, a2 and c3 left
+        assert await a.claim("acme", opens("a3"), q, 0.0) == Verdict(True)  # shared again
+        assert (await b.claim("acme", opens("b3"), q, 0.0)).held == 4
+        assert procs.redis is not None
+        await procs.redis.connection_pool.disconnect()  # its connection died with the server
+        await procs.assert_totals_match("acme")
+    finally:
+        await procs.close()
+        for cl in clients:
+            await cl.aclose()
+
+
+def _store_client(url: str) -> aioredis.Redis:
+    """A client as the state store makes it: no retries of its own."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=0.3,
+        socket_connect_timeout=0.3,
+        retry=None,
+        retry_on_error=[],
+        retry_on_timeout=False,
+    )
+
+
+def _shared_ledger(procs: Processes, process_id: str, client: aioredis.Redis) -> RedisQuotaLedger:
+    led = procs.ledger(process_id, client=client)
+    assert isinstance(led, RedisQuotaLedger)
+    return led
 
 
 async def _until(cond: Callable[[], bool]) -> None:

@@ -161,10 +161,28 @@ async def test_redis_outage_falls_back_to_each_processes_own_counts(
     await a.start()
     await a.start()
     redis_server.stop()
-    # b cannot see a's sessions now: it admits up to the quota on its own counts, and says so.
+    # b cannot see a's sessions now, and it never reached Redis (so it knows of no other
+    # process): it admits up to the whole quota on its own counts, and says so.
     await b.start()
     await b.start()
     with pytest.raises(Rejected):
         await b.start()
     assert b.sample("saga_quota_local_fallbacks_total", reason="unreachable") == 3.0
     assert b.sample("saga_admission_rejections_total", tenant="acme", reason="tenant_quota") == 1.0
+
+
+async def test_a_redis_outage_holds_each_process_to_its_share_of_the_quota(
+    two: tuple[Process, Process], redis_server: RedisServer
+) -> None:
+    a, b = two
+    await a.start()
+    await b.start()  # each check saw both processes' heartbeats
+    redis_server.stop()
+    for p in (a, b):  # 2 sessions over 2 processes: 1 each, which each holds already
+        with pytest.raises(Rejected) as ei:
+            await p.start()
+        assert ei.value.reason == "tenant_quota"
+        assert ei.value.message.endswith(
+            "1 open sessions, its quota is 2 (this process's share while quotas are decided locally: 1, 1/2)"
+        )
+        assert p.sample("saga_quota_local_fallbacks_total", reason="unreachable") == 1.0

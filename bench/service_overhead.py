@@ -48,7 +48,8 @@ import asyncio, sys
 from saga.emulator.core import ReplicaConfig
 from saga.emulator.server import start_replica
 async def main():
-    r = await start_replica(ReplicaConfig(), port=int(sys.argv[1]), replica_id="r0", time_scale=1e4)
+    cfg = ReplicaConfig(enable_session_radix_cache=True)
+    r = await start_replica(cfg, port=int(sys.argv[1]), replica_id="r0", time_scale=1e4)
     print("ready", flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())

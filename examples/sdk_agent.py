@@ -1,6 +1,6 @@
 """A coding agent on the SAGA SDK: LLM calls with tool calls between them.
 
-    saga emulate --replicas 2 --port 30000 --time-scale 50 &
+    saga emulate --replicas 2 --port 30000 --time-scale 50 --enable-session-radix-cache &
     saga serve --replica http://127.0.0.1:30000 --replica http://127.0.0.1:30001 &
     python examples/sdk_agent.py [--target 127.0.0.1:50051] [--eventlog events.jsonl]
 

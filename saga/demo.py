@@ -84,7 +84,7 @@ async def _main(args: argparse.Namespace) -> int:
     from saga.service.app import Service
     from saga.service.config import embedded_default
 
-    config = ReplicaConfig(page_size=16)
+    config = ReplicaConfig(page_size=16, enable_session_radix_cache=True)  # as the operator starts SGLang
     replicas = await start_cluster(args.replicas, config, time_scale=args.time_scale)
     cfg = embedded_default()
     cfg.spec.listen.grpc = cfg.spec.listen.http = cfg.spec.listen.metrics = "127.0.0.1:0"

@@ -102,7 +102,7 @@ class SystemRun:
 
 def replica_config(s: E2ESettings) -> ReplicaConfig:
     """The replica model both the emulated cluster and the simulator use."""
-    base = ReplicaConfig(page_size=s.page_size, context_length=1 << 20)
+    base = ReplicaConfig(page_size=s.page_size, context_length=1 << 20, enable_session_radix_cache=True)
     if s.kv_capacity_tokens is not None:
         base = replace(base, kv_capacity_tokens=s.kv_capacity_tokens)
     return base

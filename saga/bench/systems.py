@@ -46,6 +46,7 @@ class EmulatorSettings:
     kv_capacity_tokens: int | None = None  # None: the emulator's default (Llama-3.1-8B on H100)
     context_length: int = 262_144  # long enough for 128k-token agent contexts plus output
     enable_priority_scheduling: bool = True  # SAGA sends priorities; routers send none
+    enable_session_radix_cache: bool = True  # as SAGA's operator starts SGLang
 
 
 @dataclass(slots=True)
@@ -75,6 +76,8 @@ async def start_cluster(
             argv += ["--kv-capacity-tokens", str(emu.kv_capacity_tokens)]
         if emu.enable_priority_scheduling:
             argv.append("--enable-priority-scheduling")
+        if emu.enable_session_radix_cache:
+            argv.append("--enable-session-radix-cache")
         return Proc(f"replica-{i}", argv, log_dir / f"{tag}-replica-{i}.log"), f"http://127.0.0.1:{port}"
 
     try:

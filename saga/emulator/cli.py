@@ -3,13 +3,16 @@
     saga emulate --replicas 4 --port 30000 [--host 127.0.0.1] [--time-scale 1]
                  [--page-size 1] [--kv-capacity-tokens N] [--max-running-requests N]
                  [--chunked-prefill-size N] [--context-length N] [--enable-priority-scheduling]
+                 [--enable-session-radix-cache]
                  [--failure-rate P] [--added-latency-s S] [--unhealthy] [--crash-after-requests N]
                  [--kv-events-config '{"publisher": "zmq", "endpoint": "tcp://*:5557"}']
 
 Replica ``i`` listens on ``port + i``. Fault knobs apply to every replica (change one replica's
 knobs at run time with ``POST /admin/faults``). ``--kv-events-config`` takes SGLang's JSON and
 publishes each replica's KV cache events over ZMQ as SGLang does (replica ``i`` on the
-endpoint's port + ``i``; see ``saga/emulator/kv_publisher.py``).
+endpoint's port + ``i``; see ``saga/emulator/kv_publisher.py``). ``--enable-session-radix-cache``
+is off by default, as in SGLang; pass it to stand for replicas SAGA's operator starts (it always
+does), or SAGA warns that the replica cannot keep sessions' KV and pins nothing there.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--context-length", type=int, default=defaults.context_length)
     p.add_argument("--enable-priority-scheduling", action="store_true")
     p.add_argument("--schedule-low-priority-values-first", action="store_true")
+    p.add_argument(
+        "--enable-session-radix-cache",
+        action="store_true",
+        help="a top-level session_id keeps the session's KV, evicted last (SGLang's flag; default off)",
+    )
     p.add_argument("--model-name", default=defaults.model_name)
     p.add_argument(
         "--failure-rate", type=float, default=0.0, help="probability a generation request fails (500)"
@@ -79,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> ReplicaConfig:
         context_length=args.context_length,
         enable_priority_scheduling=args.enable_priority_scheduling,
         schedule_low_priority_values_first=args.schedule_low_priority_values_first,
+        enable_session_radix_cache=args.enable_session_radix_cache,
         model_name=args.model_name,
     )
 

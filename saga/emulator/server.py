@@ -251,7 +251,7 @@ async def server_info(request: web.Request) -> web.Response:
             "max_running_requests": None,
             "chunked_prefill_size": cfg.chunked_prefill_size,
             "enable_priority_scheduling": cfg.enable_priority_scheduling,
-            "enable_session_radix_cache": True,  # sessions always behave as with the flag on
+            "enable_session_radix_cache": cfg.enable_session_radix_cache,
             "schedule_low_priority_values_first": cfg.schedule_low_priority_values_first,
             "tp_size": 1,
             "dp_size": request.app[ATTN_DP_SIZE_KEY],

@@ -1,5 +1,7 @@
 """Named replica profiles for the simulator (``saga simulate --replica-profile``).
 
+Every profile has ``enable_session_radix_cache`` on, as SAGA's operator starts SGLang.
+
 - ``llama8b-h100``: the emulator's default (Llama-3.1-8B, bf16, one H100 SXM; derivation in
   ``saga.emulator.core.config``), context length raised to 1M tokens.
 - ``llama70b-h100x8`` (default): Llama-3-70B, bf16, tensor-parallel over 8 H100 SXM 80 GB, the
@@ -36,10 +38,11 @@ from saga.emulator.core import ReplicaConfig, TimingParams
 CONTEXT_TOKENS = 1 << 20
 
 PROFILES: dict[str, ReplicaConfig] = {
-    "llama8b-h100": ReplicaConfig(context_length=CONTEXT_TOKENS),
+    "llama8b-h100": ReplicaConfig(context_length=CONTEXT_TOKENS, enable_session_radix_cache=True),
     "llama70b-h100x8": ReplicaConfig(
         kv_capacity_tokens=1_284_505,
         context_length=CONTEXT_TOKENS,
+        enable_session_radix_cache=True,
         model_name="meta-llama/Meta-Llama-3-70B-Instruct",
         timing=TimingParams(
             fixed_overhead_s=8.5e-3,
@@ -51,6 +54,7 @@ PROFILES: dict[str, ReplicaConfig] = {
     "llama70b-a100x4": ReplicaConfig(
         kv_capacity_tokens=427_950,
         context_length=CONTEXT_TOKENS,
+        enable_session_radix_cache=True,
         model_name="meta-llama/Meta-Llama-3-70B-Instruct",
         timing=TimingParams(
             fixed_overhead_s=23.6e-3,

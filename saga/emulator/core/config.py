@@ -84,6 +84,12 @@ class ReplicaConfig:
     """With priority scheduling, smaller values run first (SGLang
     ``--schedule-low-priority-values-first``); by default larger values run first."""
 
+    enable_session_radix_cache: bool = False
+    """A request's top-level ``session_id`` references its cached entries, evicted last until
+    ``/close_session`` (SGLang ``--enable-session-radix-cache``, off by default as in SGLang;
+    SAGA's operator always turns it on). Off: such a request is an ordinary one and its entries
+    are plain LRU prefix cache."""
+
     timing: TimingParams = field(default_factory=TimingParams)
     """Iteration-time model (see :class:`TimingParams`)."""
 

@@ -9,7 +9,11 @@ What it models (SGLang 0.5's scheduler, simplified; ``docs/emulator.md`` lists t
 - **Prefix cache.** On admission the prompt's longest cached prefix of full pages (at most
   ``prompt - 1`` tokens: the last token is always computed) is matched and locked. When the
   prompt is prefilled, its full pages enter the cache (so concurrent requests sharing it hit);
-  when a request with known token ids finishes, its output pages (all but the last token) do too.
+  when a request with known token ids finishes, its output pages do too, up to and including
+  the last generated token (see :meth:`ReplicaModel._insert_output`).
+- **Sessions.** With ``enable_session_radix_cache``, a top-level ``session_id`` references the
+  path of the session's latest finished request, evicted only after unreferenced entries;
+  without it, such a request is an ordinary one.
 - **Iterations.** Prefill has priority: an iteration is a prefill batch when any admitted
   request still needs prompt tokens computed (one chunk of ``chunked_prefill_size`` tokens at
   most per iteration, shared by the in-progress chunked request first, then new admissions);
@@ -130,6 +134,7 @@ class ReplicaModel:
         self._c_completion = 0
         self._c_evicted_pages = 0
         self._prio_sign = 1 if config.schedule_low_priority_values_first else -1
+        self._radix_sessions = config.enable_session_radix_cache
         self._pending_aborts = 0
 
     # ================================================================== public API
@@ -138,7 +143,8 @@ class ReplicaModel:
         """Queue ``req`` at ``now``. Raises an :class:`InvalidRequest` subclass on bad input."""
         self._run_until(now)
         self._validate(req)
-        if req.session_id is not None and not req.legacy_session and req.session_id not in self._sessions:
+        if self._radix_native(req) and req.session_id not in self._sessions:
+            assert req.session_id is not None
             self._sessions[req.session_id] = _Session(req.session_id, now)  # radix-native: begins on use
         r = _Req(req, next(self._seq), now)
         self._reqs[req.rid] = r
@@ -506,9 +512,10 @@ class ReplicaModel:
             node = r.node
             assert node is not None
             end_node = node
-            if reason == "length" and req.token_ids is not None and completion >= 2:
+            if reason == "length" and req.token_ids is not None and completion >= 1:
                 end_node = self._insert_output(r, completion, t)
-            if req.session_id is not None and not req.legacy_session and reason == "length":
+            if reason == "length" and self._radix_native(req):
+                assert req.session_id is not None
                 s = self._sessions.get(req.session_id)
                 if s is not None:
                     cache.set_session_node(s, end_node)
@@ -526,15 +533,23 @@ class ReplicaModel:
             Finished(req.rid, t, req.num_tokens, r.cached, completion, reason, r.arrival, r.first_token_time)
         )
 
+    def _radix_native(self, req: Request) -> bool:
+        """The request's session references its cache entries (top-level ``session_id`` with
+        ``--enable-session-radix-cache``)."""
+        return self._radix_sessions and req.session_id is not None and not req.legacy_session
+
     def _insert_output(self, r: _Req, completion: int, t: float) -> RadixNode:
-        """Cache the output's full pages (all generated tokens but the last, whose KV was never
-        computed), chained after the prompt."""
+        """Cache the output's full pages, chained after the prompt, **all** generated tokens
+        included: SGLang caches ``kv_committed_len`` tokens, and under its default overlap
+        scheduler the next decode step (which writes the last token's KV) is prepared before
+        the finish is seen, so the whole output is cached (observed on SGLang 0.5.17: a
+        session's next turn hit prompt + every output token)."""
         req = r.req
         assert req.token_ids is not None
         ps = self._ps
         start = r.full_pages * ps
         seq = list(req.token_ids[start:])
-        seq.extend(output_token_ids(req.seed, completion - 1))
+        seq.extend(output_token_ids(req.seed, completion))
         parent = req.page_keys[r.full_pages - 1] if r.full_pages else 0
         more = chain_page_keys(seq, ps, parent=parent)
         if not more:

@@ -74,8 +74,9 @@ class Request:
     """Prompt token ids when known (``from_tokens``)."""
     session_id: str | None = None
     """Session this request belongs to. A radix-native session (SGLang's top-level
-    ``session_id`` with ``--enable-session-radix-cache``) begins on first use and references the
-    request's cached entries, which are then evicted last until the session closes."""
+    ``session_id`` on a replica with ``--enable-session-radix-cache``) begins on first use and
+    references the request's cached entries, which are then evicted last until the session
+    closes; without the flag the replica ignores a top-level id."""
     legacy_session: bool = False
     """The session came as ``session_params.id``: SGLang's continual-prompt session, which must
     have been opened and whose entries are not referenced (only the top-level id is radix-native)."""

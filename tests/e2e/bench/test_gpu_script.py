@@ -41,11 +41,14 @@ if "--help" in sys.argv:
 p = argparse.ArgumentParser()
 for flag in ("--model-path", "--port", "--host", "--kv-events-config", "--mem-fraction-static"):
     p.add_argument(flag)
+p.add_argument("--enable-session-radix-cache", action="store_true")
 a, _ = p.parse_known_args()
 print("stand-in sglang:", " ".join(sys.argv[1:]), flush=True)
 from saga.cli import main
 sys.argv = ["saga", "emulate", "--replicas", "1", "--port", a.port, "--host", a.host,
             "--enable-priority-scheduling", "--kv-events-config", a.kv_events_config]
+if a.enable_session_radix_cache:  # run.sh passes it when SGLang's --help lists it
+    sys.argv.append("--enable-session-radix-cache")
 main()
 """
 

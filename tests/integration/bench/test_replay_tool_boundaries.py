@@ -87,7 +87,9 @@ def _trace() -> SessionTrace:
 
 @pytest.fixture
 async def stack() -> AsyncIterator[tuple[Service, RecordingEngine, RunningReplica]]:
-    rep = await start_replica(ReplicaConfig(page_size=16), replica_id="r0", time_scale=TIME_SCALE)
+    rep = await start_replica(
+        ReplicaConfig(page_size=16, enable_session_radix_cache=True), replica_id="r0", time_scale=TIME_SCALE
+    )
     cfg = load_text(_config(rep.url))
     clock = MonotonicClock(TIME_SCALE)
     engine = RecordingEngine(Engine(clock, engine_settings(cfg)))

@@ -93,6 +93,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
                     # One request at a time: a burst of sessions queues, so admission rejects.
                     "--max-running-requests",
                     "1",
+                    "--enable-session-radix-cache",  # as SAGA's operator starts SGLang
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -12,7 +12,10 @@ from saga.emulator.server import RunningReplica, start_replica
 @pytest.fixture
 async def replica() -> AsyncIterator[RunningReplica]:
     rep = await start_replica(
-        ReplicaConfig(page_size=4, context_length=2048, kv_capacity_tokens=50_000), port=0
+        ReplicaConfig(
+            page_size=4, context_length=2048, kv_capacity_tokens=50_000, enable_session_radix_cache=True
+        ),
+        port=0,
     )
     try:
         yield rep

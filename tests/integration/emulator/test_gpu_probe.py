@@ -9,6 +9,7 @@ replica that publishes no KV events must fail, so the probe can fail at all.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import sys
 from pathlib import Path
@@ -40,17 +41,25 @@ async def run_probe(*args: str) -> tuple[int, str]:
     return int(proc.returncode or 0), out.decode()
 
 
+def config(radix: bool = True) -> ReplicaConfig:
+    """A replica as SAGA's operator starts SGLang (``radix``: ``--enable-session-radix-cache``)."""
+    return ReplicaConfig(
+        page_size=1, kv_capacity_tokens=100_000, context_length=16_384, enable_session_radix_cache=radix
+    )
+
+
 async def test_probe_passes_on_an_emulated_replica() -> None:
     kv = KvEventsConfig(publisher="zmq", endpoint="tcp://127.0.0.1:*")
-    config = ReplicaConfig(page_size=1, kv_capacity_tokens=100_000, context_length=16_384)
-    reps = await start_cluster(1, config, time_scale=50.0, kv_events=kv)
+    reps = await start_cluster(1, config(), time_scale=50.0, kv_events=kv)
     try:
         pub = reps[0].kv_publisher
         assert pub is not None
         rc, out = await run_probe(reps[0].url, "--kv-events", pub.bound_endpoint, "--prompt-tokens", "500")
         assert rc == 0, out
         assert "probe: all checks passed" in out
-        assert "turn 2:" in out
+        # as SGLang 0.5.17 on an H100: each turn reuses the previous prompt and all its output
+        assert re.search(r"turn 1: [\d.]+ s, prompt 764, cached 564, output 64\n", out)
+        assert re.search(r"turn 2: [\d.]+ s, prompt 1028, cached 828, output 64\n", out)
         assert "kv events:" in out
         assert "forced tool call: finish_reason 'tool_calls', calls ['code_execution']" in out
         assert "WARN" not in out
@@ -59,8 +68,7 @@ async def test_probe_passes_on_an_emulated_replica() -> None:
 
 
 async def test_probe_fails_when_no_kv_events_arrive() -> None:
-    config = ReplicaConfig(page_size=1, kv_capacity_tokens=100_000, context_length=16_384)
-    reps = await start_cluster(1, config, time_scale=50.0)  # publishes no KV events
+    reps = await start_cluster(1, config(), time_scale=50.0)  # publishes no KV events
     try:
         silent = f"tcp://127.0.0.1:{free_port()}"
         rc, out = await run_probe(
@@ -68,6 +76,17 @@ async def test_probe_fails_when_no_kv_events_arrive() -> None:
         )
         assert rc == 1, out
         assert "FAIL: no KV events" in out
+        assert "cannot keep sessions" not in out
+    finally:
+        await stop_cluster(reps)
+
+
+async def test_probe_fails_without_the_session_radix_cache() -> None:
+    reps = await start_cluster(1, config(radix=False), time_scale=50.0)
+    try:
+        rc, out = await run_probe(reps[0].url, "--prompt-tokens", "300", "--turns", "1")
+        assert rc == 1, out
+        assert "FAIL: replica cannot keep sessions' KV: runs without --enable-session-radix-cache" in out
     finally:
         await stop_cluster(reps)
 

@@ -79,7 +79,10 @@ class Stack:
 
 async def start_stack(n: int = 2, cfg: SchedulerConfig | None = None, *, anonymous: bool = True) -> Stack:
     replicas = [
-        await start_replica(ReplicaConfig(), replica_id=f"r{i}", time_scale=TIME_SCALE) for i in range(n)
+        await start_replica(
+            ReplicaConfig(enable_session_radix_cache=True), replica_id=f"r{i}", time_scale=TIME_SCALE
+        )
+        for i in range(n)
     ]
     urls = [f"r{i}={r.url}" for i, r in enumerate(replicas)]
     cfg = cfg or load_text(config_text(urls, anonymous=anonymous))

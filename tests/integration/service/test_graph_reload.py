@@ -52,7 +52,10 @@ async def test_new_graph_file_changes_the_predictor_in_use(tmp_path: Path) -> No
     graphs.mkdir()
     write_graph(graphs / "swe.json", 20, seed=1)
     replicas = [
-        await start_replica(ReplicaConfig(), replica_id=f"r{i}", time_scale=TIME_SCALE) for i in range(2)
+        await start_replica(
+            ReplicaConfig(enable_session_radix_cache=True), replica_id=f"r{i}", time_scale=TIME_SCALE
+        )
+        for i in range(2)
     ]
     urls = [f"r{i}={r.url}" for i, r in enumerate(replicas)]
     extra = f"  graphs: {{directory: {str(graphs)!r}, poll_interval_s: 0.05}}\n"

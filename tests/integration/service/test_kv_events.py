@@ -90,7 +90,13 @@ async def subscribed(svc: Service, replicas: list[RunningReplica]) -> None:
 @pytest.fixture
 async def replicas() -> AsyncIterator[list[RunningReplica]]:
     reps = [
-        await start_replica(ReplicaConfig(), replica_id=f"r{i}", time_scale=TIME_SCALE, kv_events=KV, rank=i)
+        await start_replica(
+            ReplicaConfig(enable_session_radix_cache=True),
+            replica_id=f"r{i}",
+            time_scale=TIME_SCALE,
+            kv_events=KV,
+            rank=i,
+        )
         for i in range(2)
     ]
     yield reps
@@ -240,7 +246,12 @@ async def test_discovered_replicas_are_subscribed_while_discovered(k8s_api: Any)
     # Both publish like ReplicaPool pods (topic "kv-events"); r0 is also listed in endpoints.
     pub = KvEventsConfig(publisher="zmq", topic="kv-events", endpoint="tcp://127.0.0.1:*")
     reps = [
-        await start_replica(ReplicaConfig(), replica_id=f"r{i}", time_scale=TIME_SCALE, kv_events=pub)
+        await start_replica(
+            ReplicaConfig(enable_session_radix_cache=True),
+            replica_id=f"r{i}",
+            time_scale=TIME_SCALE,
+            kv_events=pub,
+        )
         for i in range(2)
     ]
     assert reps[0].kv_publisher is not None

@@ -69,7 +69,7 @@ async def start_ranks() -> tuple[list[RunningReplica], int, int]:
             for rank in range(2):
                 ranks.append(
                     await start_replica(
-                        ReplicaConfig(),
+                        ReplicaConfig(enable_session_radix_cache=True),
                         replica_id=f"dp-rank{rank}",
                         time_scale=TIME_SCALE,
                         kv_events=kv,

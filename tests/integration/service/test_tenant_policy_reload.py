@@ -57,7 +57,9 @@ async def test_policy_changes_apply_to_the_next_session_and_bad_ones_are_refused
     folder = tmp_path / "tenants"
     folder.mkdir()
     publish(folder, "alpha", 4.0, 120.0)
-    replica = await start_replica(ReplicaConfig(), replica_id="r0", time_scale=TIME_SCALE)
+    replica = await start_replica(
+        ReplicaConfig(enable_session_radix_cache=True), replica_id="r0", time_scale=TIME_SCALE
+    )
     extra = f"  tenant_policies: {{directory: {str(folder)!r}, poll_interval_s: 0.05}}\n"
     cfg = load_text(config_text([f"r0={replica.url}"], extra_limits=extra))
     svc = Service(cfg, registry=CollectorRegistry())
@@ -107,7 +109,9 @@ async def test_policy_quotas_refuse_over_grpc_and_http(tmp_path: Path) -> None:
     folder = tmp_path / "tenants"
     folder.mkdir()
     publish(folder, "alpha", 2.0, None, max_active_sessions=1, max_calls_per_second=0.5)
-    replica = await start_replica(ReplicaConfig(), replica_id="r0", time_scale=TIME_SCALE)
+    replica = await start_replica(
+        ReplicaConfig(enable_session_radix_cache=True), replica_id="r0", time_scale=TIME_SCALE
+    )
     extra = f"  tenant_policies: {{directory: {str(folder)!r}, poll_interval_s: 0.05}}\n"
     svc = Service(
         load_text(config_text([f"r0={replica.url}"], extra_limits=extra)), registry=CollectorRegistry()

@@ -123,7 +123,10 @@ async def shut_down(
 
 async def test_sessions_keep_one_replica_across_two_processes(tmp_path: Path, redis_url: str) -> None:
     replicas: list[RunningReplica] = [
-        await start_replica(ReplicaConfig(), replica_id=f"r{i}", time_scale=TIME_SCALE) for i in range(2)
+        await start_replica(
+            ReplicaConfig(enable_session_radix_cache=True), replica_id=f"r{i}", time_scale=TIME_SCALE
+        )
+        for i in range(2)
     ]
     urls = [f"r{i}={r.url}" for i, r in enumerate(replicas)]
     state = f"  state:\n    backend: redis\n    redis_url: {redis_url}\n"
@@ -173,7 +176,11 @@ async def test_sessions_keep_one_replica_across_two_processes(tmp_path: Path, re
 async def test_a_tenants_session_quota_holds_across_two_processes(tmp_path: Path, redis_url: str) -> None:
     """``default`` may hold 2 open sessions in all: process B refuses the third that A's two
     would exceed, and admits it once one of them ends (through B)."""
-    replicas = [await start_replica(ReplicaConfig(), replica_id="r0", time_scale=TIME_SCALE)]
+    replicas = [
+        await start_replica(
+            ReplicaConfig(enable_session_radix_cache=True), replica_id="r0", time_scale=TIME_SCALE
+        )
+    ]
     text = config_text([f"r0={replicas[0].url}"]).replace(
         "    - {name: default}", "    - {name: default, max_active_sessions: 2}"
     )

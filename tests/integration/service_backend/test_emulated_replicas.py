@@ -29,7 +29,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def replica() -> AsyncIterator[Any]:
-    rep = await server.start_replica(core.ReplicaConfig(kv_capacity_tokens=50_000, page_size=16))
+    cfg = core.ReplicaConfig(kv_capacity_tokens=50_000, page_size=16, enable_session_radix_cache=True)
+    rep = await server.start_replica(cfg)
     yield rep
     await server.stop_cluster([rep])
 
@@ -125,11 +126,37 @@ async def test_priority_follows_the_replicas_priority_scheduling(enabled: bool) 
         await server.stop_cluster([rep])
 
 
-async def test_an_emulated_replica_can_keep_kv_across_tool_gaps(replica: Any) -> None:
-    c = SGLangClient("replica-0", replica.url)
+@pytest.mark.parametrize("radix", [True, False])
+async def test_retention_follows_the_replicas_session_radix_cache(
+    radix: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``--enable-session-radix-cache`` the emulator (SGLang 0.5.20's interfaces) keeps
+    sessions' KV and SAGA pins there; without it ``/server_info`` says so, and the pool warns
+    and announces a replica that keeps no sessions."""
+    rep = await server.start_replica(core.ReplicaConfig(enable_session_radix_cache=radix))
+    c = SGLangClient("replica-0", rep.url)
+    events: list[ReplicaEvent] = []
+    pool = ReplicaPool(
+        StaticDiscovery([f"replica-0={rep.url}"]),
+        events.append,
+        settings=PoolSettings(health_interval_s=0.05, load_interval_s=0.05, metrics_interval_s=0),
+    )
     try:
         info = await c.server_info()
-        assert info.session_radix_cache is True
-        assert retention_problems(info) == []  # no warning for the emulator (SGLang 0.5.20's interfaces)
+        assert info.session_radix_cache is radix
+        problems = retention_problems(info)
+        if radix:
+            assert problems == []
+        else:
+            assert len(problems) == 1
+            assert "--enable-session-radix-cache" in problems[0]
+        await pool.start()
+        await pool.wait_announced(["replica-0"], timeout_s=5)
+        added = next(e for e in events if isinstance(e, ReplicaAdded))
+        assert added.keeps_sessions is radix
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any("--enable-session-radix-cache" in m for m in warned) is not radix
     finally:
+        await pool.stop()
         await c.close()
+        await server.stop_cluster([rep])

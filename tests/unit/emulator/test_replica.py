@@ -106,19 +106,22 @@ def test_last_prompt_token_is_never_cached() -> None:
     assert ft.cached_tokens == 12  # 16 tokens, pages of 4, last token recomputed -> 3 pages
 
 
-def test_generated_tokens_are_cached_for_the_next_turn() -> None:
-    m = ReplicaModel(cfg())
+@pytest.mark.parametrize("session", [None, "s"])
+def test_generated_tokens_are_cached_for_the_next_turn(session: str | None) -> None:
+    """All output tokens, the last one included (SGLang's overlap scheduler has computed its KV
+    when the finish is seen; observed on 0.5.17), whether or not the call is in a session."""
+    m = ReplicaModel(cfg(enable_session_radix_cache=True))
     prompt = list(range(20))
-    m.submit(req("t1", prompt, 9), 0.0)
+    m.submit(req("t1", prompt, 8, session_id=session), 0.0)
     run(m)
     from saga.emulator.core import output_token_ids
 
-    seed = Request.from_tokens("x", prompt, 9, 4).seed
-    turn2 = prompt + output_token_ids(seed, 9) + [5, 6, 7, 8, 9]
-    m.submit(req("t2", turn2, 1), 5.0)
+    seed = Request.from_tokens("x", prompt, 8, 4).seed
+    turn2 = prompt + output_token_ids(seed, 8) + [5, 6, 7, 8, 9]
+    m.submit(req("t2", turn2, 1, session_id=session), 5.0)
     ft = by_type(run(m), FirstToken)["t2"]
     assert isinstance(ft, FirstToken)
-    assert ft.cached_tokens == 28  # prompt 20 + 8 of the 9 outputs (the last one's KV never existed)
+    assert ft.cached_tokens == 28  # prompt 20 + all 8 outputs: 7 full pages of 4
 
 
 def test_chunked_prefill_takes_several_iterations() -> None:
@@ -166,7 +169,7 @@ def test_request_larger_than_the_pool_or_context_is_rejected() -> None:
 
 
 def test_bad_requests_raise_typed_errors() -> None:
-    m = ReplicaModel(cfg())
+    m = ReplicaModel(cfg(enable_session_radix_cache=True))
     m.submit(req("a", [1, 2, 3], 100), 0.0)
     with pytest.raises(DuplicateRequest):
         m.submit(req("a", [1, 2, 3], 1), 0.0)
@@ -253,7 +256,7 @@ def test_abort_waiting_and_running() -> None:
 
 
 def test_sessions_protect_their_prefix_under_pressure() -> None:
-    m = ReplicaModel(cfg(kv_capacity_tokens=400))
+    m = ReplicaModel(cfg(kv_capacity_tokens=400, enable_session_radix_cache=True))
     m.open_session("s", 0.0)
     agent = list(range(100))
     m.submit(req("turn1", agent, 2, session_id="s"), 0.0)
@@ -277,6 +280,24 @@ def test_sessions_protect_their_prefix_under_pressure() -> None:
     assert ft3.cached_tokens == 0
     with pytest.raises(UnknownSession):
         m.close_session("s", 41.0)
+
+
+def test_without_the_session_radix_cache_a_sessions_prefix_is_ordinary_cache() -> None:
+    """SGLang's default (no ``--enable-session-radix-cache``): a top-level ``session_id`` begins
+    no session and references nothing, so the same pressure evicts the prefix."""
+    m = ReplicaModel(cfg(kv_capacity_tokens=400))
+    agent = list(range(100))
+    m.submit(req("turn1", agent, 2, session_id="s"), 0.0)
+    run(m)
+    assert not m.has_session("s")
+    assert m.load().open_sessions == 0
+    for i in range(6):
+        m.submit(req(f"noise{i}", [10_000 + i] * 150, 2), 1.0 + i)
+        run(m)
+    m.submit(req("turn2", [*agent, 7, 7, 7, 7], 1, session_id="s"), 20.0)
+    ft = by_type(run(m), FirstToken)["turn2"]
+    assert isinstance(ft, FirstToken)
+    assert ft.cached_tokens == 0
 
 
 def test_kv_events_counters_and_flush() -> None:

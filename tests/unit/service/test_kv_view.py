@@ -258,8 +258,8 @@ def test_emulator_events_map_to_the_prompts_saga_hashes() -> None:
             m.advance(t)
         v = ReplicaKvView("r0", BS)
         v.apply(batch(*to_wire(m.drain_kv_events())))
-        out = output_token_ids(3, 39)
-        expected = saga_hashes((ids + out)[: ((len(ids) + 39) // page) * page])
+        out = output_token_ids(3, 40)  # every output token, the last one included
+        expected = saga_hashes((ids + out)[: ((len(ids) + 40) // page) * page])
         assert v.cached_hashes == set(expected)
         assert set(saga_hashes(ids)) <= v.cached_hashes
 

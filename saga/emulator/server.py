@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -30,6 +31,7 @@ from saga.emulator.core import (
     ReplicaConfig,
     Request,
     TokensGenerated,
+    UnknownSession,
     output_token_ids,
     tokenizer,
 )
@@ -44,6 +46,8 @@ from saga.emulator.protocol import (
 )
 from saga.emulator.replica_runtime import InjectedFailure, ReplicaCrashed, ReplicaRuntime
 from saga.kv_events import KvEventsConfig
+
+log = logging.getLogger(__name__)
 
 EMULATED_SGLANG_VERSION = "0.5.20"  # the release whose interfaces it mirrors (tests/contract/sglang)
 RUNTIME_KEY = web.AppKey("runtime", ReplicaRuntime)
@@ -369,7 +373,11 @@ async def close_session(request: web.Request) -> web.Response:
     sid = body.get("session_id") if isinstance(body, dict) else None
     if not isinstance(sid, str) or not sid:
         raise BadRequest("field 'session_id' (string) is required")
-    rt.model.close_session(sid, rt.clock.now())
+    try:
+        rt.model.close_session(sid, rt.clock.now())
+    except UnknownSession:
+        # SGLang answers 200 here too: the close goes to its scheduler, which only logs it
+        log.warning("session id %s does not exist, cannot close", sid)
     return web.Response(status=200)
 
 

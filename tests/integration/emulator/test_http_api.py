@@ -213,27 +213,29 @@ async def test_sessions_flush_and_abort(replica: RunningReplica, http: aiohttp.C
         http, replica.url + "/open_session", {"capacity_of_str_len": 1000, "session_id": "s1"}
     )
     assert (status, sid) == (200, "s1")
-    status, out = await post(
+    status, _ = await post(
         http, replica.url + "/open_session", {"capacity_of_str_len": 1000, "session_id": "s1"}
     )
     assert status == 400
-    status, out = await post(http, replica.url + "/open_session", {})
+    status, _ = await post(http, replica.url + "/open_session", {})
     assert status == 400
-    status, out = await post(
-        http, replica.url + "/generate", {"text": "session turn one", "session_id": "s1"}
-    )
+    status, _ = await post(http, replica.url + "/generate", {"text": "session turn one", "session_id": "s1"})
     assert status == 200
     status, _ = await post(http, replica.url + "/close_session", {"session_id": "s1"})
     assert status == 200
-    status, out = await post(http, replica.url + "/close_session", {"session_id": "s1"})
+    # closing it again (or an unknown session) is answered 200, as SGLang does: its scheduler
+    # only logs "session id ... does not exist"
+    status, _ = await post(http, replica.url + "/close_session", {"session_id": "s1"})
+    assert status == 200
+    assert not replica.runtime.model.has_session("s1")
+    status, _ = await post(http, replica.url + "/close_session", {})
     assert status == 400
-    assert "s1" in out["error"]["message"]
     async with http.post(replica.url + "/flush_cache") as r:
         assert r.status == 200
     assert replica.runtime.model.load().cached_tokens_in_pool == 0
     status, _ = await post(http, replica.url + "/abort_request", {"rid": "unknown"})
     assert status == 200
-    status, out = await post(http, replica.url + "/abort_request", {})
+    status, _ = await post(http, replica.url + "/abort_request", {})
     assert status == 400
 
 

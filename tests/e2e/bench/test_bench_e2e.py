@@ -44,23 +44,29 @@ def _args(tmp: Path) -> argparse.Namespace:
     )
 
 
+def _settings(out: Path, systems: tuple[str, ...], simulate: bool = True) -> E2ESettings:
+    """2 emulated replicas at load 0.8, time scale 4, seed 1, no progress bars."""
+    return E2ESettings(
+        systems=systems,
+        replicas=2,
+        load=0.8,
+        time_scale=4.0,
+        seed=1,
+        out_dir=out,
+        command="pytest tiny",
+        page_size=64,
+        progress=False,
+        simulate=simulate,
+    )
+
+
 async def test_tiny_run_writes_every_section_through_the_real_router(tmp_path: Path) -> None:
     systems: tuple[str, ...] = ("saga", "cache_aware", "manual")
     if shutil.which("redis-server") is not None:
         systems = ("saga", "saga-redis", "cache_aware", "manual")
     args = _args(tmp_path)
     w = build_workload("swe_bench", args)
-    s = E2ESettings(
-        systems=systems,
-        replicas=2,
-        load=0.8,
-        time_scale=4.0,
-        seed=1,
-        out_dir=tmp_path,
-        command="pytest tiny",
-        page_size=64,
-        progress=False,
-    )
+    s = _settings(tmp_path, systems)
     summary = await run_e2e([w], s, echo=lambda _: None)
 
     md = (tmp_path / "report.md").read_text()
@@ -108,23 +114,12 @@ async def test_a_system_that_cannot_start_is_reported_and_the_others_compared(
     monkeypatch.setattr(shutil, "which", which)
     args = _args(tmp_path)
     w = build_workload("swe_bench", args)
-    alone = E2ESettings(("saga-redis",), 2, 0.8, 4.0, 1, tmp_path / "alone", "pytest", progress=False)
+    alone = _settings(tmp_path / "alone", ("saga-redis",))
     with pytest.raises(
         BenchProcessError, match="every system failed: swe_bench/saga-redis: RedisServerMissing"
     ):
         await run_e2e([w], alone, echo=lambda _: None)
-    s = E2ESettings(
-        systems=("saga-redis", "cache_aware", "manual"),
-        replicas=2,
-        load=0.8,
-        time_scale=4.0,
-        seed=1,
-        out_dir=tmp_path,
-        command="pytest tiny, no redis-server",
-        page_size=64,
-        progress=False,
-        simulate=False,
-    )
+    s = _settings(tmp_path, ("saga-redis", "cache_aware", "manual"), simulate=False)
     summary = await run_e2e([w], s, echo=lambda _: None)
 
     (why,) = summary["failures"].values()

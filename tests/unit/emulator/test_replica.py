@@ -255,25 +255,27 @@ def test_abort_waiting_and_running() -> None:
     assert m.next_event_time() is None
 
 
+def _fill_pool(m: ReplicaModel, name: str, token: int, t0: float) -> None:
+    """Unrelated traffic that needs the whole 400-token pool over time (one request a second)."""
+    for i in range(6):
+        m.submit(req(f"{name}{i}", [token + i] * 150, 2), t0 + i)
+        run(m)
+
+
 def test_sessions_protect_their_prefix_under_pressure() -> None:
     m = ReplicaModel(cfg(kv_capacity_tokens=400, enable_session_radix_cache=True))
     m.open_session("s", 0.0)
     agent = list(range(100))
     m.submit(req("turn1", agent, 2, session_id="s"), 0.0)
     run(m)
-    # unrelated traffic that needs the whole pool over time
-    for i in range(6):
-        m.submit(req(f"noise{i}", [10_000 + i] * 150, 2), 1.0 + i)
-        run(m)
+    _fill_pool(m, "noise", 10_000, 1.0)
     m.submit(req("turn2", [*agent, 7, 7, 7, 7], 1, session_id="s"), 20.0)
     ft = by_type(run(m), FirstToken)["turn2"]
     assert isinstance(ft, FirstToken)
     assert ft.cached_tokens >= 100
     # after closing, the same pressure evicts it
     m.close_session("s", 21.0)
-    for i in range(6):
-        m.submit(req(f"more{i}", [20_000 + i] * 150, 2), 22.0 + i)
-        run(m)
+    _fill_pool(m, "more", 20_000, 22.0)
     m.submit(req("turn3", [*agent, 7, 7, 7, 7], 1), 40.0)
     ft3 = by_type(run(m), FirstToken)["turn3"]
     assert isinstance(ft3, FirstToken)
@@ -291,9 +293,7 @@ def test_without_the_session_radix_cache_a_sessions_prefix_is_ordinary_cache() -
     run(m)
     assert not m.has_session("s")
     assert m.load().open_sessions == 0
-    for i in range(6):
-        m.submit(req(f"noise{i}", [10_000 + i] * 150, 2), 1.0 + i)
-        run(m)
+    _fill_pool(m, "noise", 10_000, 1.0)
     m.submit(req("turn2", [*agent, 7, 7, 7, 7], 1, session_id="s"), 20.0)
     ft = by_type(run(m), FirstToken)["turn2"]
     assert isinstance(ft, FirstToken)

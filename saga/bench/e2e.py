@@ -42,6 +42,7 @@ from tqdm import tqdm
 from saga.bench.procs import BenchProcessError, CpuSampler, CpuVerdict, pid_listens_on, read_cmdline
 from saga.bench.replay import ReplayConfig, Replayer, ReplicaSampler
 from saga.bench.systems import (
+    CONTEXT_TOKENS,
     ROUTER_POLICIES,
     SAGA_SYSTEMS,
     EmulatorSettings,
@@ -102,7 +103,9 @@ class SystemRun:
 
 def replica_config(s: E2ESettings) -> ReplicaConfig:
     """The replica model both the emulated cluster and the simulator use."""
-    base = ReplicaConfig(page_size=s.page_size, context_length=1 << 20, enable_session_radix_cache=True)
+    base = ReplicaConfig(
+        page_size=s.page_size, context_length=CONTEXT_TOKENS, enable_session_radix_cache=True
+    )
     if s.kv_capacity_tokens is not None:
         base = replace(base, kv_capacity_tokens=s.kv_capacity_tokens)
     return base

@@ -135,6 +135,14 @@ def api_key(tenant: str) -> str:
     return f"bench-key-{tenant}"
 
 
+# The emulated replicas' context length (``e2e.replica_config``), and SAGA's prompt limit in the
+# benchmark: SAGA must never refuse a prompt the replicas accept, or it would be compared on
+# fewer tasks than the routers, which pass every prompt through (the replicas' own refusals,
+# e.g. a prompt beyond the KV pool, then apply to every system alike).
+CONTEXT_TOKENS = 1 << 20
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a CONTEXT_TOKENS prompt is ~7.3 MB of text; as the emulator
+
+
 def saga_config(
     replica_urls: Mapping[str, str],
     tenants: Mapping[str, float],
@@ -163,7 +171,7 @@ def saga_config(
             "tenants": [{"name": t, "weight": float(tenants[t])} for t in names],
             "replicas": {"static": [f"{rid}={url}" for rid, url in replica_urls.items()]},
             "state": {"backend": "redis", "redis_url": redis_url} if redis_url else {"backend": "memory"},
-            "limits": {"max_prompt_tokens": 262_144, "max_request_bytes": 16 * 1024 * 1024},
+            "limits": {"max_prompt_tokens": CONTEXT_TOKENS, "max_request_bytes": MAX_REQUEST_BYTES},
             "tokens": {"chars_per_token": float(CHARS_PER_TOKEN), "block_size": 16},
         },
     }

@@ -222,6 +222,7 @@ class ServiceCore(SessionBook):
         if spec.prompt.num_tokens > lim.max_prompt_tokens:
             raise InvalidArgument(
                 f"prompt of ~{spec.prompt.num_tokens} tokens exceeds the limit of {lim.max_prompt_tokens}"
+                " (spec.limits.max_prompt_tokens)"
             )
         if not 1 <= spec.max_new_tokens <= lim.max_new_tokens:
             raise InvalidArgument(f"max_new_tokens must be in [1, {lim.max_new_tokens}]")

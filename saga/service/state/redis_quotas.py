@@ -77,8 +77,9 @@ A claim that finds Redis unreachable (connection refused, timed out: at most the
 quota** (``local``, with a local token bucket) and reported with
 ``Verdict.fallback="unreachable"`` and ``Verdict.processes``. The share is
 :meth:`Quota.share(n) <saga.service.state.quota_api.Quota.share>`, ``n`` the live processes
-(this one included) that its last round trip saw (every run of the script also counts the live
-heartbeats in ``saga:hb``): sessions and KV tokens ``quota // n`` but at least 1, calls
+(this one included) last seen: every run of the script counts the live heartbeats in
+``saga:hb``, and so does each heartbeat of the store that made the ledger (every 5 s in the
+service, :meth:`RedisQuotaLedger.observe_live`): sessions and KV tokens ``quota // n`` but at least 1, calls
 ``rate / n`` per second (a bucket of ``max(1, rate / n)`` tokens). So the deployment admits
 about each quota, not ``n`` times it (a quota below ``n`` still lets each process admit one);
 where a tenant's traffic is uneven, a busy process refuses before the tenant reaches its quota.
@@ -335,6 +336,11 @@ class RedisQuotaLedger:
     def live_processes(self) -> int | None:
         """Live processes (this one included) the last round trip saw; None: none yet."""
         return self._live
+
+    def observe_live(self, n: int) -> None:
+        """Live processes counted elsewhere (the store's heartbeat, every 5 s in the service),
+        so the outage share follows scale-ups and crashes without a checked claim."""
+        self._live = max(1, n)
 
     async def flush(self) -> None:
         """Wait until every count change is published (or Redis turned out unreachable)."""

@@ -198,18 +198,21 @@ class RedisStore:
         self._dirty_bindings: dict[str, int] = {}  # session id -> version before the outage
         self._pending_usage: dict[str, tuple[float, int, float]] = {}
         self._dirty_graphs: set[str] = set()
+        self._ledgers: list[RedisQuotaLedger] = []  # quota ledgers told the live count
 
     def quota_ledger(self, process_id: str) -> RedisQuotaLedger:
         """Tenant quotas shared through this store's Redis (its client, namespace, probe
         interval and wall clock); see :mod:`.redis_quotas`. ``process_id`` must be the id the
         process heartbeats with."""
-        return RedisQuotaLedger(
+        ledger = RedisQuotaLedger(
             self._redis,
             process_id=process_id,
             namespace=self._ns,
             retry_interval_s=self.retry_interval_s,
             wall=self._wall,
         )
+        self._ledgers.append(ledger)
+        return ledger
 
     # ---- keys
 
@@ -514,7 +517,13 @@ class RedisStore:
             raise InvalidState(f"heartbeat ttl_s must be > 0 seconds, got {ttl_s}")
 
         async def remote() -> None:
-            await self._redis.zadd(f"{self._ns}:hb", {process_id: self._wall() + ttl_s})
+            key, now = f"{self._ns}:hb", self._wall()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(key, {process_id: now + ttl_s})
+                pipe.zcount(key, f"({now}", "+inf")
+                _, live = await pipe.execute()
+            for ledger in self._ledgers:  # keeps their outage share current between checks
+                ledger.observe_live(int(live))
             await self.local.heartbeat(process_id, ttl_s)
 
         return await self._call(remote, lambda: self.local.heartbeat(process_id, ttl_s))

@@ -161,3 +161,28 @@ async def test_degrade_serves_locally_then_reconciles_with_redis_winning(
             back.stop()
     finally:
         await a.close()
+
+
+async def test_each_heartbeat_tells_the_quota_ledger_how_many_processes_live(
+    redis_server: RedisServer,
+) -> None:
+    """The ledger's outage share follows the heartbeats, without a checked claim."""
+    now = [1000.0]
+    s = RedisStore(redis_server.url, process_id="p1", namespace="hbq", wall=lambda: now[0])
+    ledger = s.quota_ledger("p1")
+    seen = [ledger.live_processes]
+    try:
+        await s.heartbeat("p1", 15.0)
+        seen.append(ledger.live_processes)
+        raw = aioredis.Redis.from_url(redis_server.url)
+        await raw.zadd("hbq:hb", {"p2": now[0] + 15.0, "p3": now[0] + 30.0})
+        await raw.aclose()
+        await s.heartbeat("p1", 15.0)
+        seen.append(ledger.live_processes)
+        now[0] += 20.0  # p2's heartbeat expired
+        await s.heartbeat("p1", 15.0)
+        seen.append(ledger.live_processes)
+        assert seen == [None, 1, 3, 2]
+    finally:
+        await ledger.close()
+        await s.close()

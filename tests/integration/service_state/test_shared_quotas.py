@@ -161,13 +161,12 @@ async def test_redis_outage_falls_back_to_each_processes_own_counts(
     await a.start()
     await a.start()
     redis_server.stop()
-    # b cannot see a's sessions now, and it never reached Redis (so it knows of no other
-    # process): it admits up to the whole quota on its own counts, and says so.
+    # b cannot see a's sessions now: it decides on its own counts, against its share of the
+    # quota (its heartbeat saw both processes: 1 of the 2 sessions), and says so
     await b.start()
-    await b.start()
-    with pytest.raises(Rejected):
+    with pytest.raises(Rejected, match=r"1/2\)$"):
         await b.start()
-    assert b.sample("saga_quota_local_fallbacks_total", reason="unreachable") == 3.0
+    assert b.sample("saga_quota_local_fallbacks_total", reason="unreachable") == 2.0
     assert b.sample("saga_admission_rejections_total", tenant="acme", reason="tenant_quota") == 1.0
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from saga.bench.procs import MACHINE, CpuTrace, cpu_verdict
 from saga.bench.prompts import CHARS_PER_TOKEN, ID_HI, ID_LO, PromptBuilder, prompt_token_ids, token_ids
@@ -135,3 +138,19 @@ def test_processes_watched_late_are_summed_with_the_same_sweeps() -> None:
         [replica, router], window_s=5.0, per_process_limit=0.9, machine_limit=0.9, machine_cores=2
     )
     assert v.machine_peak == pytest.approx(0.2)
+
+
+def test_saga_never_refuses_a_prompt_the_emulated_replicas_accept() -> None:
+    """SAGA's limits in the benchmark are the replicas' own: a tighter prompt limit would drop
+    tasks from SAGA's run that the routers pass through (seen with 287k-token Claude Code
+    prompts against a 262,144-token limit)."""
+    from saga.bench.e2e import E2ESettings, replica_config
+    from saga.bench.systems import saga_config
+    from saga.service.config import load_text
+
+    cfg = saga_config({"r0": "http://127.0.0.1:1"}, {"default": 1.0}, http_port=1, grpc_port=2,
+                      metrics_port=3, redis_url=None)  # fmt: skip
+    limits = load_text(yaml.safe_dump(cfg)).spec.limits
+    replica = replica_config(E2ESettings(("saga",), 1, 0.8, 1.0, 1, Path("."), ""))
+    assert limits.max_prompt_tokens >= replica.context_length
+    assert limits.max_request_bytes >= replica.context_length * (CHARS_PER_TOKEN + 1)

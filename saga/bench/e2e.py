@@ -42,7 +42,6 @@ from tqdm import tqdm
 from saga.bench.procs import BenchProcessError, CpuSampler, CpuVerdict, pid_listens_on, read_cmdline
 from saga.bench.replay import ReplayConfig, Replayer, ReplicaSampler
 from saga.bench.systems import (
-    CONTEXT_TOKENS,
     ROUTER_POLICIES,
     SAGA_SYSTEMS,
     EmulatorSettings,
@@ -55,6 +54,7 @@ from saga.bench.systems import (
 from saga.emulator.core import ReplicaConfig
 from saga.scheduler.report import RunResult, build_report, write_report, write_result
 from saga.scheduler.sim.limits import physical_limits
+from saga.scheduler.sim.profiles import CONTEXT_TOKENS
 from saga.scheduler.workloads.model import Workload
 
 # Live system name -> the simulator's model of it (saga.scheduler.sim.systems).
@@ -266,7 +266,7 @@ async def run_e2e(
     limits: dict[str, float] = {}
     sim_results: list[RunResult] = []
     sim_note = ""
-    failures: dict[str, str] = {}  # "<workload>/<system>" -> why it failed
+    failures: dict[tuple[str, str], str] = {}  # (workload, system) -> why it failed
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=conn) as http:
@@ -280,7 +280,7 @@ async def run_e2e(
                     run = await run_system(system, w, s, deadlines, http, log_dir)
                 except Exception as e:  # one system's failure must not lose the others' runs
                     why = _failure(e, log_dir / f"{w.name}-{system}-failure.txt")
-                    failures[f"{w.name}/{system}"] = why
+                    failures[(w.name, system)] = why
                     echo(f"[{w.name}] {system}: FAILED, left out of the comparison: {why}")
                     continue
                 runs[(w.name, system)] = run
@@ -298,10 +298,12 @@ async def run_e2e(
                     sim_note = f"simulator failed: {type(e).__name__}: {e}"
     # Compare only systems that completed every workload (a geometric mean over the same
     # scenarios); a failed system's other runs are still written above as RunResult files.
-    failed = {k.split("/", 1)[1] for k in failures}
+    failed = {system for _, system in failures}
     compared = tuple(x for x in s.systems if x not in failed)
     if not compared:
-        raise BenchProcessError("every system failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
+        raise BenchProcessError(
+            "every system failed: " + "; ".join(f"{w}/{sy}: {v}" for (w, sy), v in failures.items())
+        )
     runs = {k: v for k, v in runs.items() if k[1] in compared}
     sim_results = [r for r in sim_results if r.system in compared]
     results = [r.result for r in runs.values()]
@@ -310,7 +312,7 @@ async def run_e2e(
     write_report(report, results, out, command=s.command, title="SAGA live end-to-end benchmark")
     summary = summarize(runs, results, sim_results, limits, replace(s, systems=compared), baseline, sim_note)
     summary["settings"]["systems"] = list(s.systems)
-    summary["failures"] = failures
+    summary["failures"] = {f"{w}/{sy}": why for (w, sy), why in failures.items()}
     (out / "bench.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
     with open(out / "report.md", "a", encoding="utf-8") as f:
         f.write(render_bench_md(summary))

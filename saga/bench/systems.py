@@ -31,6 +31,7 @@ import yaml
 
 from saga.bench.procs import BenchProcessError, Proc, free_port, wait_http
 from saga.bench.prompts import CHARS_PER_TOKEN
+from saga.scheduler.sim.profiles import CONTEXT_TOKENS
 
 ROUTER_POLICIES = ("cache_aware", "round_robin", "manual")
 SAGA_SYSTEMS = ("saga", "saga-redis")
@@ -135,11 +136,11 @@ def api_key(tenant: str) -> str:
     return f"bench-key-{tenant}"
 
 
-# The emulated replicas' context length (``e2e.replica_config``), and SAGA's prompt limit in the
-# benchmark: SAGA must never refuse a prompt the replicas accept, or it would be compared on
-# fewer tasks than the routers, which pass every prompt through (the replicas' own refusals,
-# e.g. a prompt beyond the KV pool, then apply to every system alike).
-CONTEXT_TOKENS = 1 << 20
+# CONTEXT_TOKENS (the simulator profiles' context length, which ``e2e.replica_config`` gives
+# the emulated replicas) is also SAGA's prompt limit in the benchmark: SAGA must never refuse a
+# prompt the replicas accept, or it would be compared on fewer tasks than the routers, which
+# pass every prompt through (the replicas' own refusals, e.g. a prompt beyond the KV pool, then
+# apply to every system alike).
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a CONTEXT_TOKENS prompt is ~7.3 MB of text; as the emulator
 
 

@@ -31,7 +31,6 @@ import yaml
 
 from saga.bench.procs import BenchProcessError, Proc, free_port, wait_http
 from saga.bench.prompts import CHARS_PER_TOKEN
-from saga.scheduler.sim.profiles import CONTEXT_TOKENS
 
 ROUTER_POLICIES = ("cache_aware", "round_robin", "manual")
 SAGA_SYSTEMS = ("saga", "saga-redis")
@@ -136,12 +135,12 @@ def api_key(tenant: str) -> str:
     return f"bench-key-{tenant}"
 
 
-# CONTEXT_TOKENS (the simulator profiles' context length, which ``e2e.replica_config`` gives
-# the emulated replicas) is also SAGA's prompt limit in the benchmark: SAGA must never refuse a
-# prompt the replicas accept, or it would be compared on fewer tasks than the routers, which
-# pass every prompt through (the replicas' own refusals, e.g. a prompt beyond the KV pool, then
-# apply to every system alike).
-MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a CONTEXT_TOKENS prompt is ~7.3 MB of text; as the emulator
+# SAGA must never refuse a prompt the replicas accept, or it would be compared on fewer tasks
+# than the routers, which pass every prompt through (the replicas' own refusals, e.g. a prompt
+# beyond the KV pool, then apply to every system alike). Its prompt limit is left at the default,
+# 0: the replicas' own (their max_req_input_len); its body limit must hold a prompt of
+# CONTEXT_TOKENS (the context ``e2e.replica_config`` gives the emulated replicas, ~7.3 MB of text).
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 def saga_config(
@@ -172,7 +171,7 @@ def saga_config(
             "tenants": [{"name": t, "weight": float(tenants[t])} for t in names],
             "replicas": {"static": [f"{rid}={url}" for rid, url in replica_urls.items()]},
             "state": {"backend": "redis", "redis_url": redis_url} if redis_url else {"backend": "memory"},
-            "limits": {"max_prompt_tokens": CONTEXT_TOKENS, "max_request_bytes": MAX_REQUEST_BYTES},
+            "limits": {"max_request_bytes": MAX_REQUEST_BYTES},
             "tokens": {"chars_per_token": float(CHARS_PER_TOKEN), "block_size": 16},
         },
     }

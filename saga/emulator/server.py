@@ -250,6 +250,8 @@ async def server_info(request: web.Request) -> web.Response:
             "page_size": cfg.page_size,
             "max_total_num_tokens": cfg.kv_capacity_tokens,
             "context_length": cfg.context_length,
+            # The scheduler's init info, merged into the top level as SGLang 0.5 does.
+            "max_req_input_len": cfg.max_req_input_len,
             # As SGLang reports an unset --max-running-requests: null here, the scheduler's
             # own limit as internal_states[0].effective_max_running_requests_per_dp.
             "max_running_requests": None,

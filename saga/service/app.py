@@ -175,7 +175,14 @@ class Service:
         pid = self.process_id or default_process_id()
         self.store = self._store_arg or make_store(cfg, pid)
         core = ServiceCore(
-            cfg, self.engine, self.clock, self.store, self._client, self.metrics, process_id=pid
+            cfg,
+            self.engine,
+            self.clock,
+            self.store,
+            self._client,
+            self.metrics,
+            process_id=pid,
+            max_input_tokens=lambda: self.pool.max_input_tokens() if self.pool is not None else None,
         )
         self.core = core
         self.metrics.tenant_targets({t.name: t.attainment_target for t in spec.tenants})

@@ -188,8 +188,10 @@ class StateSettings:
 
 @dataclass(slots=True)
 class LimitSettings:
-    # Largest prompt accepted, in tokens (estimated from characters for text prompts).
-    max_prompt_tokens: int = 131072
+    # Largest prompt accepted, in tokens (estimated from characters for text prompts). 0 (auto):
+    # the longest prompt any ready replica accepts (SGLang's max_req_input_len - 1, from
+    # /server_info), no check while none is ready; >= 1: this limit whatever the replicas take.
+    max_prompt_tokens: int = 0
     # Largest max_new_tokens a call may ask for.
     max_new_tokens: int = 32768
     # Largest request body in bytes (gRPC message or HTTP body): 8 MiB fits 128k-token prompts.
@@ -519,7 +521,9 @@ def validate(cfg: SchedulerConfig, source: str = "") -> SchedulerConfig:
     elif s.state.backend == "redis" and urlparse(s.state.redis_url).scheme not in ("redis", "rediss", "unix"):
         p.append(("spec.state.redis_url", f"not a redis:// URL: {s.state.redis_url!r}"))
     lim = s.limits
-    for name in ("max_prompt_tokens", "max_new_tokens", "max_request_bytes", "max_attempts", "max_sessions"):
+    if (n := lim.max_prompt_tokens) < 0:
+        p.append(("spec.limits.max_prompt_tokens", f"must be >= 0 (0 = the replicas' own limit), got {n}"))
+    for name in ("max_new_tokens", "max_request_bytes", "max_attempts", "max_sessions"):
         if getattr(lim, name) < 1:
             p.append((f"spec.limits.{name}", f"must be >= 1, got {getattr(lim, name)}"))
     if lim.queue_timeout_s <= 0:

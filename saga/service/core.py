@@ -69,6 +69,7 @@ from saga.service.core_types import (
     ClientLookup,
     EngineClient,
     Forwarder,
+    InputLimit,
     LiveSession,
     NoClient,
     Pending,
@@ -121,12 +122,15 @@ class ServiceCore(SessionBook):
         metrics: ServiceMetrics,
         *,
         process_id: str | None = None,
+        max_input_tokens: InputLimit | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
         self.clock = clock
         self.store = store
         self._client = clients
+        # The replicas' own prompt limit (the pool's), for spec.limits.max_prompt_tokens: 0.
+        self._max_input = max_input_tokens or (lambda: None)
         self.metrics = metrics
         self.process_id = process_id or default_process_id()
         self.sessions: dict[str, LiveSession] = {}
@@ -218,11 +222,22 @@ class ServiceCore(SessionBook):
     # ------------------------------------------------------------------ calls
 
     def check_call(self, spec: CallSpec) -> None:
+        """Refuse a call no replica would serve. The prompt limit is ``limits.max_prompt_tokens``,
+        or with 0 (auto) the longest prompt any ready replica accepts (none ready: no check
+        here, the call waits for one); text prompts' sizes are estimates, the replica's own
+        refusal (a 4xx) still passes through."""
         lim = self.config.spec.limits
-        if spec.prompt.num_tokens > lim.max_prompt_tokens:
+        n = spec.prompt.num_tokens
+        if lim.max_prompt_tokens > 0:
+            if n > lim.max_prompt_tokens:
+                raise InvalidArgument(
+                    f"prompt of ~{n} tokens exceeds the limit of {lim.max_prompt_tokens}"
+                    " (spec.limits.max_prompt_tokens)"
+                )
+        elif (top := self._max_input()) is not None and n > top:
             raise InvalidArgument(
-                f"prompt of ~{spec.prompt.num_tokens} tokens exceeds the limit of {lim.max_prompt_tokens}"
-                " (spec.limits.max_prompt_tokens)"
+                f"prompt of ~{n} tokens exceeds the largest prompt any ready replica accepts ({top} tokens,"
+                " one below SGLang's max_req_input_len; spec.limits.max_prompt_tokens: 0 = auto)"
             )
         if not 1 <= spec.max_new_tokens <= lim.max_new_tokens:
             raise InvalidArgument(f"max_new_tokens must be in [1, {lim.max_new_tokens}]")

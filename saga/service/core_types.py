@@ -41,6 +41,9 @@ class EngineClient(ReplicaClient, Protocol):
 
 
 ClientLookup = Callable[[str], EngineClient | None]
+InputLimit = Callable[[], int | None]
+"""The longest prompt in tokens any ready replica accepts now; None while none is ready (or
+says). What ``spec.limits.max_prompt_tokens: 0`` (auto) holds prompts to."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,3 +106,12 @@ class ReplicaConfig:
             raise ValueError(f"ReplicaConfig.context_length must be >= 2, got {self.context_length}")
         if self.kv_capacity_tokens < self.page_size:
             raise ValueError("ReplicaConfig.kv_capacity_tokens must hold at least one page")
+        if self.max_req_input_len < 1:  # SGLang refuses to start: "Memory pool size is too small"
+            raise ValueError("ReplicaConfig: context_length and kv_capacity_tokens must both be >= 7")
+
+    @property
+    def max_req_input_len(self) -> int:
+        """SGLang's scheduler refuses a prompt of this many tokens or more:
+        ``min(context_length - 1, max_total_num_tokens - 1) - 5`` (its ``max_req_len - 5``),
+        reported in ``/server_info``."""
+        return min(self.context_length - 1, self.kv_capacity_tokens - 1) - 5

@@ -297,6 +297,11 @@ class ReplicaModel:
                 f"{req.num_tokens + req.max_new_tokens} tokens: {req.num_tokens} tokens from the input "
                 f"and {req.max_new_tokens} tokens for the completion."
             )
+        if req.num_tokens >= cfg.max_req_input_len:  # SGLang's scheduler: validate_input_length
+            raise PromptTooLong(
+                f"Input length ({req.num_tokens} tokens) exceeds the maximum allowed length "
+                f"({cfg.max_req_input_len} tokens). Use a shorter input or enable --allow-auto-truncate."
+            )
         if req.num_tokens + req.max_new_tokens > cfg.kv_capacity_tokens:
             raise ExceedsCapacity(
                 f"prompt ({req.num_tokens}) plus max_new_tokens ({req.max_new_tokens}) exceed the KV pool "

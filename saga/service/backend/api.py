@@ -268,6 +268,10 @@ class ServerInfo:
     # what :func:`retention_problems` checks.
     version: str = ""
     session_radix_cache: bool | None = None
+    # The longest prompt in tokens the replica accepts: one below SGLang's ``max_req_input_len``
+    # (its scheduler refuses ``len(input_ids) >= max_req_input_len``); None when not known.
+    # What ``spec.limits.max_prompt_tokens: 0`` (auto) holds prompts to.
+    max_input_tokens: int | None = None
 
 
 MIN_SGLANG = (0, 5, 17)

@@ -55,6 +55,9 @@ DEFAULT_MAX_RUNNING = 1024
 # Bound on /server_info's dp_size: a KV event subscriber per attention DP rank is opened, so a
 # garbage value must not open thousands; 1024 is far above any GPU node's rank count.
 MAX_DP_SIZE = 1024
+# SGLang's scheduler: max_req_len = min(context_len - 1, max_total_num_tokens - 1) and
+# max_req_input_len = max_req_len - 5; it refuses a prompt of max_req_input_len tokens or more.
+REQ_INPUT_MARGIN = 5
 
 
 class SGLangClient:
@@ -452,6 +455,10 @@ def parse_server_info(result: Any, replica_id: str = "") -> ServerInfo:
             f"/server_info: dp_size must be an integer in [1, {MAX_DP_SIZE}], got {dp!r}",
             replica_id=replica_id,
         )
+    try:
+        max_input = _max_input_tokens(merged, total)
+    except ReplicaProtocolError as exc:
+        raise ReplicaProtocolError(str(exc), replica_id=replica_id) from None
     model = merged.get("model_path")
     attn_dp = int(dp) if merged.get("enable_dp_attention") is True else 1
     if effective > 0:
@@ -469,7 +476,27 @@ def parse_server_info(result: Any, replica_id: str = "") -> ServerInfo:
         session_radix_cache=radix
         if isinstance(radix := merged.get("enable_session_radix_cache"), bool)
         else None,
+        max_input_tokens=max_input,
     )
+
+
+def _max_input_tokens(merged: Mapping[str, Any], total: int) -> int:
+    """The longest prompt the replica accepts (``ServerInfo.max_input_tokens``): one below the
+    ``max_req_input_len`` SGLang merges into ``/server_info`` from its scheduler, else derived
+    the way its scheduler derives it, from ``context_length`` (a server argument, null unless
+    given: then the KV pool alone bounds it) and ``max_total_num_tokens``."""
+    if "max_req_input_len" in merged:
+        reported = _number(merged, "max_req_input_len", "/server_info")
+        if reported < 1:
+            raise ReplicaProtocolError(
+                f"/server_info: field 'max_req_input_len' must be >= 1, got {reported!r}"
+            )
+        return int(reported) - 1
+    max_req_len = total - 1
+    ctx = merged.get("context_length")
+    if isinstance(ctx, int | float) and not isinstance(ctx, bool) and math.isfinite(ctx) and ctx > 0:
+        max_req_len = min(int(ctx) - 1, max_req_len)
+    return max(0, max_req_len - REQ_INPUT_MARGIN - 1)
 
 
 def parse_sglang_metrics(text: str) -> dict[str, float]:

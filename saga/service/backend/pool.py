@@ -119,6 +119,16 @@ class ReplicaPool:
     def healthy_ids(self) -> list[str]:
         return sorted(r for r, s in self._replicas.items() if s.announced and s.healthy)
 
+    def max_input_tokens(self) -> int | None:
+        """The longest prompt any announced replica accepts (``ServerInfo.max_input_tokens``;
+        one unhealthy for now counts: a call may wait for it); None while none reports one."""
+        limits = [
+            s.info.max_input_tokens
+            for s in self._replicas.values()
+            if s.announced and s.info is not None and s.info.max_input_tokens is not None
+        ]
+        return max(limits, default=None)
+
     # ---- lifecycle
 
     async def start(self) -> None:

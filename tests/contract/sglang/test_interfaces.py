@@ -258,12 +258,17 @@ def test_load_and_server_info_fields_exist(sglang_release: tuple[str, zipfile.Zi
     assert set(LOAD_FIELDS) <= load, (version, set(LOAD_FIELDS) - load)
     args = {f.removeprefix("--").replace("-", "_") for f in server_flags(zf)}
     assert set(SERVER_ARGS_READ) <= args, (version, set(SERVER_ARGS_READ) - args)
-    # the scheduler reports its KV pool size under this key (top level of /server_info), and
-    # the limit it really admits under this one (internal_states; the server argument
-    # max_running_requests is null unless given, as seen on SGLang 0.5.17, docs/bench.md)
+    # the scheduler reports its KV pool size and its prompt limit under these keys (top level
+    # of /server_info), and the limit it really admits under this one (internal_states; the
+    # server argument max_running_requests is null unless given, as seen on SGLang 0.5.17,
+    # docs/bench.md)
     scheduler = zf.read("sglang/srt/managers/scheduler.py").decode()
     assert '"max_total_num_tokens"' in scheduler, version
+    assert '"max_req_input_len"' in scheduler, version
     assert '"effective_max_running_requests_per_dp"' in scheduler, version
+    # ...and refuses a prompt of max_req_input_len tokens or more (ServerInfo.max_input_tokens)
+    utils = zf.read("sglang/srt/managers/utils.py").decode()
+    assert "len(req.origin_input_ids) >= max_req_input_len" in utils, version
 
 
 def test_generate_meta_info_keys_saga_reads_exist(sglang_release: tuple[str, zipfile.ZipFile]) -> None:

@@ -106,6 +106,13 @@ async def test_malformed_json_and_engine_errors(replica: RunningReplica, http: a
         status, out = await post(http, replica.url + "/generate", {"input_ids": [1] * 2048, "stream": stream})
         assert status == 400
         assert "context length" in out["error"]["message"]
+    # prompt and output fit the context, but SGLang's scheduler refuses max_req_input_len tokens
+    body = {"input_ids": [1] * 2042, "sampling_params": {"max_new_tokens": 1}}
+    status, out = await post(http, replica.url + "/generate", body)
+    assert status == 400
+    assert "maximum allowed length (2042 tokens)" in out["error"]["message"]
+    body = {"input_ids": [1] * 2041, "sampling_params": {"max_new_tokens": 1}}
+    assert (await post(http, replica.url + "/generate", body))[0] == 200
     # a legacy session (session_params.id) must be open; a top-level session_id begins on use
     status, out = await post(
         http, replica.url + "/generate", {"text": "hi", "session_params": {"id": "ghost"}}
@@ -178,6 +185,7 @@ async def test_info_health_load_and_metrics(replica: RunningReplica, http: aioht
         async with http.get(replica.url + path) as r:
             info = await r.json()
             assert info["max_total_num_tokens"] == 50_000
+            assert info["max_req_input_len"] == 2042  # min(2048 - 1, 50_000 - 1) - 5, as SGLang
             assert info["page_size"] == 4
             assert (info["dp_size"], info["enable_dp_attention"]) == (1, False)
     for path in ("/model_info", "/get_model_info"):

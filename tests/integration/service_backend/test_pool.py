@@ -195,3 +195,21 @@ async def test_a_replica_that_cannot_keep_sessions_is_announced_as_such(
         assert any("off" in m and "--enable-session-radix-cache" in m for m in warned)
     finally:
         await pool.stop()
+
+
+async def test_longest_prompt_is_the_largest_over_announced_replicas(fake_factory: Any) -> None:
+    small = await fake_factory(FakeKnobs(server_info_extra={"max_req_input_len": 1000}))
+    big = await fake_factory(FakeKnobs(server_info_extra={"max_req_input_len": 4000}))
+    big.knobs.healthy = False  # not ready: its limit does not count yet
+    specs = [f"small={small.url}", f"big={big.url}"]
+    pool = ReplicaPool(StaticDiscovery(specs), lambda _: None, settings=FAST, client_settings=CLIENT)
+    assert pool.max_input_tokens() is None
+    await pool.start()
+    try:
+        await pool.wait_announced(["small"], timeout_s=5)
+        assert pool.max_input_tokens() == 999  # SGLang refuses max_req_input_len tokens or more
+        big.knobs.healthy = True
+        await pool.wait_announced(["big"], timeout_s=5)
+        assert pool.max_input_tokens() == 3999
+    finally:
+        await pool.stop()

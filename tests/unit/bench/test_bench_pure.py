@@ -143,7 +143,8 @@ def test_processes_watched_late_are_summed_with_the_same_sweeps() -> None:
 def test_saga_never_refuses_a_prompt_the_emulated_replicas_accept() -> None:
     """SAGA's limits in the benchmark are the replicas' own: a tighter prompt limit would drop
     tasks from SAGA's run that the routers pass through (seen with 287k-token Claude Code
-    prompts against a 262,144-token limit)."""
+    prompts against a 262,144-token limit). The prompt limit is auto (0: the replicas'
+    max_req_input_len); the body limit holds a prompt of the replicas' whole context."""
     from saga.bench.e2e import E2ESettings, replica_config
     from saga.bench.systems import saga_config
     from saga.service.config import load_text
@@ -152,5 +153,6 @@ def test_saga_never_refuses_a_prompt_the_emulated_replicas_accept() -> None:
                       metrics_port=3, redis_url=None)  # fmt: skip
     limits = load_text(yaml.safe_dump(cfg)).spec.limits
     replica = replica_config(E2ESettings(("saga",), 1, 0.8, 1.0, 1, Path("."), ""))
-    assert limits.max_prompt_tokens >= replica.context_length
+    assert "max_prompt_tokens" not in cfg["spec"]["limits"]
+    assert limits.max_prompt_tokens == 0
     assert limits.max_request_bytes >= replica.context_length * (CHARS_PER_TOKEN + 1)

@@ -168,6 +168,23 @@ def test_request_larger_than_the_pool_or_context_is_rejected() -> None:
         m2.submit(req("z", list(range(40)), 20), 0.0)
 
 
+def test_prompt_of_max_req_input_len_or_more_is_refused_as_sglang_does() -> None:
+    """SGLang's scheduler refuses ``len(input_ids) >= max_req_input_len``, ``min(context - 1,
+    pool - 1) - 5``, even where prompt plus max_new_tokens fit the context and the pool."""
+    assert cfg(context_length=50).max_req_input_len == 44
+    assert cfg(context_length=4096, kv_capacity_tokens=100).max_req_input_len == 94
+    m = ReplicaModel(cfg(context_length=50))
+    with pytest.raises(PromptTooLong, match=r"Input length \(44 tokens\) exceeds the maximum allowed length"):
+        m.submit(req("x", list(range(44)), 1), 0.0)
+    m.submit(req("y", list(range(43)), 1), 0.0)
+    assert by_type(run(m), Finished)["y"]
+    pool = ReplicaModel(cfg(kv_capacity_tokens=100))
+    with pytest.raises(PromptTooLong, match=r"\(94 tokens\)"):
+        pool.submit(req("z", list(range(94)), 0), 0.0)
+    with pytest.raises(ValueError, match=">= 7"):
+        cfg(context_length=6)
+
+
 def test_bad_requests_raise_typed_errors() -> None:
     m = ReplicaModel(cfg(enable_session_radix_cache=True))
     m.submit(req("a", [1, 2, 3], 100), 0.0)

@@ -43,6 +43,15 @@ def test_path_qualified_errors() -> None:
     assert p[0][0] == "spec.state.backend"
 
 
+def test_prompt_limit_zero_is_auto_and_negative_is_refused() -> None:
+    base = HEAD + "spec:\n  replicas: {static: [http://a:1]}\n  limits: {max_prompt_tokens: %s}\n"
+    assert load_text(base % 0).spec.limits.max_prompt_tokens == 0  # the replicas' own limit
+    assert load_text(base % 65536).spec.limits.max_prompt_tokens == 65536
+    assert problems(base % -1) == [
+        ("spec.limits.max_prompt_tokens", "must be >= 0 (0 = the replicas' own limit), got -1")
+    ]
+
+
 def test_wrong_version_and_bad_yaml() -> None:
     assert problems("apiVersion: v9\nkind: SchedulerConfig\n")[0][0] == "apiVersion"
     p = problems(HEAD + "spec: [unclosed\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import pytest
@@ -22,8 +22,11 @@ from saga.scheduler.api import (
     RejectReason,
     WorkflowHints,
 )
-from saga.service.backend.api import ReplicaUnavailable
-from saga.service.config import embedded_default
+from saga.service.backend.api import LoadReport, RankLoad, ReplicaSpec, ReplicaUnavailable, ServerInfo
+from saga.service.backend.client import SGLangClient
+from saga.service.backend.discovery import StaticDiscovery
+from saga.service.backend.pool import ReplicaPool
+from saga.service.config import SchedulerConfig, embedded_default
 from saga.service.core import CallResult, CallSpec, Principal, ServiceCore
 from saga.service.core_types import EngineClient
 from saga.service.errors import InvalidArgument, Rejected, Unavailable
@@ -91,14 +94,21 @@ def forwarder(result_text: str = "ok") -> Any:
     return fwd
 
 
-def make_core(engine: ScriptedEngine, clients: dict[str, MemClient]) -> ServiceCore:
+def make_core(
+    engine: ScriptedEngine,
+    clients: dict[str, MemClient],
+    *,
+    config: SchedulerConfig | None = None,
+    max_input: Callable[[], int | None] | None = None,
+) -> ServiceCore:
     return ServiceCore(
-        embedded_default(),
+        config or embedded_default(),
         engine,
         VirtualClock(),
         MemoryStore(),
         lambda r: cast(EngineClient | None, clients.get(r)),  # partial fakes: only engine_fields, health
         ServiceMetrics(CollectorRegistry()),
+        max_input_tokens=max_input,
     )
 
 
@@ -162,13 +172,82 @@ async def test_retry_on_other_replica_before_any_token() -> None:
     await core.stop()
 
 
+async def call(core: ServiceCore, prompt_tokens: int) -> list[Any]:
+    spec = CallSpec(Prompt(prompt_tokens), 4)
+    return [x async for x in core.run_call(P, None, spec, forwarder(), CallResult())]
+
+
 async def test_oversized_prompt_is_refused_before_the_engine() -> None:
+    """An explicit ``limits.max_prompt_tokens`` holds whatever the replicas accept."""
+    cfg = embedded_default()
+    cfg.spec.limits.max_prompt_tokens = 1000
     eng = ScriptedEngine()
-    core = make_core(eng, {})
-    big = CallSpec(Prompt(10**9), 4)
-    with pytest.raises(InvalidArgument, match="exceeds the limit"):
-        _ = [x async for x in core.run_call(P, None, big, forwarder(), CallResult())]
+    core = make_core(eng, {"r0": MemClient("r0")}, config=cfg, max_input=lambda: 10**9)
+    with pytest.raises(InvalidArgument, match=r"~1001 tokens exceeds the limit of 1000 \(spec.limits"):
+        await call(core, 1001)
     assert not any(isinstance(e, CallSubmitted) for e in eng.events)
+    assert await call(core, 1000) == ["ok@r0"]
+
+
+async def test_auto_prompt_limit_is_the_ready_replicas_own() -> None:
+    """``max_prompt_tokens: 0`` (the default): the longest prompt a ready replica accepts."""
+    assert embedded_default().spec.limits.max_prompt_tokens == 0
+    eng = ScriptedEngine()
+    core = make_core(eng, {"r0": MemClient("r0")}, max_input=lambda: 5000)
+    with pytest.raises(InvalidArgument) as ei:
+        await call(core, 5001)
+    assert str(ei.value) == (
+        "prompt of ~5001 tokens exceeds the largest prompt any ready replica accepts (5000 tokens,"
+        " one below SGLang's max_req_input_len; spec.limits.max_prompt_tokens: 0 = auto)"
+    )
+    assert not any(isinstance(e, CallSubmitted) for e in eng.events)
+    assert await call(core, 5000) == ["ok@r0"]
+
+
+async def test_auto_prompt_limit_checks_nothing_while_no_replica_is_ready() -> None:
+    for core in (
+        make_core(ScriptedEngine(), {"r0": MemClient("r0")}, max_input=lambda: None),
+        make_core(ScriptedEngine(), {"r0": MemClient("r0")}),  # no pool wired in
+    ):
+        assert await call(core, 10**9) == ["ok@r0"]  # the engine and the replica decide
+
+
+class LimitedReplica(SGLangClient):
+    """A replica client that answers the pool's probes from memory with a prompt limit."""
+
+    def __init__(self, spec: ReplicaSpec, limit: int | None) -> None:
+        super().__init__(spec.replica_id, spec.base_url)
+        self.limit = limit
+
+    async def health(self, *, generate: bool = False) -> bool:
+        return True
+
+    async def server_info(self) -> ServerInfo:
+        return ServerInfo(100_000, 8, 1, max_input_tokens=self.limit)
+
+    async def loads(self) -> LoadReport:
+        return LoadReport((RankLoad(0, 0, 0, 0, 100_000, 0.0, None),))
+
+
+async def test_auto_prompt_limit_is_the_largest_over_the_pools_replicas() -> None:
+    limits = {"small": 4000, "big": 9000, "silent": None}
+    urls = [f"{rid}=http://127.0.0.1:{i + 1}" for i, rid in enumerate(limits)]
+    pool = ReplicaPool(
+        StaticDiscovery(urls),
+        lambda _: None,
+        client_factory=lambda spec, _http, _cs: LimitedReplica(spec, limits[spec.replica_id]),
+    )
+    assert pool.max_input_tokens() is None  # nothing announced yet
+    core = make_core(ScriptedEngine(), {"r0": MemClient("r0")}, max_input=pool.max_input_tokens)
+    await pool.start()
+    try:
+        await pool.wait_announced(list(limits), timeout_s=5)
+        assert pool.max_input_tokens() == 9000
+        assert await call(core, 9000) == ["ok@r0"]
+        with pytest.raises(InvalidArgument, match=r"accepts \(9000 tokens"):
+            await call(core, 9001)
+    finally:
+        await pool.stop()
 
 
 @pytest.mark.parametrize("sid", ["parent/child", "a/b/c", "team:x/run-1.2", "x" * 128])

@@ -112,6 +112,31 @@ def test_parse_server_info_attention_dp_ranks() -> None:
             parse_server_info({**base, "dp_size": bad, "enable_dp_attention": True})
 
 
+def test_parse_server_info_longest_prompt() -> None:
+    """``max_input_tokens``: one below SGLang's ``max_req_input_len`` (its scheduler refuses
+    ``len(input_ids) >= max_req_input_len``), reported at the top level or in internal_states[0],
+    else derived as SGLang derives it: ``min(context_len - 1, max_total_num_tokens - 1) - 5``."""
+    base = {"max_total_num_tokens": 500_000}
+    assert parse_server_info({**base, "max_req_input_len": 131_066}).max_input_tokens == 131_065
+    assert parse_server_info({**base, "internal_states": [{"max_req_input_len": 8}]}).max_input_tokens == 7
+    top = {**base, "max_req_input_len": 100, "internal_states": [{"max_req_input_len": 50}]}
+    assert parse_server_info(top).max_input_tokens == 99  # the top level wins, as for every field
+    # preferred over a derivation, which may not match (e.g. a pool sized per attention rank)
+    assert parse_server_info({**base, "context_length": 4096, "max_req_input_len": 9}).max_input_tokens == 8
+    # derived: the context length (a server argument, when a number) or the KV pool, whichever binds
+    assert parse_server_info({**base, "context_length": 131_072}).max_input_tokens == 131_065
+    assert parse_server_info({**base, "context_length": 10**7}).max_input_tokens == 499_993
+    assert parse_server_info(base).max_input_tokens == 499_993  # max_total_num_tokens - 7
+    for unset in (None, "auto", True, 0):
+        info = parse_server_info({**base, "context_length": unset, "max_req_input_len": None})
+        assert info.max_input_tokens == 499_993, unset  # null = absent
+    assert parse_server_info({"max_total_num_tokens": 3}).max_input_tokens == 0
+    for bad in ("131066", 0, -5, True, float("inf"), [1]):
+        with pytest.raises(ReplicaProtocolError, match="max_req_input_len") as ei:
+            parse_server_info({**base, "max_req_input_len": bad}, "r7")
+        assert ei.value.replica_id == "r7"
+
+
 def test_parse_metrics_sums_labels() -> None:
     text = 'sglang:num_queue_reqs{dp="0"} 2\nsglang:num_queue_reqs{dp="1"} 3\nfoo 1\n'
     assert parse_sglang_metrics(text) == {"sglang:num_queue_reqs": 5.0}

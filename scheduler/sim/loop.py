@@ -19,6 +19,8 @@ Engine actions are carried out on the models: ``Dispatch`` submits the request (
 the engine session on that replica when the dispatch names one), ``Pin`` keeps the session
 open, ``Release`` closes it,
 ``Steal``/``Defer`` are counted, ``Reject`` makes the client retry after ``retry_after_s``.
+A call the replica model refuses (``InvalidRequest``, SGLang's 400: e.g. a prompt past the
+context length) goes back as ``CallFailed`` and fails its session; the run goes on.
 Replica output goes back as ``FirstToken``/``CallCompleted``/``ReplicaLoad`` and, for
 systems that use them, ``ReplicaCache`` KV events.
 
@@ -43,6 +45,7 @@ from saga.emulator.core import (
     BlockRemoved,
     BlockStored,
     Finished,
+    InvalidRequest,
     ReplicaConfig,
     ReplicaModel,
     Request,
@@ -132,6 +135,7 @@ class Simulator:
         self.kv_series: dict[str, tuple[list[float], list[float]]] = {r: ([], []) for r in self.models}
         self.hit_series: tuple[list[float], list[float]] = ([], [])
         self.pin_violations = 0
+        self.refused_calls = 0  # dispatched calls a replica refused (the session failed)
         self._pins: dict[str, float] = {}
 
     # ------------------------------------------------------------------ heap helpers
@@ -325,9 +329,25 @@ class Simulator:
         n = max(1, c.prompt_tokens)
         keys = _keys(c.block_hashes, n // ps) if run.trace.block_size else ()
         req = Request.from_page_keys(a.call_id, keys, n, c.output_tokens, session_id=sid, priority=a.priority)
-        m.submit(req, now)
+        try:
+            m.submit(req, now)
+        except InvalidRequest as exc:  # the replica refuses it (SGLang's 400): the call fails
+            self._refused(plan, a.replica_id, str(exc), now)
+            return
         plan.replica = a.replica_id
         self._touch(a.replica_id)
+
+    def _refused(self, plan: CallPlan, rid: str, reason: str, now: float) -> None:
+        """A replica refused a dispatched call (e.g. a prompt past its context length, which the
+        engine's KV-fit check does not see): the engine hears ``CallFailed``, the session fails
+        (as a client given a 400 would), the run goes on."""
+        self._calls.pop(plan.call_id, None)
+        plan.run.rejected += 1
+        self.refused_calls += 1
+        self._apply(self.engine.handle(api.CallFailed(plan.call_id, f"{rid}: {reason}", retryable=False)))
+        if plan.run.end_s is None:
+            plan.run.failed = True
+            self._end_run(plan.run, now)
 
     def _rejected(self, a: api.Reject, now: float) -> None:
         plan = self._calls.pop(a.call_id, None)
@@ -424,6 +444,7 @@ class Simulator:
                 "replica_config": _jsonable(asdict(self.config)),
                 "system": self.system.description,
                 "pin_deadline_violations": self.pin_violations,
+                "calls_refused_by_replicas": self.refused_calls,
                 "sessions_not_completed": sum(1 for o in outcomes if not o.completed),
             },
         )

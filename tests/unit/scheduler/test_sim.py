@@ -61,6 +61,23 @@ def test_every_system_completes_every_session_above_the_limit(name: str) -> None
     assert _run(name, w, limits) == _run(name, w, limits)  # deterministic
 
 
+@pytest.mark.parametrize("name", sorted(SYSTEMS))
+def test_a_call_the_replica_refuses_fails_its_session_and_the_run_goes_on(name: str) -> None:
+    """A prompt past the replicas' context length fits their KV pool, so the engine dispatches
+    it; the replica model refuses it (SGLang's 400). Before, the exception ended the whole run."""
+    w = _workload()  # call i's prompt is 1,344 + 320·i tokens plus 40 output tokens
+    cfg = replace(CFG, context_length=2400)  # the 5th call (2,624 tokens) is refused
+    r = Simulator(w, get_system(name), 2, cfg).run()
+    r.validate()
+    tops = {o.session_id: o for o in r.outcomes if not o.is_subagent}
+    assert {sid for sid, o in tops.items() if o.completed} == {"w0", "w3", "w6"}  # the 4-call ones
+    failed = [o for o in tops.values() if not o.completed]
+    assert len(failed) == 5
+    assert all(o.rejected == 1 and o.calls == 4 for o in failed)
+    assert r.meta["calls_refused_by_replicas"] == 5
+    assert r.meta["sessions_not_completed"] == 5
+
+
 def test_analytic_limits_match_a_lone_replay() -> None:
     w = _workload()
     a = physical_limits(w, CFG)

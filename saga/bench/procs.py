@@ -343,14 +343,16 @@ def cpu_verdict(
         ref = next(tr for tr in traces if tr.cores)
         tails = [tr.cores[len(tr.cores) - n :] for tr in traces if tr.cores]
         total = [sum(c[i] for c in tails) for i in range(n)]
-        machine_peak = max(_windows(ref.t_s[len(ref.t_s) - n :], total, window_s), default=0.0)
+        k = len(ref.t_s) - n  # the common sweeps' first interval starts at the reading before
+        ref_start = ref.t_s[k - 1] if k > 0 else ref.start_s
+        machine_peak = max(_windows(ref.t_s[k:], total, window_s, ref_start), default=0.0)
         if machine_peak > machine_limit * machine_cores:
             reasons.append(
                 f"all processes together used {machine_peak:.2f} of {machine_cores} cores over a "
                 f"{window_s:g} s window (limit {machine_limit:g} x {machine_cores})"
             )
     if machine is not None and machine.cores:
-        whole = max(_windows(machine.t_s, machine.cores, window_s), default=0.0)
+        whole = max(_windows(machine.t_s, machine.cores, window_s, machine.start_s), default=0.0)
         peak[MACHINE] = whole
         if whole > machine_limit * machine_cores and not any("all processes" in r for r in reasons):
             reasons.append(

@@ -129,6 +129,22 @@ def test_first_reading_is_weighted_by_its_own_short_interval() -> None:
     assert v.peak_by_role["router"] == pytest.approx((0.01 * 1.0 + 5.0 * 0.2) / 5.01, rel=1e-3)
 
 
+def test_the_machine_s_first_reading_is_weighted_by_its_own_short_interval_too() -> None:
+    """Regression: the /proc/stat trace's baseline was read a few ms before the first sweep and
+    its first rate (a few 10 ms ticks over those ms: 15 cores) was weighted as a whole 0.5 s
+    sampling period, so a quiet machine read 2.5 of 2 cores in its first window (a
+    multi_tenant/cache_aware run of 2026-11-24 was marked invalid this way)."""
+    machine = CpuTrace(MACHINE, 0, [0.002 + 0.5 * i for i in range(12)], [15.0] + [0.3] * 11, start_s=0.0)
+    saga = CpuTrace("saga", 1, [0.002 + 0.5 * i for i in range(12)], [0.1] * 12, start_s=0.0)
+    v = cpu_verdict([saga, machine], window_s=5.0, per_process_limit=0.9, machine_limit=0.9, machine_cores=2)
+    assert v.valid, v.reasons
+    assert v.peak_by_role[MACHINE] == pytest.approx((0.002 * 15.0 + 5.0 * 0.3) / 5.002, rel=1e-3)
+    busy = CpuTrace(MACHINE, 0, machine.t_s, [1.95] * 12, start_s=0.0)
+    assert not cpu_verdict(
+        [saga, busy], window_s=5.0, per_process_limit=0.9, machine_limit=0.9, machine_cores=2
+    ).valid
+
+
 def test_processes_watched_late_are_summed_with_the_same_sweeps() -> None:
     # Both are read in the same sweeps at t = 1..10; the router was only watched from t = 6 and
     # its first reading is a spike. Summing by index would add it to the replica's t = 1 reading.

@@ -6,7 +6,7 @@ load the same), and writes ``bench/results/sim_summary.md``: per workload, SAGA'
 speedup in task completion time over cache_aware and over the best sticky/affinity baseline
 (sticky, affinity, thunder), its ratio to the physical limit, SLO attainment per tenant,
 Jain indices and throughput relative to the best baseline; the geometric mean over the
-workloads; and, for ``sim_ablation_*`` / ``sim_batchcap_*`` folders, each system's
+workloads; and, for ``sim_ablation_*`` / ``sim_batchcap_*`` / ``sim_amortize_*`` folders, each system's
 completion-time increase over SAGA on the same run (a mechanism removed, or one that is off by
 default switched on).
 
@@ -28,7 +28,7 @@ STICKY_FAMILY = ("sticky", "affinity", "thunder")
 
 # Folders compared system by system against SAGA instead of entering the headline: ablations
 # (one mechanism removed) and experiments with mechanisms that are off by default.
-SIDE_PREFIXES = ("sim_ablation", "sim_batchcap")
+SIDE_PREFIXES = ("sim_ablation", "sim_batchcap", "sim_amortize")
 
 
 def speedup(base: RunResult, sys_: RunResult) -> float | None:

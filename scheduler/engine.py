@@ -240,6 +240,7 @@ class Engine(EngineParts):
         rem = self.predictor.remaining(ret.position_of(s, s.parent is not None))
         s.expected_s = rem.expected_time_s
         s.remaining_s = rem.expected_time_s
+        s.remaining_calls = max(0.0, rem.expected_calls - 1.0)
         if h.deadline_s is not None:
             s.deadline = now + h.deadline_s
         else:
@@ -486,7 +487,9 @@ class Engine(EngineParts):
             s.steps_done += 1
             s.last_stop = e.stop
             s.current_tool = None
-            s.remaining_s = self.predictor.remaining(ret.position_of(s, s.parent is not None)).expected_time_s
+            rem = self.predictor.remaining(ret.position_of(s, s.parent is not None))
+            s.remaining_s = rem.expected_time_s
+            s.remaining_calls = max(0.0, rem.expected_calls - 1.0)
             if s.pin is not None:
                 s.pin.extensions = 0
             acts += self._retain(s, r)

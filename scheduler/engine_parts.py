@@ -263,6 +263,7 @@ class EngineParts:
             first_call=s is not None and s.steps_done == 0,
             routing_key=call.session_id or call.call_id,
             now=call.submitted_at,
+            remaining_calls=s.remaining_calls if s else 0.0,
         )
 
     def _qc(self, call: CallState) -> QueuedCall:

@@ -98,6 +98,7 @@ class PlacementRequest:
     first_call: bool = False
     routing_key: str = ""  # session id (or call id without a session): sticky hashing key
     now: float = 0.0
+    remaining_calls: float = 0.0  # the session's expected LLM calls after this one (predictor)
 
 
 class PlacementPolicy(Protocol):

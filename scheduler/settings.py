@@ -61,6 +61,10 @@ class AffinitySettings:
     # ``pressure_start`` (placing more context there would evict someone's retained KV).
     pressure_penalty_s: float = 30.0
     pressure_start: float = 0.85
+    # Later calls a placement is amortised over (calls, 0 = this call alone): a session's later
+    # calls follow it to the replica chosen, so its batch, KV-read and wait terms count
+    # 1 + min(expected remaining calls, amortize_calls) times, the prefix recompute once.
+    amortize_calls: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,6 +235,7 @@ class SessionState:
     admitted: bool = False
     expected_s: float = 0.0  # expected completion time at start (for slowdown accounting)
     remaining_s: float = 0.0  # expected seconds of work left (refreshed at each call's end)
+    remaining_calls: float = 0.0  # expected LLM calls left after the current one (same refresh)
     steals: int = 0
 
 

@@ -168,9 +168,18 @@ def _batchcap(name: str, desc: str, latency_rule: bool = True, order: str = "srp
     return replace(SAGA, name=name, settings=s, description=desc, tags=("variant",))
 
 
+def _amortize(calls: float) -> SystemSpec:
+    s = SAGA.settings
+    s = replace(s, affinity=replace(s.affinity, amortize_calls=calls))
+    desc = f"SAGA + placement amortised over up to {calls:g} later calls"
+    return replace(SAGA, name=f"saga-amortize{calls:g}", settings=s, description=desc, tags=("variant",))
+
+
 VARIANTS: dict[str, SystemSpec] = {
     v.name: v
     for v in (
+        _amortize(2.0),
+        _amortize(5.0),
         _batchcap("saga-batchcap", "SAGA + decode-batch cap (latency and throughput rules), SRPT order"),
         _batchcap(
             "saga-batchcap-knee", "SAGA + throughput-knee batch cap only, SRPT order", latency_rule=False

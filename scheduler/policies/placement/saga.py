@@ -21,6 +21,9 @@ them home. The filter → score → pick stages:
 2. *score*: the cost above. Candidates are visited in order of the cost without the prefix
    terms (a lower bound) and the scan stops once the bound exceeds the best full cost, so
    prefix matching (a binary search over cached block hashes) runs on few replicas;
+   With ``affinity.amortize_calls`` = H > 0 the terms other than the prefix count
+   ``1 + min(R, H)`` times, ``R`` the session's expected later calls (the AEG's): those
+   calls follow it to the replica chosen, the recompute of a move is paid once;
 3. *affinity*: the session's home replica (holding its KV) is kept unless its load is above
    ``affinity.load_bound`` or the best replica is cheaper by more than ``move_margin`` x
    (hysteresis: a session is not moved for a marginal gain, its later calls would follow).
@@ -88,8 +91,9 @@ class SagaPlacement(PlacementBase):
                 if g.load < self.batching.max_load:
                     self.last_reason = "batch"
                     return g.replica_id
+        m = 1.0 + min(request.remaining_calls, self.affinity.amortize_calls)  # calls the choice holds for
         bounds = sorted(
-            ((self.bound_s(request, r), r.replica_id, r) for r in replicas), key=lambda t: (t[0], t[1])
+            ((m * self.bound_s(request, r), r.replica_id, r) for r in replicas), key=lambda t: (t[0], t[1])
         )
         best: ReplicaView | None = None
         best_cost = float("inf")

@@ -55,6 +55,12 @@ def register(subparsers: Any) -> None:
     )
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(handler=run_bench_e2e)
+    v = sub.add_parser(
+        "cpu-verdict",
+        help="recompute the CPU guard's verdicts from a run's raw traces (logs/*-cpu.json.gz)",
+    )
+    v.add_argument("paths", nargs="+", help="trace files or run folders (their logs/*-cpu.json.gz)")
+    v.set_defaults(handler=run_cpu_verdict)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 
@@ -180,3 +186,29 @@ def run_bench_e2e(args: argparse.Namespace) -> int:
         print(f"saga bench e2e: {len(summary['failures'])} run(s) failed; see the report", file=sys.stderr)
         return 1
     return 0 if summary["valid"] else 3
+
+
+def run_cpu_verdict(args: argparse.Namespace) -> int:
+    """One line per system run: valid or not, machine peak, reasons. Exit 0 when every run is
+    valid, 3 when one is not (as ``saga bench e2e``), 2 on a missing or unreadable file."""
+    from saga.bench.procs import CpuTraceError, reverify
+
+    files: list[Path] = []
+    for p in map(Path, args.paths):
+        found = sorted(p.glob("logs/*-cpu.json.gz")) + sorted(p.glob("*-cpu.json.gz")) if p.is_dir() else [p]
+        if not found or not all(f.is_file() for f in found):
+            print(f"saga bench cpu-verdict: no CPU trace file at {p}", file=sys.stderr)
+            return 2
+        files += found
+    invalid = 0
+    for f in files:
+        try:
+            v = reverify(f)
+        except CpuTraceError as e:
+            print(f"saga bench cpu-verdict: {e}", file=sys.stderr)
+            return 2
+        invalid += not v.valid
+        state = "valid" if v.valid else "INVALID: " + "; ".join(v.reasons)
+        run = f.name.removesuffix("-cpu.json.gz")
+        print(f"{run}: machine peak {v.machine_peak:.2f} / {v.machine_cores}, {state}")
+    return 3 if invalid else 0

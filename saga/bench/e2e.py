@@ -162,6 +162,7 @@ async def run_system(
             await asyncio.gather(*bg, return_exceptions=True)
             bar.close()
         wall = time.monotonic() - wall0
+        cpu.dump(log_dir / f"{tag}-cpu.json.gz")  # raw traces: `saga bench cpu-verdict` re-checks them
         peer = dict(front.info)
         peer.pop("config", None)
         proc = front.procs[0]

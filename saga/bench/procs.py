@@ -15,12 +15,18 @@ so the run measured the machine, not the scheduler), or all processes together u
 were waiting for a core). The whole machine's busy time (``/proc/stat``, every user's
 processes, pseudo-role ``@machine``) counts against the same machine limit: a run disturbed by
 other work on the machine is invalid too. Both limits and the window are constructor arguments.
+:meth:`CpuSampler.dump` writes the raw traces with those settings (``logs/<workload>-<system>-
+cpu.json.gz`` in a run folder) and :func:`reverify` recomputes a verdict from such a file, so a
+run's validity can be re-checked after the guard itself is corrected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import json
+import math
 import os
 import signal
 import socket
@@ -38,6 +44,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 class BenchProcessError(RuntimeError):
     """A benchmark child process failed to start, exited early or never became ready."""
+
+
+class CpuTraceError(ValueError):
+    """A CPU trace file (``CpuSampler.dump``) that cannot be read: names the file and field."""
+
+
+CPU_TRACE_VERSION = 1
 
 
 def free_port() -> int:
@@ -270,6 +283,22 @@ class CpuSampler:
                 await asyncio.wait_for(stop.wait(), self.period_s)
         self.sample()
 
+    def dump(self, path: Path) -> None:
+        """Write the raw traces and the guard's settings (gzipped JSON, :func:`reverify`)."""
+        doc = {
+            "version": CPU_TRACE_VERSION,
+            "window_s": self.window_s,
+            "per_process_limit": self.per_process_limit,
+            "machine_limit": self.machine_limit,
+            "machine_cores": self.machine_cores,
+            "traces": [
+                {"role": t.role, "pid": t.pid, "start_s": t.start_s, "t_s": t.t_s, "cores": t.cores}
+                for t in self.traces.values()
+            ],
+        }
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            json.dump(doc, f)
+
     def verdict(self) -> CpuVerdict:
         return cpu_verdict(
             list(self.traces.values()),
@@ -368,4 +397,47 @@ def cpu_verdict(
         machine_peak=machine_peak,
         machine_cores=machine_cores,
         window_s=window_s,
+    )
+
+
+def reverify(path: Path) -> CpuVerdict:
+    """The guard's verdict recomputed from a :meth:`CpuSampler.dump` file, with its settings."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CpuTraceError(f"{path}: not a gzipped JSON CPU trace file: {e}") from None
+    if not isinstance(doc, dict) or doc.get("version") != CPU_TRACE_VERSION:
+        raise CpuTraceError(f"{path}: field 'version' must be {CPU_TRACE_VERSION}")
+
+    def num(d: Mapping[str, Any], key: str, where: str) -> float:
+        v = d.get(key)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise CpuTraceError(f"{path}: {where}field {key!r} must be a finite number >= 0, got {v!r}")
+        return float(v)
+
+    settings = {
+        k: num(doc, k, "") for k in ("window_s", "per_process_limit", "machine_limit", "machine_cores")
+    }
+    raw = doc.get("traces")
+    if not isinstance(raw, list):
+        raise CpuTraceError(f"{path}: field 'traces' must be a list")
+    traces = []
+    for i, t in enumerate(raw):
+        where = f"traces[{i}]."
+        if not isinstance(t, dict) or not isinstance(t.get("role"), str):
+            raise CpuTraceError(f"{path}: {where}role must be a string")
+        ts, cores = t.get("t_s"), t.get("cores")
+        if not isinstance(ts, list) or not isinstance(cores, list) or len(ts) != len(cores):
+            raise CpuTraceError(f"{path}: {where}t_s and {where}cores must be lists of one length")
+        vals = [num({"v": x}, "v", where + "t_s/cores ") for x in (*ts, *cores)]
+        start = None if t.get("start_s") is None else num(t, "start_s", where)
+        n = len(ts)
+        traces.append(CpuTrace(t["role"], int(num(t, "pid", where)), vals[:n], vals[n:], start_s=start))
+    return cpu_verdict(
+        traces,
+        window_s=settings["window_s"],
+        per_process_limit=settings["per_process_limit"],
+        machine_limit=settings["machine_limit"],
+        machine_cores=int(settings["machine_cores"]),
     )

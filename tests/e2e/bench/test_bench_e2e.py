@@ -13,7 +13,7 @@ import pytest
 
 from saga.bench.cli import build_workload, register
 from saga.bench.e2e import E2ESettings, run_e2e
-from saga.bench.procs import BenchProcessError
+from saga.bench.procs import BenchProcessError, reverify
 from saga.scheduler.report import load_results
 
 pytestmark = [
@@ -77,6 +77,10 @@ async def test_tiny_run_writes_every_section_through_the_real_router(tmp_path: P
     assert list(tmp_path.glob("*-hit_rate.png"))
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert set(bench["cpu"]) == {f"swe_bench/{x}" for x in systems}
+    for system in systems:  # the raw traces re-verify to the verdict the report holds
+        again = reverify(tmp_path / "logs" / f"swe_bench-{system}-cpu.json.gz")
+        assert again.valid == bench["cpu"][f"swe_bench/{system}"]["valid"]
+        assert again.machine_peak == pytest.approx(bench["cpu"][f"swe_bench/{system}"]["machine_peak_cores"])
     assert bench["versions"]["sglang-router"] != "not installed"
 
     total_calls = sum(x.total_calls for x in w.sessions)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -143,6 +146,42 @@ def test_the_machine_s_first_reading_is_weighted_by_its_own_short_interval_too()
     assert not cpu_verdict(
         [saga, busy], window_s=5.0, per_process_limit=0.9, machine_limit=0.9, machine_cores=2
     ).valid
+
+
+def test_dumped_traces_reverify_to_the_same_verdict_and_bad_files_are_named(tmp_path: Path) -> None:
+    from saga.bench.cli import run_cpu_verdict
+    from saga.bench.procs import CpuSampler, CpuTraceError, reverify
+
+    sampler = CpuSampler(machine_cores=2)
+    sampler.traces = {
+        "saga": CpuTrace("saga", 7, [0.5 * (i + 1) for i in range(12)], [0.2] * 12, start_s=0.0),
+        MACHINE: CpuTrace(MACHINE, 0, [0.5 * (i + 1) for i in range(12)], [1.95] * 12, start_s=0.0),
+    }
+    (tmp_path / "logs").mkdir()
+    path = tmp_path / "logs" / "swe_bench-saga-cpu.json.gz"
+    sampler.dump(path)
+    again = reverify(path)
+    assert again == sampler.verdict()
+    assert not again.valid
+    args = argparse.Namespace(paths=[str(tmp_path)])
+    assert run_cpu_verdict(args) == 3  # invalid, as saga bench e2e exits
+
+    sampler.traces = {"saga": sampler.traces["saga"]}
+    sampler.dump(path)
+    assert run_cpu_verdict(args) == 0
+    assert run_cpu_verdict(argparse.Namespace(paths=[str(tmp_path / "none")])) == 2
+
+    bad = tmp_path / "bad-cpu.json.gz"
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(CpuTraceError, match=r"bad-cpu\.json\.gz: not a gzipped JSON"):
+        reverify(bad)
+    uneven = {"role": "x", "pid": 1, "t_s": [1.0], "cores": []}
+    doc = {"version": 1, "window_s": 5, "per_process_limit": 0.9, "machine_limit": 0.9, "machine_cores": 2}
+    with gzip.open(bad, "wt") as f:
+        json.dump({**doc, "traces": [uneven]}, f)
+    with pytest.raises(CpuTraceError, match=r"traces\[0\]\.t_s and traces\[0\]\.cores"):
+        reverify(bad)
+    assert run_cpu_verdict(argparse.Namespace(paths=[str(bad)])) == 2
 
 
 def test_processes_watched_late_are_summed_with_the_same_sweeps() -> None:

@@ -237,10 +237,7 @@ class Engine(EngineParts):
             s.parent = h.parent_session_id
             self.sessions[s.parent].children.add(s.session_id)
         self._adopt_home(s, h.home_replica)
-        rem = self.predictor.remaining(ret.position_of(s, s.parent is not None))
-        s.expected_s = rem.expected_time_s
-        s.remaining_s = rem.expected_time_s
-        s.remaining_calls = max(0.0, rem.expected_calls - 1.0)
+        s.expected_s = self._refresh_remaining(s)
         if h.deadline_s is not None:
             s.deadline = now + h.deadline_s
         else:
@@ -487,9 +484,7 @@ class Engine(EngineParts):
             s.steps_done += 1
             s.last_stop = e.stop
             s.current_tool = None
-            rem = self.predictor.remaining(ret.position_of(s, s.parent is not None))
-            s.remaining_s = rem.expected_time_s
-            s.remaining_calls = max(0.0, rem.expected_calls - 1.0)
+            self._refresh_remaining(s)
             if s.pin is not None:
                 s.pin.extensions = 0
             acts += self._retain(s, r)

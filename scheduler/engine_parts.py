@@ -238,6 +238,14 @@ class EngineParts:
 
     # ---- what the policies are given
 
+    def _refresh_remaining(self, s: SessionState) -> float:
+        """The predictor's expected work left from ``s``'s position (its next call included):
+        sets ``remaining_s`` and ``remaining_calls`` (calls after the next); returns the time."""
+        rem = self.predictor.remaining(ret.position_of(s, s.parent is not None))
+        s.remaining_s = rem.expected_time_s
+        s.remaining_calls = max(0.0, rem.expected_calls - 1.0)
+        return rem.expected_time_s
+
     def _request(self, call: CallState) -> PlacementRequest:
         s = self.sessions.get(call.session_id) if call.session_id else None
         group: tuple[str, ...] = ()

@@ -410,15 +410,13 @@ def reverify(path: Path) -> CpuVerdict:
     if not isinstance(doc, dict) or doc.get("version") != CPU_TRACE_VERSION:
         raise CpuTraceError(f"{path}: field 'version' must be {CPU_TRACE_VERSION}")
 
-    def num(d: Mapping[str, Any], key: str, where: str) -> float:
-        v = d.get(key)
+    def num(v: object, field: str) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-            raise CpuTraceError(f"{path}: {where}field {key!r} must be a finite number >= 0, got {v!r}")
+            raise CpuTraceError(f"{path}: field {field} must be a finite number >= 0, got {v!r}")
         return float(v)
 
-    settings = {
-        k: num(doc, k, "") for k in ("window_s", "per_process_limit", "machine_limit", "machine_cores")
-    }
+    keys = ("window_s", "per_process_limit", "machine_limit", "machine_cores")
+    settings = {k: num(doc.get(k), repr(k)) for k in keys}
     raw = doc.get("traces")
     if not isinstance(raw, list):
         raise CpuTraceError(f"{path}: field 'traces' must be a list")
@@ -430,10 +428,16 @@ def reverify(path: Path) -> CpuVerdict:
         ts, cores = t.get("t_s"), t.get("cores")
         if not isinstance(ts, list) or not isinstance(cores, list) or len(ts) != len(cores):
             raise CpuTraceError(f"{path}: {where}t_s and {where}cores must be lists of one length")
-        vals = [num({"v": x}, "v", where + "t_s/cores ") for x in (*ts, *cores)]
-        start = None if t.get("start_s") is None else num(t, "start_s", where)
-        n = len(ts)
-        traces.append(CpuTrace(t["role"], int(num(t, "pid", where)), vals[:n], vals[n:], start_s=start))
+        start = None if t.get("start_s") is None else num(t["start_s"], where + "start_s")
+        traces.append(
+            CpuTrace(
+                t["role"],
+                int(num(t.get("pid"), where + "pid")),
+                [num(x, where + "t_s[]") for x in ts],
+                [num(x, where + "cores[]") for x in cores],
+                start_s=start,
+            )
+        )
     return cpu_verdict(
         traces,
         window_s=settings["window_s"],

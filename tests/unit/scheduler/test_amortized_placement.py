@@ -91,3 +91,12 @@ def test_amortised_a_long_session_moves_and_a_last_call_stays() -> None:
     assert p.select(_request(remaining_calls=50.0), views) == "r1"  # capped at 5 later calls
     assert p.last_reason == "cost"
     assert p.select(_request(remaining_calls=0.0), views) == "r0"  # nothing to amortise over
+
+
+def test_a_negative_amortize_calls_is_refused_naming_the_field() -> None:
+    from saga.scheduler.api import InvalidInput
+    from saga.scheduler.settings import EngineSettings
+
+    bad = EngineSettings(affinity=AffinitySettings(amortize_calls=-1.0))
+    with pytest.raises(InvalidInput, match=r"settings\.affinity\.amortize_calls: must be a finite"):
+        bad.validate()

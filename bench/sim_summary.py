@@ -8,7 +8,8 @@ speedup in task completion time over cache_aware and over the best sticky/affini
 Jain indices and throughput relative to the best baseline; the geometric mean over the
 workloads; and, for ``sim_ablation_*`` / ``sim_batchcap_*`` / ``sim_amortize_*`` folders, each system's
 completion-time increase over SAGA on the same run (a mechanism removed, or one that is off by
-default switched on).
+default switched on). ``sim_steady_*`` folders (``saga simulate --warmup-s/--cooldown-s``) get a
+table of their own: only their measured tasks count (``saga.scheduler.report.measured``).
 
     python bench/sim_summary.py [--results bench/results]
 """
@@ -20,7 +21,16 @@ import math
 import sys
 from pathlib import Path
 
-from saga.scheduler.report import ALL, build_report, find_json, json_files, load_json, load_results, stem_of
+from saga.scheduler.report import (
+    ALL,
+    build_report,
+    find_json,
+    json_files,
+    load_json,
+    load_results,
+    measured,
+    stem_of,
+)
 from saga.scheduler.report.model import RunResult
 
 STICKY_FAMILY = ("sticky", "affinity", "thunder")
@@ -29,6 +39,8 @@ STICKY_FAMILY = ("sticky", "affinity", "thunder")
 # Folders compared system by system against SAGA instead of entering the headline: ablations
 # (one mechanism removed) and experiments with mechanisms that are off by default.
 SIDE_PREFIXES = ("sim_ablation", "sim_batchcap", "sim_amortize")
+# Folders measured in steady state (saga simulate --warmup-s/--cooldown-s): their own table.
+STEADY_PREFIX = "sim_steady"
 
 
 def speedup(base: RunResult, sys_: RunResult) -> float | None:
@@ -56,19 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.results)
     lines = ["# SAGA simulation: headline and ablation", ""]
     head = [
-        "| workload | sessions | SAGA vs cache_aware | SAGA vs best sticky (which) | SAGA T/limit | "
+        "| workload | tasks | SAGA vs cache_aware | SAGA vs best sticky (which) | SAGA T/limit | "
         "SAGA SLO (worst tenant) | Jain tasks / tenants | SAGA tok/s vs best baseline |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    vs_ca: list[float] = []
-    vs_st: list[float] = []
+    tables: dict[bool, tuple[list[str], list[float], list[float]]] = {
+        False: (head, [], []),
+        True: ([], [], []),
+    }
     ablation: list[str] = []
     commands: list[str] = []
     for d in sorted(root.glob("sim_*")):
         limits_path = find_json(d, "limits") if d.is_dir() else None
         if limits_path is None:
             continue
-        results = load_results([p for p in json_files(d) if stem_of(p) not in ("limits", "run", "report")])
+        results = [
+            measured(r)
+            for r in load_results([p for p in json_files(d) if stem_of(p) not in ("limits", "run", "report")])
+        ]
         limits = {k: float(v) for k, v in load_json(limits_path).items()}
         run_path = find_json(d, "run")
         run = load_json(run_path) if run_path is not None else {}
@@ -103,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         tput = {n: stats[(n, ALL)].tokens_per_s for n in by if n != "saga"}
         best_tp = max(tput.values()) if tput else None
+        rows, vs_ca, vs_st = tables[d.name.startswith(STEADY_PREFIX)]
         if sp_ca:
             vs_ca.append(sp_ca)
         if best_st:
@@ -110,11 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         best_name = best_st[0] if best_st else "–"
         worst_slo = min(tenant_slo) if tenant_slo else None
         tp_ratio = g.tokens_per_s / best_tp if best_tp else None
-        head.append(
+        rows.append(
             " | ".join(
                 [
                     f"| {saga.workload}",
-                    str(len(limits)),
+                    str(g.tasks),
                     f"{f(sp_ca)}x",
                     f"{f(best_st[1] if best_st else None)}x ({best_name})",
                     f(g.limit_ratio),
@@ -124,10 +142,20 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
         )
-    head.append(f"| **geometric mean** | | **{f(gm(vs_ca))}x** | **{f(gm(vs_st))}x** | | | | |")
+    for rows, vs_ca, vs_st in tables.values():
+        if rows:
+            rows.append(f"| **geometric mean** | | **{f(gm(vs_ca))}x** | **{f(gm(vs_st))}x** | | | | |")
+    steady = tables[True][0]
+    lines += [*head, ""]
+    if steady:
+        lines += [
+            "## Steady state (`sim_steady_*`: only tasks arriving after the warm-up and before the drain)",
+            "",
+            *head[:2],
+            *steady,
+            "",
+        ]
     lines += [
-        *head,
-        "",
         "## Ablations and experiments (each system vs SAGA on the same run)",
         "",
         *ablation,

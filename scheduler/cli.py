@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 import sys
@@ -33,7 +34,15 @@ from tqdm import tqdm
 from saga.emulator.core import ReplicaConfig
 from saga.graphs.aeg import build_graphs
 from saga.graphs.predict import AEGPredictor
-from saga.scheduler.report import ReportError, build_report, write_json_gz, write_report, write_result
+from saga.scheduler.report import (
+    MEASURED_KEY,
+    ReportError,
+    build_report,
+    measured,
+    write_json_gz,
+    write_report,
+    write_result,
+)
 from saga.scheduler.sim.limits import emulator_demand, physical_limits
 from saga.scheduler.sim.loop import SimError, Simulator
 from saga.scheduler.sim.profiles import DEFAULT_PROFILE, PROFILES
@@ -62,6 +71,18 @@ def register(subparsers: Any) -> None:
     size.add_argument("--duration-s", type=float, default=None, help="session arrivals over this span (s)")
     size.add_argument("--sessions", type=int, default=None, help="exactly this many sessions")
     p.add_argument("--horizon-s", type=float, default=None, help="stop the simulation at this time (s)")
+    p.add_argument(
+        "--warmup-s",
+        type=float,
+        default=0.0,
+        help="report only tasks arriving after this (s; the cluster is still filling up before)",
+    )
+    p.add_argument(
+        "--cooldown-s",
+        type=float,
+        default=0.0,
+        help="... and this long before the last arrival (s; the cluster drains after it)",
+    )
     p.add_argument("--baseline", default=None, help="speedup baseline (default cache_aware if run)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--replica-profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)}")
@@ -91,6 +112,28 @@ def build_workload(args: argparse.Namespace, cfg: ReplicaConfig) -> Workload:
     return get_workload(args.workload, **params)
 
 
+def measure_window(w: Workload, warmup_s: float, cooldown_s: float) -> tuple[float, float] | None:
+    """Arrival window ``[warmup, span - cooldown)`` the report counts (None: every task).
+
+    ``span`` is the arrival horizon (``duration_s`` of the workload, else its last arrival).
+    """
+    for name, v in (("--warmup-s", warmup_s), ("--cooldown-s", cooldown_s)):
+        if not (math.isfinite(v) and v >= 0):
+            raise SimError(f"{name} must be >= 0 seconds, got {v}")
+    if warmup_s == 0 and cooldown_s == 0:
+        return None
+    span = float(w.params.get("duration_s") or max((s.start_s for s in w.sessions), default=0.0))
+    lo, hi = warmup_s, span - cooldown_s
+    if not hi > lo:
+        raise SimError(
+            f"--warmup-s {warmup_s:g} and --cooldown-s {cooldown_s:g} leave no arrivals to measure "
+            f"(arrivals span {span:g} s)"
+        )
+    if not any(lo <= s.start_s < hi for s in w.sessions):
+        raise SimError(f"no task arrives in the measured window [{lo:g}, {hi:g}) s")
+    return lo, hi
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     command = "saga simulate " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [])
     try:
@@ -116,6 +159,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                 args.workload, seed=args.seed + TRAIN_SEED_OFFSET, n_sessions=TRAIN_SESSIONS, rate=1.0
             )
             predictor = AEGPredictor(build_graphs(train.sessions))
+        window = measure_window(w, args.warmup_s, args.cooldown_s)
         results = []
         walls: dict[str, float] = {}
         for spec in specs:
@@ -133,6 +177,8 @@ def run_simulate(args: argparse.Namespace) -> int:
                     progress=bar.update,
                 )
                 r = sim.run()
+            if window is not None:
+                r = replace(r, meta={**r.meta, MEASURED_KEY: list(window)})
             walls[spec.name] = r.wall_s or 0.0
             write_result(r, out / f"{spec.name}.json.gz")
             results.append(r)
@@ -150,9 +196,12 @@ def run_simulate(args: argparse.Namespace) -> int:
             "workload_build_s": t_wl,
             "wall_s": walls,
             "replica_config": results[0].meta.get("replica_config") if results else None,
+            MEASURED_KEY: None if window is None else list(window),
+            "args": {k: v for k, v in vars(args).items() if k != "handler"},
         }
         (out / "run.json").write_text(json.dumps(run_info, indent=1, default=str), encoding="utf-8")
-        for p in write_report(report, results, out, command=command, plots=not args.no_plots):
+        shown = [measured(r) for r in results]
+        for p in write_report(report, shown, out, command=command, plots=not args.no_plots):
             print(p)
     except (UnknownSystem, SimError, WorkloadError, ReportError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,6 +19,7 @@ from saga.scheduler.report.files import (
 )
 from saga.scheduler.report.metrics import (
     ALL,
+    MEASURED_KEY,
     GroupStats,
     Report,
     Scenario,
@@ -26,6 +27,7 @@ from saga.scheduler.report.metrics import (
     build_report,
     geomean,
     jain,
+    measured,
     percentile,
 )
 from saga.scheduler.report.model import (
@@ -40,6 +42,7 @@ from saga.scheduler.report.render import environment, render_markdown, report_js
 
 __all__ = [
     "ALL",
+    "MEASURED_KEY",
     "RESULT_MODEL_VERSION",
     "GroupStats",
     "Report",
@@ -57,6 +60,7 @@ __all__ = [
     "json_files",
     "load_json",
     "load_results",
+    "measured",
     "percentile",
     "read_json_text",
     "render_markdown",

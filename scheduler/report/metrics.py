@@ -22,6 +22,11 @@ task and are excluded from task metrics; token and recompute sums include them):
 - **Physical limit** ``L``: the task alone on an idle replica with an infinite cache,
   supplied per session id by the caller (``saga.scheduler.workloads.physical_limit_s``).
   **Ratio to the limit**: geometric mean of ``T / L`` over completed tasks (>= 1 ideally).
+- **Measurement window**: when a result's ``meta["measured_arrivals_s"]`` is ``[lo, hi]``
+  (``saga simulate --warmup-s/--cooldown-s``), only sessions arriving in ``[lo, hi)`` count
+  and throughput is over ``hi - lo`` seconds (:func:`measured`): the cluster fills up at the
+  start of a run and drains at its end, so the edges run below the offered load. The KV and
+  hit-rate series stay whole.
 - **Jain index** of the normalised completion ``x = T / L`` (or ``T`` when no limits are
   given): ``(sum x)^2 / (n sum x^2)`` in (0, 1], 1 = everyone equally slowed. Reported over
   tasks, and over tenants (of each tenant's mean ``x``), the fair-share view.
@@ -191,6 +196,24 @@ def _group(
     )
 
 
+MEASURED_KEY = "measured_arrivals_s"  # RunResult.meta key of the measurement window
+
+
+def measured(r: RunResult) -> RunResult:
+    """``r`` restricted to the sessions arriving in its measurement window (itself if none)."""
+    w = r.meta.get(MEASURED_KEY)
+    if w is None:
+        return r
+    try:
+        lo, hi = (float(x) for x in w)
+    except (TypeError, ValueError):
+        raise ReportError(f"{r.system}: meta.{MEASURED_KEY} must be [lo, hi] seconds, got {w!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+        raise ReportError(f"{r.system}: meta.{MEASURED_KEY} must have 0 <= lo < hi, got {w!r}")
+    outs = tuple(o for o in r.outcomes if lo <= o.start_s < hi)
+    return replace(r, outcomes=outs, duration_s=hi - lo)
+
+
 def scenario_of(r: RunResult) -> Scenario:
     return Scenario(r.workload, r.seed, r.replicas, r.load)
 
@@ -210,6 +233,7 @@ def build_report(
         raise ReportError("no results to report")
     for r in results:
         r.validate()
+    results = [measured(r) for r in results]
     by_scn: dict[Scenario, list[RunResult]] = {}
     for r in results:
         by_scn.setdefault(scenario_of(r), []).append(r)

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from saga.scheduler.report.metrics import ALL, GroupStats, Report, ScenarioReport
+from saga.scheduler.report.metrics import ALL, MEASURED_KEY, GroupStats, Report, ScenarioReport
 from saga.scheduler.report.model import RunResult
 
 
@@ -53,6 +53,9 @@ def environment(command: str, results: Sequence[RunResult]) -> dict[str, Any]:
         "seeds": sorted({r.seed for r in results}),
         "systems": sorted({r.system for r in results}),
         "wall_s": {f"{r.system}@{r.workload}/{r.seed}": r.wall_s for r in results if r.wall_s is not None},
+        "measured_arrivals_s": sorted(
+            {tuple(r.meta[MEASURED_KEY]) for r in results if MEASURED_KEY in r.meta}
+        ),
     }
 
 
@@ -90,6 +93,10 @@ def render_markdown(report: Report, env: Mapping[str, Any], *, title: str = "SAG
         f"matplotlib {env.get('matplotlib', '')}",
         f"- git commit: {env.get('git_commit', '')}; seeds: {env.get('seeds', [])}",
         f"- baseline for speedups: {report.baseline or '(none)'}",
+        *[
+            f"- measured: tasks arriving in [{lo:g}, {hi:g}) s (warm-up and drain excluded)"
+            for lo, hi in env.get("measured_arrivals_s", [])
+        ],
         "",
         "Definitions: docs/workloads.md § Report metrics. T = task completion time (top-level sessions);"
         " T/limit = geometric mean of T over the physical limit; Jain over T/limit per task.",

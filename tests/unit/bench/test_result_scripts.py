@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +14,7 @@ from types import ModuleType
 import pytest
 
 from saga.cli import main as saga_main
+from saga.scheduler.report import load_results
 
 pytestmark = pytest.mark.unit
 
@@ -63,3 +65,46 @@ def test_summary_reads_both_forms_and_compressing_reproduces_the_writer(
     for name in packed:
         assert (old / name).read_bytes() == (new / name).read_bytes(), name
     assert compress.main([str(tmp_path / "old")]) == 0  # nothing left to do
+
+
+def test_steady_folders_get_their_own_table_and_the_bound_reads_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "results"
+    for name, extra in (("sim_tiny", []), ("sim_steady_tiny", ["--warmup-s", "20", "--cooldown-s", "10"])):
+        rc = saga_main(
+            ["simulate", "--workload", "webarena", "--replicas", "2", "--duration-s", "90", "--load", "0.6",
+             "--seed", "3", "--systems", "saga,sticky,cache_aware", "--out", str(root / name), "--no-plots",
+             "--no-progress", *extra]
+        )  # fmt: skip
+        assert rc == 0
+    assert _script("sim_summary").main(["--results", str(root)]) == 0
+    md = (root / "sim_summary.md").read_text()
+    head, steady = md.split("## Steady state", 1)
+    (r,) = load_results([root / "sim_steady_tiny" / "saga.json.gz"])
+    measured = sum(1 for o in r.outcomes if not o.is_subagent and 20 <= o.start_s < 80)
+    every = sum(1 for o in r.outcomes if not o.is_subagent)
+    assert f"| webarena | {every} |" in head
+    assert f"| webarena | {measured} |" not in head
+    assert f"| webarena | {measured} |" in steady.split("## Ablations")[0]
+
+    out = tmp_path / "bound.md"
+    bound = _script("batching_bound")
+    assert (
+        bound.main(
+            [str(root / "sim_steady_tiny"), str(root / "sim_tiny"), "--loads", "0.3,0.6", "--out", str(out)]
+        )
+        == 0
+    )
+    text = out.read_text()
+    assert "| webarena 2r load 0.6 | [20, 80) s |" in text
+    assert "| webarena 2r load 0.6 | all arrivals (no warm-up excluded) |" in text
+    for system in ("saga", "sticky", "cache_aware"):
+        assert f"| {system} | {measured} |" in text
+    js = json.loads(out.with_suffix(".json").read_text())
+    assert [x["load"] for x in js["loads"]] == [0.3, 0.6]
+    b = js["folders"][0]["bound"]
+    assert b["tasks"] == measured
+    assert b["ratio"] >= 1.0
+    with pytest.raises(SystemExit, match="not a saga simulate folder"):
+        bound.main([str(tmp_path)])

@@ -133,6 +133,32 @@ def test_saga_simulate_cli_writes_the_report(tmp_path: Path) -> None:
     assert saga_main(["simulate", "--workload", "webarena", "--systems", "nope", "--out", str(out)]) == 2
 
 
+def test_saga_simulate_measures_only_the_window_it_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def sim(out: Path, *extra: str) -> int:
+        return saga_main(
+            ["simulate", "--workload", "webarena", "--replicas", "2", "--duration-s", "120", "--load", "0.5",
+             "--seed", "3", "--systems", "saga", "--out", str(out), "--no-plots", "--no-progress", *extra]
+        )  # fmt: skip
+
+    assert sim(tmp_path / "w", "--warmup-s", "30", "--cooldown-s", "20") == 0
+    run = load_json(tmp_path / "w" / "run.json")
+    assert run["measured_arrivals_s"] == [30.0, 100.0]
+    (r,) = load_results([tmp_path / "w" / "saga.json.gz"])
+    assert r.meta["measured_arrivals_s"] == [30.0, 100.0]
+    inside = [o for o in r.outcomes if not o.is_subagent and 30.0 <= o.start_s < 100.0]
+    assert 0 < len(inside) < sum(1 for o in r.outcomes if not o.is_subagent)  # the file keeps every task
+    md = (tmp_path / "w" / "report.md").read_text()
+    assert "measured: tasks arriving in [30, 100) s" in md
+    assert f"| saga | all | {len(inside)}/{len(inside)} |" in md
+    capsys.readouterr()
+    assert sim(tmp_path / "x", "--warmup-s", "-1") == 2
+    assert "--warmup-s must be >= 0" in capsys.readouterr().err
+    assert sim(tmp_path / "y", "--warmup-s", "100", "--cooldown-s", "20") == 2
+    assert "leave no arrivals to measure" in capsys.readouterr().err
+
+
 def test_a_stuck_call_stops_the_run_instead_of_sampling_forever(monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: a call the replica never runs left only the self-re-arming SAMPLE event in
     the heap; the loop sampled an idle cluster forever and the series grew without bound (the

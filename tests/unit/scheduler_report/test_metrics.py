@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from saga.scheduler.report import (
     ALL,
+    MEASURED_KEY,
     ReportError,
     RunResult,
     Series,
@@ -18,6 +20,7 @@ from saga.scheduler.report import (
     build_report,
     geomean,
     jain,
+    measured,
     percentile,
     render_markdown,
     write_report,
@@ -118,6 +121,27 @@ def test_metrics_on_hand_made_outcomes() -> None:
     assert tb.tasks == 2
     assert tb.mean_s == pytest.approx(5.5)
     assert f.jain_tenants == pytest.approx(jain([2.0, 1.5]))
+
+
+def test_a_measurement_window_counts_only_the_tasks_arriving_in_it() -> None:
+    outs = tuple(_o(sid, "A", start, 4.0 + start, deadline_s=10.0, slo_met=start < 5) for sid, start in
+                 (("a", 0.0), ("b", 10.0), ("c", 20.0), ("d", 30.0)))  # fmt: skip
+    r = RunResult(system="s", workload="w", seed=0, replicas=1, load=1.0, outcomes=outs, duration_s=60.0)
+    w = replace(r, meta={MEASURED_KEY: [10.0, 30.0]})
+    m = measured(w)
+    assert [o.session_id for o in m.outcomes] == ["b", "c"]
+    assert m.duration_s == 20.0
+    assert measured(m) == m
+    assert measured(r) is r
+    g = next(x for x in build_report([w]).scenarios[0].stats if x.tenant == ALL)
+    assert g.tasks == 2
+    assert g.mean_s == pytest.approx(19.0)  # b and c take 14 and 24 s
+    assert g.slo_attainment == 0.0
+    assert g.tasks_per_min == pytest.approx(2 / (20.0 / 60.0))
+    for bad in ([30.0, 10.0], [-1.0, 5.0], "10-30", [1.0], [0.0, float("inf")]):
+        broken = replace(r, meta={MEASURED_KEY: bad})
+        with pytest.raises(ReportError, match=MEASURED_KEY):
+            build_report([broken])
 
 
 def test_incomplete_and_subagents() -> None:

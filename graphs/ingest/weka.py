@@ -102,6 +102,7 @@ def _parse_agent(
     calls: list[LLMCall] = []
     tools: list[ToolCall] = []
     subs: list[SubAgent] = []
+    seen: dict[int, int] = {}  # one int object per distinct hash: the calls' tuples share them
     requests = f.obj_list("requests")
     for i, raw in enumerate(requests):
         r = f.sub(raw, f"requests[{i}]")
@@ -123,7 +124,7 @@ def _parse_agent(
                 duration_s=api_time,
                 prompt_tokens=r.integer("in"),
                 output_tokens=r.integer("out"),
-                block_hashes=_namespaced(r, ns),
+                block_hashes=_namespaced(r, ns, seen),
                 stop=r.string("stop", ""),
                 model=r.string("model", ""),
                 ttft_s=r.number("ttft") if r.has("ttft") else None,
@@ -167,7 +168,7 @@ def _parse_subagent(
     return SubAgent(after_call=after, start_s=start, session=child)
 
 
-def _namespaced(r: Fields, ns: int) -> tuple[int, ...]:
+def _namespaced(r: Fields, ns: int, seen: dict[int, int]) -> tuple[int, ...]:
     ids = r.raw("hash_ids", [])
     if not isinstance(ids, list):
         raise r.error("hash_ids", "expected a list of integers")
@@ -181,4 +182,4 @@ def _namespaced(r: Fields, ns: int) -> tuple[int, ...]:
         raise r.error("hash_ids", "expected a list of integers")
     if int(arr.min()) < 0 or int(arr.max()) >= _LOCAL_ID_LIMIT:
         raise r.error("hash_ids", "hash id outside [0, 2^32)")
-    return tuple((arr | ns).tolist())
+    return tuple(seen.setdefault(h, h) for h in (arr | ns).tolist())

@@ -128,6 +128,25 @@ def _chain(base: int, start: int, stop: int) -> tuple[int, ...]:
     return tuple(h.tolist())
 
 
+class _Stream:
+    """One session's content stream, grown as its prompt grows: each call's hashes are a prefix
+    of one tuple, so the calls share their int objects (the values are :func:`_chain`'s; a
+    session holding 40 calls of ~750 blocks keeps ~30k ints instead of one per block per call)."""
+
+    def __init__(self) -> None:
+        self.key: tuple[int, int] | None = None
+        self.hashes: tuple[int, ...] = ()
+
+    def upto(self, base: int, start: int, stop: int) -> tuple[int, ...]:
+        """``_chain(base, start, stop)``, sharing the int objects of earlier calls."""
+        if self.key != (base, start):
+            self.key, self.hashes = (base, start), ()
+        have = start + len(self.hashes)
+        if stop > have:
+            self.hashes += _chain(base, have, stop)
+        return self.hashes[: max(0, stop - start)]
+
+
 def _tools(mix: dict[str, float]) -> tuple[list[str], np.ndarray]:
     if not mix or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
         raise WorkloadError(f"tool_mix needs non-negative weights with a positive sum, got {mix}")
@@ -199,6 +218,7 @@ def swe_bench_session(seed: int, index: int, p: SweBenchParams = SweBenchParams(
     shared_blocks = p.system_tokens // bs
     epoch = 0
     base = stable_hash(f"{sid}:{epoch}")
+    stream = _Stream()
     history = 0
     prompts, outputs, tools = [], [], []
     for _ in range(n):
@@ -209,7 +229,7 @@ def swe_bench_session(seed: int, index: int, p: SweBenchParams = SweBenchParams(
             epoch += 1
             base = stable_hash(f"{sid}:{epoch}")
         nb = prompt // bs
-        hashes = shared_chain(p.agent_type, min(shared_blocks, nb)) + _chain(base, shared_blocks, nb)
+        hashes = shared_chain(p.agent_type, min(shared_blocks, nb)) + stream.upto(base, shared_blocks, nb)
         prompts.append((prompt, hashes))
         out = p.output_tokens.draw_int(rng)
         outputs.append(out)

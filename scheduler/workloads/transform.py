@@ -167,6 +167,7 @@ def copy_session(s: SessionTrace, copy: int) -> SessionTrace:
     if copy < 1:
         raise WorkloadError(f"copy number must be >= 1, got {copy}")
     salt = np.int64(stable_hash(f"saga-copy:{copy}"))
+    seen: dict[int, int] = {}  # one int object per distinct new hash: the calls' tuples share them
 
     def remap(t: SessionTrace) -> SessionTrace:
         bs = t.block_size
@@ -175,7 +176,8 @@ def copy_session(s: SessionTrace, copy: int) -> SessionTrace:
         for c in t.calls:
             if len(c.block_hashes) > keep:
                 tail = np.asarray(c.block_hashes[keep:], dtype=np.int64) ^ salt
-                c = replace(c, block_hashes=c.block_hashes[:keep] + tuple(int(x) for x in tail.tolist()))
+                new = tuple(seen.setdefault(x, x) for x in tail.tolist())
+                c = replace(c, block_hashes=c.block_hashes[:keep] + new)
             calls.append(c)
         return replace(
             t,

@@ -149,3 +149,12 @@ def test_dev_traces(traces_dir: Path) -> None:
     assert res.skipped == 0
     assert len(res.sessions) == 471
     assert sum(s.total_calls for s in res.sessions) == 32357
+
+
+def test_a_sessions_calls_share_one_int_object_per_hash(tmp_path: Path) -> None:
+    """Memory: a long session's calls repeat their prefix; each hash is one object, not one per call."""
+    p = _write(tmp_path, [json.dumps(_trace())])
+    (s,) = read_weka_traces(p).sessions
+    first, second = s.calls[0].block_hashes, s.calls[1].block_hashes
+    assert first == second[: len(first)]
+    assert all(a is b for a, b in zip(first, second, strict=False))

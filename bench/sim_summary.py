@@ -61,6 +61,10 @@ def f(x: float | None, fmt: str = "{:.2f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
+def fx(x: float | None) -> str:
+    return f(x, "{:.2f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default="bench/results")
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         tput = {n: stats[(n, ALL)].tokens_per_s for n in by if n != "saga"}
         best_tp = max(tput.values()) if tput else None
-        rows, vs_ca, vs_st = tables[d.name.startswith(STEADY_PREFIX)]
+        steady_run = d.name.startswith(STEADY_PREFIX)
+        rows, vs_ca, vs_st = tables[steady_run]
         if sp_ca:
             vs_ca.append(sp_ca)
         if best_st:
@@ -131,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             " | ".join(
                 [
-                    f"| {saga.workload}",
+                    f"| {saga.workload}" + (f" ({saga.replicas}r)" if steady_run else ""),
                     str(g.tasks),
-                    f"{f(sp_ca)}x",
-                    f"{f(best_st[1] if best_st else None)}x ({best_name})",
+                    fx(sp_ca),
+                    f"{fx(best_st[1] if best_st else None)} ({best_name})",
                     f(g.limit_ratio),
                     f"{f(g.slo_attainment, '{:.1%}')} ({f(worst_slo, '{:.1%}')})",
                     f"{f(g.jain_tasks, '{:.3f}')} / {f(g.jain_tenants, '{:.3f}')}",
@@ -142,14 +147,15 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
         )
-    for rows, vs_ca, vs_st in tables.values():
-        if rows:
-            rows.append(f"| **geometric mean** | | **{f(gm(vs_ca))}x** | **{f(gm(vs_st))}x** | | | | |")
+    head.append(f"| **geometric mean** | | **{fx(gm(vs_ca))}** | **{fx(gm(vs_st))}** | | | | |")
     steady = tables[True][0]
     lines += [*head, ""]
     if steady:
         lines += [
             "## Steady state (`sim_steady_*`: only tasks arriving after the warm-up and before the drain)",
+            "",
+            "Runs differ in replica count and in the systems run (– : not run), so no mean is taken; "
+            "the batching bound for each is in `batching_bound.md`.",
             "",
             *head[:2],
             *steady,

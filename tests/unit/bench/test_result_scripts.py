@@ -86,7 +86,7 @@ def test_steady_folders_get_their_own_table_and_the_bound_reads_them(
     every = sum(1 for o in r.outcomes if not o.is_subagent)
     assert f"| webarena | {every} |" in head
     assert f"| webarena | {measured} |" not in head
-    assert f"| webarena | {measured} |" in steady.split("## Ablations")[0]
+    assert f"| webarena (2r) | {measured} |" in steady.split("## Ablations")[0]
 
     out = tmp_path / "bound.md"
     bound = _script("batching_bound")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -28,19 +29,28 @@ from pathlib import Path
 from typing import Any
 
 from saga.scheduler import cli
-from saga.scheduler.report import MEASURED_KEY, find_json, json_files, load_json, load_results, stem_of
-from saga.scheduler.sim.bound import BatchingBound, batching_bound
+from saga.scheduler.report import (
+    MEASURED_KEY,
+    ReportError,
+    find_json,
+    json_files,
+    load_json,
+    load_results,
+    measured,
+    stem_of,
+)
+from saga.scheduler.sim.bound import BatchingBound, BoundError, batching_bound
 from saga.scheduler.sim.limits import physical_limits
+from saga.scheduler.sim.loop import SimError
+from saga.scheduler.workloads import WorkloadError
 
 
 def _args(run: dict[str, Any], where: Path) -> argparse.Namespace:
     """The run's ``saga simulate`` arguments: run.json's ``args`` (newer runs), else its command."""
+    if isinstance(run.get("args"), dict):
+        return argparse.Namespace(**run["args"])
     ap = argparse.ArgumentParser(prog="saga")
     cli.register(ap.add_subparsers())
-    if isinstance(run.get("args"), dict):
-        return argparse.Namespace(
-            **{**vars(ap.parse_args(["simulate", "--workload", "x", "--out", "x"])), **run["args"]}
-        )
     words = shlex.split(str(run.get("command", "")))
     if words[:2] != ["saga", "simulate"]:
         raise SystemExit(f"{where}: run.json command is not a 'saga simulate' command")
@@ -73,9 +83,10 @@ def folder_rows(d: Path) -> tuple[list[str], dict[str, Any]]:
     limits = {k: float(v) for k, v in load_json(lim_path).items()}
     b = _bound(args, window, limits)
     results = load_results([p for p in json_files(d) if stem_of(p) not in ("limits", "run", "report")])
-    lo, hi = (float(window[0]), float(window[1])) if window else (0.0, float("inf"))
     head = f"{run.get('workload', args.workload)} {args.replicas}r load {args.load:g}"
-    span = f"[{lo:g}, {hi:g}) s" if window else "all arrivals (no warm-up excluded)"
+    span = (
+        f"[{float(window[0]):g}, {float(window[1]):g}) s" if window else "all arrivals (no warm-up excluded)"
+    )
     rows: list[str] = []
     js: dict[str, Any] = {
         "folder": str(d),
@@ -94,7 +105,7 @@ def folder_rows(d: Path) -> tuple[list[str], dict[str, Any]]:
     }
     bound_txt = f"{b.ratio:.3f}" if b.feasible else "over capacity"
     for r in sorted(results, key=lambda r: r.system):
-        tops = [o for o in r.outcomes if o.completed and not o.is_subagent and lo <= o.start_s < hi]
+        tops = [o for o in measured(r).outcomes if o.completed and not o.is_subagent]
         if not tops:
             continue
         mean_t = sum(o.completion_s for o in tops) / len(tops)
@@ -118,12 +129,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown here (and .json beside it)")
     args = ap.parse_args(argv)
     command = "python bench/batching_bound.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    try:
+        text, out_js = _report(args, command)
+    except (ReportError, BoundError, WorkloadError, SimError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
+        args.out.with_suffix(".json").write_text(json.dumps(out_js, indent=1), encoding="utf-8")
+    return 0
+
+
+def _report(args: argparse.Namespace, command: str) -> tuple[str, dict[str, Any]]:
+    """The Markdown and the JSON of the bound for ``args.folders`` (and ``args.loads``)."""
     lines = [
         "# Batching bound: the least mean task time any scheduler reaches at the offered load",
         "",
         f"- command: `{command}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; machine: {platform.machine()} "
-        f"python {platform.python_version()}",
+        f"{os.cpu_count()} cores, python {platform.python_version()}",
         "- argument: `scheduler/sim/bound.py`. T = task completion time; ratios are mean T / mean "
         "physical limit over the tasks measured; 'above bound' = the system's mean T / the bound's.",
         "",
@@ -150,12 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             ratio = f"{b.ratio:.3f}" if b.feasible else "over capacity"
             lines.append(f"| {load:g} | {b.tasks} | {ratio} | {b.mean_batch:.1f} |")
             out_js["loads"].append({"load": load, "tasks": b.tasks, "ratio": b.ratio, "feasible": b.feasible})
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text, encoding="utf-8")
-        args.out.with_suffix(".json").write_text(json.dumps(out_js, indent=1), encoding="utf-8")
-    return 0
+    return "\n".join(lines) + "\n", out_js
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import numpy as np
 
 from saga.emulator.core import ReplicaConfig
 from saga.graphs.trace import SessionTrace
+from saga.scheduler.sim.limits import prefill_s
 from saga.scheduler.workloads.demand import new_prefill_tokens
 
 SEGMENTS = 8  # pieces per call's decode tokens (each costed at its smallest context)
@@ -76,19 +77,6 @@ class BatchingBound:
         return self.mean_task_s / self.mean_limit_s
 
 
-def _prefill_work_s(prompt: int, new: int, cfg: ReplicaConfig) -> float:
-    """Prefill seconds of a call's uncached tokens, without the iterations' fixed overhead."""
-    t = cfg.timing
-    new = max(1, min(new, prompt)) if prompt > 0 else 1
-    cached = prompt - new
-    total, done = 0.0, 0
-    while done < new:
-        take = min(cfg.chunked_prefill_size, new - done)
-        total += t.prefill_s_per_token * take + t.kv_read_s_per_token * (cached + done)
-        done += take
-    return total
-
-
 class _Tokens:
     """Decode tokens as (cost per token, count) pieces, and the capacity they use."""
 
@@ -104,7 +92,7 @@ class _Tokens:
         news = new_prefill_tokens(s, inherited)
         calls = s.calls
         for i, (new, c) in enumerate(zip(news, calls, strict=True)):
-            self.work_s += _prefill_work_s(c.prompt_tokens, new, self.cfg)
+            self.work_s += prefill_s(c.prompt_tokens, new, self.cfg, overhead=False)
             n = max(0, c.output_tokens - 1)  # decode steps (the first token comes with the prefill)
             if n == 0:
                 continue

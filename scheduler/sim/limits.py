@@ -24,17 +24,26 @@ from saga.scheduler.workloads.model import Workload
 UNBOUNDED_TOKENS = 1 << 34
 
 
-def alone_call_s(prompt: int, new: int, output: int, config: ReplicaConfig) -> float:
-    """Seconds a call takes alone on an idle replica of ``config`` (the model's arithmetic)."""
+def prefill_s(prompt: int, new: int, config: ReplicaConfig, *, overhead: bool = True) -> float:
+    """Seconds of prefilling a call's ``new`` uncached tokens in chunks: each chunk's tokens, the
+    KV it attends (the prefix before it) and, with ``overhead``, the iteration's fixed cost."""
     t = config.timing
+    f = t.fixed_overhead_s if overhead else 0.0
     new = max(1, min(new, prompt)) if prompt > 0 else 1
     cached = max(0, prompt - new)
     total = 0.0
     done = 0
     while done < new:
         take = min(config.chunked_prefill_size, new - done)
-        total += t.fixed_overhead_s + t.prefill_s_per_token * take + t.kv_read_s_per_token * (cached + done)
+        total += f + t.prefill_s_per_token * take + t.kv_read_s_per_token * (cached + done)
         done += take
+    return total
+
+
+def alone_call_s(prompt: int, new: int, output: int, config: ReplicaConfig) -> float:
+    """Seconds a call takes alone on an idle replica of ``config`` (the model's arithmetic)."""
+    t = config.timing
+    total = prefill_s(prompt, new, config)
     n = max(0, output - 1)
     r = t.kv_read_s_per_token
     total += n * (t.fixed_overhead_s + t.decode_s_per_seq + r * (prompt + 1)) + r * n * (n - 1) / 2

@@ -108,3 +108,9 @@ def test_steady_folders_get_their_own_table_and_the_bound_reads_them(
     assert b["ratio"] >= 1.0
     with pytest.raises(SystemExit, match="not a saga simulate folder"):
         bound.main([str(tmp_path)])
+    capsys.readouterr()
+    assert bound.main([str(root / "sim_steady_tiny"), "--loads", "0.5,lots"]) == 2
+    assert "lots" in capsys.readouterr().err
+    (root / "sim_steady_tiny" / "run.json").write_text("{not json")
+    assert bound.main([str(root / "sim_steady_tiny")]) == 2
+    assert "run.json" in capsys.readouterr().err

@@ -16,7 +16,8 @@ Implements :class:`saga.scheduler.api.EngineProtocol`. The service (live) and th
    its cap and its held calls drain shortest remaining work first;
 4. **work stealing** (switchable, ``stealing.py``): a replica with a free slot and nothing to
    run takes a queued call from another replica when the modelled queueing delay saved
-   exceeds the prefix it must recompute (``Steal`` then ``Dispatch``);
+   exceeds the prefix it must recompute, and the call fits in memory no live session homed
+   on the thief needs (``Steal`` then ``Dispatch``);
 5. **retention** (switchable, ``retention.py``): at each tool boundary the session's KV is
    pinned on its replica for a TTL from the predictor and memory pressure (``Pin``), and
    released by its deadline, when the session moves or ends, or under pressure (``Release``).
@@ -207,6 +208,13 @@ class Engine(EngineParts):
             cap = self.settings.retention.max_pinned_fraction * r.kv_total
             if r.pinned_tokens > cap + 1e-6:
                 out.append(f"{r.replica_id}: pinned {r.pinned_tokens} > {cap:.0f}")
+            stray = [x for x in r.homed if x not in self.sessions or self.sessions[x].home != r.replica_id]
+            if stray:
+                out.append(f"{r.replica_id}: homed lists {stray[:3]} whose home is elsewhere")
+        for s in self.sessions.values():
+            h = self.replicas.get(s.home) if s.home is not None else None
+            if h is not None and s.session_id not in h.homed:
+                out.append(f"{s.session_id}: home {s.home} does not list it")
         return out
 
     # ------------------------------------------------------------------ sessions
@@ -257,7 +265,7 @@ class Engine(EngineParts):
         instead of judging another replica cheaper under load and moving the session."""
         r = self.replicas.get(replica_id) if replica_id is not None else None
         if r is not None and r.healthy:
-            s.home = r.replica_id
+            self._set_home(s, r)
             s.home_adopted = True
 
     def _note_adopted_prefix(self, s: SessionState, block_hashes: Sequence[int]) -> None:
@@ -273,6 +281,7 @@ class Engine(EngineParts):
         now = self.clock.now()
         acts = self._release(s, "session_end")
         self._ended.add(s.session_id)
+        self._set_home(s, None)
         del self.sessions[s.session_id]
         self._live_by_tenant[s.tenant] -= 1
         if s.parent is not None and s.parent in self.sessions:
@@ -432,7 +441,7 @@ class Engine(EngineParts):
         if s is not None:
             if s.home is not None and s.home != r.replica_id and reason == "steal":
                 s.steals += 1
-            s.home = r.replica_id
+            self._set_home(s, r)
             s.active_call = call.call_id
         prio = self.fairness.engine_priority(self._qc(call), now)
         if call.priority is not None:

@@ -122,7 +122,16 @@ class EngineParts:
     def _steal_into(self, thief: ReplicaState) -> list[Action]:
         victims = sorted((v for v in self.replicas.values() if v.queue), key=lambda v: -len(v.queue))
         victims = victims[:STEAL_VICTIMS]
-        plan = best_steal(thief, victims, self.calls, self.settings.cost, self.settings.stealing, self._fits)
+        spare = self._spare_kv(thief)
+
+        def lendable(c: CallState) -> float:  # a queued session homed on the thief gets its own context back
+            s = self.sessions.get(c.session_id or "")
+            own = s.context_tokens if s is not None and s.home == thief.replica_id and s.pin is None else 0
+            return spare + own
+
+        plan = best_steal(
+            thief, victims, self.calls, self.settings.cost, self.settings.stealing, self._fits, lendable
+        )
         if plan is None:
             return []
         victim = self.replicas[plan.victim]
@@ -132,6 +141,26 @@ class EngineParts:
         sid = call.session_id or ""
         acts: list[Action] = [Steal(sid, call.call_id, plan.victim, plan.thief, plan.cost_s)]
         return acts + self._dispatch(call, thief, "steal")
+
+    def _spare_kv(self, r: ReplicaState) -> float:
+        """KV tokens ``r`` can lend a stolen call without evicting a live session's context: room
+        under the watermark beside its committed KV (calls in flight, pins) and the contexts of its
+        live homed sessions idle without a pin (cached, unprotected, wanted by their next call)."""
+        idle = 0
+        for sid in r.homed:
+            s = self.sessions.get(sid)
+            if s is not None and s.pin is None and s.active_call is None:
+                idle += s.context_tokens
+        return self.settings.gating.kv_watermark * r.kv_total - r.committed.total - idle
+
+    def _set_home(self, s: SessionState, r: ReplicaState | None) -> None:
+        """Make ``r`` the session's home (None: no home), keeping the replicas' ``homed`` in step."""
+        old = self.replicas.get(s.home) if s.home is not None else None
+        if old is not None:
+            old.homed.pop(s.session_id, None)
+        s.home = r.replica_id if r is not None else None
+        if r is not None:
+            r.homed[s.session_id] = None
 
     # ------------------------------------------------------------------ retention
 
@@ -345,9 +374,10 @@ class EngineParts:
             for cid in list(r.inflight):
                 self._finish(self.calls[cid])
                 moved.append(cid)
-        for sess in self.sessions.values():
-            if sess.home == r.replica_id and inflight_too:
-                sess.home = None
+        if inflight_too:
+            for sid in list(r.homed):
+                if sid in self.sessions:
+                    self._set_home(self.sessions[sid], None)
         for cid in moved:
             c = self.calls[cid]
             c.replica = None

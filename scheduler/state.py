@@ -130,6 +130,7 @@ class ReplicaState:
     committed: SharedTokens = field(default_factory=SharedTokens)
     cached: dict[int, None] = field(default_factory=dict)  # block hashes (ordered: LRU first)
     pinned: dict[str, None] = field(default_factory=dict)  # session ids pinned here
+    homed: dict[str, None] = field(default_factory=dict)  # live sessions whose home is here
     pinned_tokens: int = 0
     inflight_tokens: int = 0  # prompt + max_new of the calls in flight (the KV decode reads)
     kv_watermark: float = 1.0

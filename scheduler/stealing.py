@@ -13,6 +13,15 @@ near the head of a victim's queue (the first ``SCAN`` calls) the thief compares,
   prefill_tokens_per_s`` (SGLang cannot ship KV between replicas, so "moving" a session means
   recomputing the prefix the thief does not hold; later calls then hit the thief's cache).
 
+A call is a candidate only if the thief can lend it memory no live session of its own needs:
+the tokens it must newly hold there (prompt + max new tokens - the prefix the thief has cached)
+must fit in ``lendable(call)``, the thief's room under the KV watermark beside its committed
+KV (calls in flight, pins) and the contexts of the live sessions homed on it that sit idle in
+a tool gap without a pin (``Engine._spare_kv``). Those contexts are cached but unprotected: a
+stolen long context would evict them and their next calls would recompute, so under KV
+pressure, where memory rather than slots is what is short, a steal only moves the queue
+(measured: ``docs/scheduler.md`` § Mechanisms under KV pressure).
+
 It steals the call with the largest ``benefit - benefit_margin x cost`` when that is
 positive. At most ``max_per_epoch`` steals happen per pass; a pass runs every ``epoch_s`` while
 any queue is non-empty, and at once whenever a replica frees a slot with nothing to run.
@@ -45,6 +54,7 @@ def best_steal(
     cost: CostModel,
     settings: StealingSettings,
     fits: Callable[[ReplicaState, CallState], bool],
+    lendable: Callable[[CallState], float] | None = None,
 ) -> StealPlan | None:
     best: StealPlan | None = None
     best_gain = 0.0
@@ -60,6 +70,8 @@ def best_steal(
             p = c.prompt
             on_v = v.cached_prefix_tokens(p.block_hashes, p.block_size)
             on_t = thief.cached_prefix_tokens(p.block_hashes, p.block_size)
+            if lendable is not None and p.num_tokens + c.max_new_tokens - on_t > lendable(c):
+                continue
             cost_s = max(0, on_v - on_t) / tps
             benefit_s = (pos + 1) * per_slot
             gain = benefit_s - settings.benefit_margin * cost_s

@@ -14,13 +14,14 @@ from saga.scheduler.api import (
     Dispatch,
     Prompt,
     ReplicaCache,
+    SessionEnd,
     SessionStart,
     Steal,
     Usage,
 )
 from saga.scheduler.engine import Engine
 from saga.scheduler.policy import PlacementBase, PlacementRequest, ReplicaView
-from saga.scheduler.settings import EngineSettings, StealingSettings
+from saga.scheduler.settings import EngineSettings, RetentionSettings, StealingSettings
 
 pytestmark = pytest.mark.unit
 
@@ -98,3 +99,73 @@ def test_a_queue_held_by_the_kv_watermark_is_stolen_from(make_engine: Callable[.
     steals = [a for a in acts if isinstance(a, Steal)]
     assert [(s.from_replica, s.to_replica) for s in steals] == [("r0", "r1")]
     assert any(isinstance(a, Dispatch) and a.call_id == "cb" and a.replica_id == "r1" for a in acts)
+
+
+class ByTable(PlacementBase):
+    """Test placement: a fixed replica per session."""
+
+    name = "table"
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self.table = table
+
+    def select(self, request: PlacementRequest, replicas: Sequence[ReplicaView]) -> str | None:
+        return self.table[request.session_id or ""]
+
+
+def _thief_with_a_homed_session(make_engine: Callable[..., Engine], clock: VirtualClock, end: bool) -> Engine:
+    """r1 served session h (a 60k-token context, not pinned), then r0 queues cb (40k tokens):
+    cb fits r1's free KV only by evicting h's cached context."""
+    st = EngineSettings(retention=RetentionSettings(enabled=False, mode="off"))
+    e = make_engine(
+        replicas=2, kv=100_000, slots=1, settings=st, placement=ByTable({"a": "r0", "b": "r0", "h": "r1"})
+    )
+    for s in ("a", "b", "h"):
+        e.handle(SessionStart(s, "t", "x"))
+    e.handle(CallSubmitted("ch", "h", Prompt(59_984, _hashes(3, 3749), 16), 16))
+    clock.advance(1)
+    e.handle(CallCompleted("ch", Usage(59_984, 0, 16)))
+    if end:
+        e.handle(SessionEnd("h"))
+    e.handle(CallSubmitted("ca", "a", Prompt(160, _hashes(1, 10), 16), 10))
+    return e
+
+
+def test_no_steal_into_kv_a_live_homed_session_needs(
+    make_engine: Callable[..., Engine], clock: VirtualClock
+) -> None:
+    e = _thief_with_a_homed_session(make_engine, clock, end=False)
+    acts = e.handle(CallSubmitted("cb", "b", Prompt(40_000, _hashes(2, 2500), 16), 10))
+    assert not any(isinstance(a, Steal) for a in acts)
+    assert [type(a) for a in acts] == [Defer]
+    assert e.check_invariants() == []
+
+
+def test_kv_of_an_ended_session_is_lent_to_a_steal(
+    make_engine: Callable[..., Engine], clock: VirtualClock
+) -> None:
+    e = _thief_with_a_homed_session(make_engine, clock, end=True)
+    acts = e.handle(CallSubmitted("cb", "b", Prompt(40_000, _hashes(2, 2500), 16), 10))
+    assert [(a.from_replica, a.to_replica) for a in acts if isinstance(a, Steal)] == [("r0", "r1")]
+
+
+def test_a_session_homed_on_the_thief_gets_its_own_context_back(
+    make_engine: Callable[..., Engine], clock: VirtualClock
+) -> None:
+    """h's next call, queued on r0, may return to r1 (which reports its blocks evicted, so the
+    whole prompt is new there): the memory it needs is the context counted as h's own."""
+    st = EngineSettings(retention=RetentionSettings(enabled=False, mode="off"))
+    table = {"a": "r0", "h": "r1"}
+    e = make_engine(replicas=2, kv=100_000, slots=1, settings=st, placement=ByTable(table))
+    for s in ("a", "h"):
+        e.handle(SessionStart(s, "t", "x"))
+    ctx = _hashes(3, 3749)
+    e.handle(CallSubmitted("ch", "h", Prompt(59_984, ctx, 16), 16))
+    clock.advance(1)
+    e.handle(CallCompleted("ch", Usage(59_984, 0, 16)))
+    e.handle(ReplicaCache("r1", cleared=True))
+    e.handle(CallSubmitted("ca", "a", Prompt(160, _hashes(1, 10), 16), 10))
+    table["h"] = "r0"  # the placement sends h's next call to the busy r0
+    acts = e.handle(CallSubmitted("ch2", "h", Prompt(64_000, (*ctx, 9), 16), 16))
+    assert [(a.from_replica, a.to_replica) for a in acts if isinstance(a, Steal)] == [("r0", "r1")]
+    assert e.check_invariants() == []

@@ -3,6 +3,9 @@
 Each subcommand lives next to the code it drives, in a module exposing
 ``register(subparsers)``; this file only lists them. A module that is not part of this
 installation (``find_spec`` is ``None``) is left out of the help rather than failing.
+Handlers find the command line they were called with, as a rerunnable string, in
+``args.invocation`` (``saga simulate ...``), whether the call came from the shell or from
+``main([...])``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -54,7 +58,9 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(argv) if argv is not None else sys.argv[1:]
+    args = parser.parse_args(words)
+    args.invocation = shlex.join(["saga", *words])
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

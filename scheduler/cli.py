@@ -135,7 +135,7 @@ def measure_window(w: Workload, warmup_s: float, cooldown_s: float) -> tuple[flo
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    command = "saga simulate " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [])
+    command = getattr(args, "invocation", None) or "saga simulate " + shlex.join(sys.argv[2:])
     try:
         names = [n.strip() for n in args.systems.split(",") if n.strip()]
         specs = [get_system(n) for n in names]

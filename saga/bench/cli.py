@@ -139,7 +139,7 @@ def run_bench_e2e(args: argparse.Namespace) -> int:
     from saga.scheduler.report import ReportError
     from saga.scheduler.workloads import WorkloadError
 
-    command = "saga bench e2e " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
+    command = getattr(args, "invocation", None) or "saga bench e2e " + shlex.join(sys.argv[3:])
     systems = tuple(x.strip() for x in args.systems.split(",") if x.strip())
     bad = [x for x in systems if x not in SYSTEMS]
     if bad or not systems:

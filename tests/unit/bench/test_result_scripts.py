@@ -41,6 +41,11 @@ def test_summary_reads_both_forms_and_compressing_reproduces_the_writer(
         ]
     )  # fmt: skip
     assert rc == 0
+    run = json.loads((new / "run.json").read_text())  # the command as called, rerunnable as it is
+    assert run["command"] == (
+        "saga simulate --workload webarena --replicas 2 --sessions 6 --seed 3 --systems "
+        f"saga,sticky,cache_aware --out {new} --no-plots --no-progress"
+    )
     packed = sorted(p.name for p in new.glob("*.json.gz"))
     assert packed == ["cache_aware.json.gz", "limits.json.gz", "saga.json.gz", "sticky.json.gz"]
     # the same folder as it was written before detail files were compressed
@@ -114,3 +119,34 @@ def test_steady_folders_get_their_own_table_and_the_bound_reads_them(
     (root / "sim_steady_tiny" / "run.json").write_text("{not json")
     assert bound.main([str(root / "sim_steady_tiny")]) == 2
     assert "run.json" in capsys.readouterr().err
+
+
+def test_side_runs_repeated_with_seeds_are_summarised_together(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    for name, seed in (
+        ("sim_ablation_tiny", "1"),
+        ("sim_ablation_tiny_seed2", "2"),
+        ("sim_batchcap_one", "1"),
+    ):
+        rc = saga_main(
+            ["simulate", "--workload", "webarena", "--replicas", "2", "--sessions", "6", "--seed", seed,
+             "--systems", "saga,saga-no-retention", "--out", str(root / name), "--no-plots", "--no-progress"]
+        )  # fmt: skip
+        assert rc == 0
+    summary = _script("sim_summary")
+    assert summary.main(["--results", str(root)]) == 0
+    md = (root / "sim_summary.md").read_text()
+    assert "### sim_ablation_tiny, over seeds 1, 2" in md
+    assert "sim_batchcap_one, over seeds" not in md  # one seed: nothing to summarise
+    per_run = []
+    for name in ("sim_ablation_tiny", "sim_ablation_tiny_seed2"):
+        table = md.split(f"### {name}\n", 1)[1].split("###", 1)[0]
+        row = next(x for x in table.splitlines() if x.startswith("| saga-no-retention |"))
+        per_run.append(float(row.split("|")[3].strip().rstrip("%")))
+    row = next(
+        x for x in md.split("over seeds 1, 2", 1)[1].splitlines() if x.startswith("| saga-no-retention |")
+    )
+    mean = float(row.split("|")[3].split("%")[0])
+    assert mean == pytest.approx(sum(per_run) / 2, abs=0.051)
+    assert f"({min(per_run):+.1f} to {max(per_run):+.1f})" in row
+    assert summary.spread([None]) == "–"

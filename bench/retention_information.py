@@ -111,7 +111,8 @@ def run_set(name: str, files: list[str], traces: Path, draws: int) -> dict[str, 
                 "sigma_matching_saga": needed_sigma([(s, g) for s, g, _, _ in curve], closed(saga)),
             }
         )
-    models = fold_models(wl, 4, False, 30)
+    d = SagaRetentionSettings()  # the model SAGA's policy ranks by, with its default settings
+    models = fold_models(wl, d.out_bins, d.step_bins, d.min_samples)
     start: list[float] = []
     end: list[float] = []
     skipped = 0

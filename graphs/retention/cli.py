@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from saga.graphs.retention.evaluate import BOUNDS, POLICIES, EvalReport, evaluate
+from saga.graphs.retention.gapmix import STEP_MODES
 from saga.graphs.retention.policies import SagaRetentionSettings
 from saga.graphs.retention.predictors import PredictorFactory
 from saga.graphs.retention.workload import ARRIVALS, ReplaySettings
@@ -88,8 +89,12 @@ def register_eval(graph_subparsers: Any) -> None:
     )
     p.add_argument(
         "--saga-step-bins",
-        action="store_true",
-        help="SAGA's gap contexts also by call position (first, 2nd-3rd, later): an ablation",
+        choices=STEP_MODES,
+        nargs="?",
+        const="on",
+        default="auto",
+        help="SAGA's gap contexts also by call position (first, 2nd-3rd, later): off, on (the flag "
+        "alone), or auto (default: per context, where cross-fitting on the training sessions says so)",
     )
     p.add_argument("--skip-bad", action="store_true", help="skip corrupt trace records (counted)")
     p.set_defaults(handler=run_eval)

@@ -11,10 +11,18 @@ serving system knows *at that moment*, when the stream's next call will touch it
   law keeps the pairs with ``D ≥ e``: the call is still running, so it is at least that long.
 - **in a gap** (the response is out): known are its stop reason (``tool_use``, ``end_turn``,
   none), its output tokens in ``out_bins`` log-spaced bins (< 128, < 512, < 2048, more), whether
-  the stream is a sub-agent, optionally how far it has come (``step_bins``: its first call, its
-  second or third, later ones; a conversation past its first turn is likelier to go on; off by
-  default, see docs/retention.md), and how long the gap has lasted, ``e``. The sample is the gap
-  ``G`` (end of call → next call), conditioned on ``G ≥ e``.
+  the stream is a sub-agent, how far it has come (``step_bins``: its first call, its second or
+  third, later ones; a conversation past its first turn is likelier to go on), and how long the
+  gap has lasted, ``e``. The sample is the gap ``G`` (end of call → next call), conditioned on
+  ``G ≥ e``.
+
+**Which gap contexts split by position** (``step_bins``: "off", "on", "auto"; "auto" default).
+A split is worth it where the position tells whether the stream goes on, and costs where it
+only thins the samples. "auto" decides per context (stop reason x output bin x sub-agent) on
+the training sessions alone, by cross-fitting: they are halved by a salted hash of their id,
+each half's model (with the split) predicts the other half's observations, and the split is
+kept where it lowers the summed held-out log loss of ``P(next call)`` (add-one-half smoothed)
+below the unsplit context's. The held-out sessions the policy is scored on are never seen.
 
 In both states a stream's last call has no next call: its sample is ``∞`` (the stream ended),
 so a long silence after ``end_turn`` is evidence that the session is over.
@@ -38,6 +46,7 @@ past: nothing from the future of the stream, and nothing about a running call's 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from bisect import bisect_right
 from collections import defaultdict
@@ -48,6 +57,7 @@ from saga.graphs.trace import LLMCall, SessionTrace
 
 START = "start"  # the "previous stop reason" of a stream's first call
 Key = tuple[object, ...]
+STEP_MODES = ("off", "on", "auto")
 
 
 def step_bin(call_index: int, enabled: bool = True) -> int:
@@ -84,6 +94,13 @@ class Sample:
     def __len__(self) -> int:
         return len(self.until)
 
+    def continuation_loss(self, test: Sample) -> float:
+        """Log loss (nats) of ``test``'s continue/end outcomes under this sample's ``P(next call)``
+        (add-one-half smoothed, so an unseen outcome costs a finite amount)."""
+        p = (self.continuing + 0.5) / (len(self) + 1.0)
+        ends = len(test) - test.continuing
+        return -(test.continuing * math.log(p) + ends * math.log(1.0 - p))
+
     def given(self, elapsed_s: float, memo_key: int | None = None) -> tuple[list[float], int]:
         """The sorted finite ``until`` values and the number of ends among observations that
         lasted at least ``elapsed_s`` (memoised under ``memo_key``, e.g. an elapsed-time bin)."""
@@ -107,17 +124,45 @@ class FeatureGapModel:
         sessions: Iterable[SessionTrace] = (),
         *,
         out_bins: int = 4,
-        step_bins: bool = False,
+        step_bins: str = "auto",
         min_samples: int = 30,
     ) -> None:
+        if step_bins not in STEP_MODES:
+            raise ValueError(f"step_bins must be one of {', '.join(STEP_MODES)}, got {step_bins!r}")
         self.out_bins = out_bins
         self.step_bins = step_bins
         self.min_samples = min_samples
         self._run: dict[Key, Sample] = defaultdict(Sample)
         self._gap: dict[Key, Sample] = defaultdict(Sample)
         self._chosen: dict[Key, Sample] = {}
+        # unsplit gap contexts whose position split is used (every context when "on")
+        self.split: set[Key] | None = None if step_bins == "on" else set()
+        sessions = list(sessions)
         for s in sessions:
             self.observe(s)
+        if step_bins == "auto":
+            self.split = self._select_splits(sessions)
+
+    def _select_splits(self, sessions: list[SessionTrace]) -> set[Key]:
+        """Gap contexts whose position split lowers the cross-fitted log loss of ``P(next call)``."""
+        halves: list[list[SessionTrace]] = [[], []]
+        for s in sessions:
+            digest = hashlib.blake2b(f"split:{s.session_id}".encode(), digest_size=8).digest()
+            halves[digest[0] & 1].append(s)
+        opts = {"out_bins": self.out_bins, "min_samples": self.min_samples}
+        models = [FeatureGapModel(h, step_bins="on", **opts) for h in halves]
+        gain: dict[Key, float] = defaultdict(float)
+        for train, test in ((models[0], models[1]), (models[1], models[0])):
+            for key, obs in test._gap.items():
+                if len(key) != 5:  # only the finest, position-split contexts
+                    continue
+                pooled = train._gap.get(key[:4])
+                if pooled is None or not len(pooled):
+                    continue
+                child = train._gap.get(key)
+                split = child if child is not None and len(child) >= self.min_samples else pooled
+                gain[key[:4]] += pooled.continuation_loss(obs) - split.continuation_loss(obs)
+        return {k for k, g in gain.items() if g > 0.0}
 
     def observe(self, session: SessionTrace) -> None:
         """Add a finished session (and its sub-agents) to the sample."""
@@ -130,7 +175,7 @@ class FeatureGapModel:
                     self._run[k].add(c.duration_s, nxt - c.start_s)
                 gap = max(0.0, nxt - c.end_s)
                 ob = out_bin(c.output_tokens, self.out_bins)
-                for k in self._gap_keys(c.stop, ob, sub, step_bin(i, self.step_bins)):
+                for k in self._gap_keys(c.stop, ob, sub, step_bin(i, self.step_bins != "off")):
                     self._gap[k].add(gap, gap)
         self._chosen.clear()
 
@@ -162,8 +207,10 @@ class FeatureGapModel:
     def gap(self, call: LLMCall, is_subagent: bool, call_index: int) -> Sample:
         """The sample of a stream in the gap after ``call`` (its ``call_index``-th, from 0)."""
         ob = out_bin(call.output_tokens, self.out_bins)
-        step = step_bin(call_index, self.step_bins)
-        return self._pick(self._gap_keys(call.stop, ob, is_subagent, step), self._gap)
+        keys = self._gap_keys(call.stop, ob, is_subagent, step_bin(call_index, self.step_bins != "off"))
+        if self.split is not None and keys[1] not in self.split:
+            keys = keys[1:]  # the position split is not used in this context
+        return self._pick(keys, self._gap)
 
 
 @dataclass(slots=True)

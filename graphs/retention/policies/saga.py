@@ -15,7 +15,7 @@ The state is what a server knows at that moment (:mod:`saga.graphs.retention.gap
   how long the call has been running (the call's duration is at least that). Nothing about the
   running call's response (stop reason, length) is read before it ends.
 - in the **gap** after a response: its stop reason, output-token bin, the sub-agent flag (and,
-  with ``step_bins``, the call's position in the stream) and how long the gap has lasted.
+  where ``step_bins`` says so, the call's position in the stream) and how long the gap has lasted.
 
 The law of the time to the next call is the held-out population sample of that context
 (:class:`~saga.graphs.retention.gapmix.FeatureGapModel`, fitted on the other hash folds only),
@@ -31,7 +31,7 @@ Structure used on top:
    second since its first use, whoever touched it last.
 
 Ties (equal densities, e.g. streams that have all probably ended) are broken by LRU. Tunables
-(``SagaRetentionSettings``): ``out_bins`` (4), ``step_bins`` (off), ``min_samples`` (30),
+(``SagaRetentionSettings``): ``out_bins`` (4), ``step_bins`` (auto), ``min_samples`` (30),
 ``own_weight`` (0.5), ``own_prior`` (5 observations), ``bins_per_octave`` (4: the density is
 memoised per request and elapsed-time bin, so a replay or a scheduler evaluates it a bounded
 number of times).
@@ -51,7 +51,7 @@ from saga.graphs.retention.workload import Workload
 from saga.graphs.trace import SessionTrace
 
 
-def fold_models(wl: Workload, out_bins: int, step_bins: bool, min_samples: int) -> list[FeatureGapModel]:
+def fold_models(wl: Workload, out_bins: int, step_bins: str, min_samples: int) -> list[FeatureGapModel]:
     """One feature model per fold, each fitted on the sessions of the other folds only."""
     folds = max(1, wl.settings.folds)
     by_fold: list[list[SessionTrace]] = [[] for _ in range(folds)]
@@ -74,9 +74,11 @@ class SagaRetentionSettings:
     dead_branches_first: bool = True  # evict superseded branches before live contexts
     shared_prefixes: bool = True  # a segment used by several streams is worth its reuse rate
     out_bins: int = 4  # output-token bins of the gap contexts (1 = stop reason only)
-    # gap contexts also by the call's position (first, 2nd-3rd, later). Measured: helps Mooncake,
-    # makes one Claude Code fold worse than LRU at 50 % of W (docs/retention.md), so off.
-    step_bins: bool = False
+    # gap contexts also by the call's position (first, 2nd-3rd, later): "off", "on", or "auto"
+    # (per context, where cross-fitting on the training sessions says it predicts P(next call)
+    # better; gapmix.py). Measured in docs/retention.md: "on" helps Mooncake but makes one
+    # Claude Code fold worse than LRU at 50 % of W; "auto" keeps the Mooncake gain without that.
+    step_bins: str = "auto"
     min_samples: int = 30  # observations a context needs before it is used (else coarser)
     own_weight: float = 0.5  # largest weight of the stream's own history in the mixture
     own_prior: float = 5.0  # own weight = own_weight · n / (n + own_prior) after n observations

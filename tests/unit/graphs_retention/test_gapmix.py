@@ -107,7 +107,7 @@ def test_fold_models_hold_out_the_evaluated_sessions() -> None:
         for i in range(20)
     ]
     wl = build_workload(sessions, ReplaySettings(arrivals="trace", folds=2))
-    models = fold_models(wl, 4, True, 1)
+    models = fold_models(wl, 4, "on", 1)
     for k, m in enumerate(models):
         gaps = m.gap(_call(STOP_TOOL_USE, 0), False, 0).given(0.0)[0]
         # session i's only gap lasts i + 1 s: the model of fold k holds exactly the other folds'
@@ -165,3 +165,40 @@ def test_saga_is_no_worse_than_lru_on_a_simple_case() -> None:
     wl = build_workload(sessions, ReplaySettings(arrivals="trace", folds=2))
     saga = replay(wl, 3, SagaPolicy()).recomputed_pages
     assert saga <= replay(wl, 3, LRUPolicy()).recomputed_pages
+
+
+def _end_turn_sessions(lengths: list[int], prefix: str) -> list[SessionTrace]:
+    """Sessions of ``end_turn`` calls 10 s apart, one per length."""
+    return [
+        make_session(f"{prefix}{i}", [(10.0 * j, list(range(j + 1)), STOP_END_TURN) for j in range(n)])
+        for i, n in enumerate(lengths)
+    ]
+
+
+def test_auto_splits_gap_contexts_by_position_only_where_it_predicts_continuation() -> None:
+    # half the conversations stop after one call, the rest run four: whether a stream goes on
+    # depends on its position (first call: 50 %; second and third: always; fourth: never)
+    telling = _end_turn_sessions([1, 4] * 100, "t")
+    ctx = ("gap", STOP_END_TURN, 0, False)
+    auto = FeatureGapModel(telling, min_samples=10)
+    assert auto.split == {ctx}
+    first, second = (auto.gap(_call(STOP_END_TURN, 0), False, i).given(0.0) for i in (0, 1))
+    assert (len(first[0]), first[1]) == (100, 100)
+    assert (len(second[0]), second[1]) == (200, 0)
+    off = FeatureGapModel(telling, min_samples=10, step_bins="off")
+    assert off.split == set()
+    pooled = off.gap(_call(STOP_END_TURN, 0), False, 1).given(0.0)
+    assert (len(pooled[0]), pooled[1]) == (300, 200)  # every position alike
+    on = FeatureGapModel(telling, min_samples=10, step_bins="on")
+    assert on.split is None
+    assert on.gap(_call(STOP_END_TURN, 0), False, 1).given(0.0) == second
+    # the same chance of going on at every position (geometric lengths, 2^(12-n) sessions of n
+    # calls: about half of the streams at any position stop there): no split pays
+    geometric = [n for n in range(1, 12) for _ in range(2 ** (12 - n))]
+    plain = FeatureGapModel(_end_turn_sessions(geometric, "g"), min_samples=10)
+    assert plain.split == set()
+
+
+def test_step_bins_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="step_bins must be one of off, on, auto"):
+        FeatureGapModel([], step_bins="yes")

@@ -145,7 +145,9 @@ class EngineParts:
     def _spare_kv(self, r: ReplicaState) -> float:
         """KV tokens ``r`` can lend a stolen call without evicting a live session's context: room
         under the watermark beside its committed KV (calls in flight, pins) and the contexts of its
-        live homed sessions idle without a pin (cached, unprotected, wanted by their next call)."""
+        live homed sessions idle without a pin (cached, unprotected, wanted by their next call).
+        Idle contexts are counted per session, a prefix two of them share twice: the rule errs
+        towards not stealing."""
         idle = 0
         for sid in r.homed:
             s = self.sessions.get(sid)

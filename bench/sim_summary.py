@@ -10,6 +10,9 @@ workloads; and, for ``sim_ablation_*`` / ``sim_batchcap_*`` / ``sim_amortize_*``
 completion-time increase over SAGA on the same run (a mechanism removed, or one that is off by
 default switched on). ``sim_steady_*`` folders (``saga simulate --warmup-s/--cooldown-s``) get a
 table of their own: only their measured tasks count (``saga.scheduler.report.measured``).
+Folders named ``<name>_seed<N>`` repeat ``<name>`` with another seed: side and steady-state
+ones are summed up in a table over the seeds (each system's change vs SAGA, mean and range),
+and a steady-state repeat adds no row of its own.
 
     python bench/sim_summary.py [--results bench/results]
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from saga.scheduler.report import (
     ALL,
+    GroupStats,
     build_report,
     find_json,
     json_files,
@@ -45,6 +49,8 @@ STEADY_PREFIX = "sim_steady"
 # ``<name>_seed<N>`` folders repeat ``<name>`` with another seed: their side tables are also
 # summarised together (mean and range over the seeds).
 SEED_SUFFIX = re.compile(r"_seed\d+$")
+# folder stem -> system -> per run (seed, mean T change %, per-task geomean change %) vs SAGA
+Repeats = dict[str, dict[str, list[tuple[int, float | None, float | None]]]]
 
 
 def speedup(base: RunResult, sys_: RunResult) -> float | None:
@@ -86,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     ablation: list[str] = []
     # side-folder stem -> system -> per run (seed, mean T change %, per-task geomean change %)
-    repeats: dict[str, dict[str, list[tuple[int, float | None, float | None]]]] = {}
+    repeats: Repeats = {}
+    steady_repeats: Repeats = {}  # the same for steady-state folders
     commands: list[str] = []
     for d in sorted(root.glob("sim_*")):
         limits_path = find_json(d, "limits") if d.is_dir() else None
@@ -113,19 +120,20 @@ def main(argv: list[str] | None = None) -> int:
                 "| T/limit | SLO |"
             )
             ablation.append("|---|---:|---:|---:|---:|---:|")
-            runs = repeats.setdefault(SEED_SUFFIX.sub("", d.name), {})
-            base_mean = stats[("saga", ALL)].mean_s
-            for name, r in by.items():
+            changes = vs_saga(by, stats)
+            record(repeats, d.name, by, changes)
+            for name, (m_inc, inc) in changes.items():
                 g = stats[(name, ALL)]
-                sp = speedup(r, saga)  # > 1: saga faster than this system
-                inc = None if sp is None else (sp - 1) * 100
-                m_inc = None if g.mean_s is None or not base_mean else (g.mean_s / base_mean - 1) * 100
-                runs.setdefault(name, []).append((r.seed, m_inc, inc))
                 cells = [name, f(g.mean_s, "{:.1f}"), f(m_inc, "{:+.1f}%"), f(inc, "{:+.1f}%")]
                 cells += [f(g.limit_ratio), f(g.slo_attainment, "{:.1%}")]
                 ablation.append("| " + " | ".join(cells) + " |")
             ablation.append("")
             continue
+        steady_run = d.name.startswith(STEADY_PREFIX)
+        if steady_run:
+            record(steady_repeats, d.name, by, vs_saga(by, stats))
+            if SEED_SUFFIX.search(d.name):
+                continue  # a repeat with another seed: only in the table over the seeds
         sp_ca = speedup(by["cache_aware"], saga) if "cache_aware" in by else None
         st = [(n, s) for n in STICKY_FAMILY if n in by and (s := speedup(by[n], saga)) is not None]
         best_st = min(st, key=lambda t: t[1]) if st else None  # the baseline SAGA beats least
@@ -137,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         ]
         tput = {n: stats[(n, ALL)].tokens_per_s for n in by if n != "saga"}
         best_tp = max(tput.values()) if tput else None
-        steady_run = d.name.startswith(STEADY_PREFIX)
         rows, vs_ca, vs_st = tables[steady_run]
         if sp_ca:
             vs_ca.append(sp_ca)
@@ -174,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             *head[:2],
             *steady,
             "",
+            *over_seeds(steady_repeats),
         ]
     lines += [
         "## Ablations and experiments (each system vs SAGA on the same run)",
@@ -190,6 +198,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def vs_saga(
+    by: dict[str, RunResult], stats: dict[tuple[str, str], GroupStats]
+) -> dict[str, tuple[float | None, float | None]]:
+    """Per system: (mean-T change %, per-task geometric-mean change %) against SAGA's run."""
+    base_mean = stats[("saga", ALL)].mean_s
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for name, r in by.items():
+        g = stats[(name, ALL)]
+        sp = speedup(r, by["saga"])  # > 1: saga faster than this system
+        inc = None if sp is None else (sp - 1) * 100
+        m_inc = None if g.mean_s is None or not base_mean else (g.mean_s / base_mean - 1) * 100
+        out[name] = (m_inc, inc)
+    return out
+
+
+def record(
+    repeats: Repeats,
+    folder: str,
+    by: dict[str, RunResult],
+    changes: dict[str, tuple[float | None, float | None]],
+) -> None:
+    runs = repeats.setdefault(SEED_SUFFIX.sub("", folder), {})
+    for name, (m_inc, inc) in changes.items():
+        runs.setdefault(name, []).append((by[name].seed, m_inc, inc))
+
+
 def spread(xs: list[float | None]) -> str:
     v = [x for x in xs if x is not None]
     if not v:
@@ -197,7 +231,7 @@ def spread(xs: list[float | None]) -> str:
     return f"{sum(v) / len(v):+.1f}% ({min(v):+.1f} to {max(v):+.1f})"
 
 
-def over_seeds(repeats: dict[str, dict[str, list[tuple[int, float | None, float | None]]]]) -> list[str]:
+def over_seeds(repeats: Repeats) -> list[str]:
     """One table per side experiment run with several seeds: each system's change vs SAGA,
     mean over the runs with the range (a single seed's difference can be run-to-run noise)."""
     out: list[str] = []

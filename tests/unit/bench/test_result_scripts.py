@@ -150,3 +150,19 @@ def test_side_runs_repeated_with_seeds_are_summarised_together(tmp_path: Path) -
     assert mean == pytest.approx(sum(per_run) / 2, abs=0.051)
     assert f"({min(per_run):+.1f} to {max(per_run):+.1f})" in row
     assert summary.spread([None]) == "–"
+
+
+def test_steady_runs_repeated_with_seeds_get_one_row_and_a_table_over_the_seeds(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    for name, seed in (("sim_steady_tiny", "3"), ("sim_steady_tiny_seed4", "4")):
+        rc = saga_main(
+            ["simulate", "--workload", "webarena", "--replicas", "2", "--duration-s", "90", "--load", "0.6",
+             "--seed", seed, "--systems", "saga,affinity", "--out", str(root / name), "--no-plots",
+             "--no-progress", "--warmup-s", "20", "--cooldown-s", "10"]
+        )  # fmt: skip
+        assert rc == 0
+    assert _script("sim_summary").main(["--results", str(root)]) == 0
+    steady = (root / "sim_summary.md").read_text().split("## Steady state", 1)[1].split("## Ablations")[0]
+    assert sum(1 for x in steady.splitlines() if x.startswith("| webarena (2r) |")) == 1
+    assert "### sim_steady_tiny, over seeds 3, 4" in steady
+    assert any(x.startswith("| affinity | 2 | ") for x in steady.splitlines())

@@ -71,6 +71,11 @@ def test_eval_writes_table_json_and_png(tmp_path: Path, capsys: pytest.CaptureFi
     assert len(saga["gap_closed_by_fold"]) == 2
     assert sum(saga["recomputed_by_fold"]) == saga["recomputed_tokens"]
     assert out_png.stat().st_size > 1000
+    assert doc["settings"]["saga"]["step_bins"] == "auto"  # the default, recorded with the results
+    # the bare flag still means "on"; the choice is recorded
+    assert main(["graphs", "eval", str(trace), "--capacity", "0.1", "--policies", "saga", "--saga-step-bins",
+                 "--sessions-alive", "4", "--json", str(out_json)]) == 0  # fmt: skip
+    assert json.loads(out_json.read_text())["settings"]["saga"]["step_bins"] == "on"
 
 
 def test_eval_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,6 +89,9 @@ def test_eval_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixtur
         with pytest.raises(SystemExit):
             main(["graphs", "eval", str(trace), "--policies", "informed", "--informed-sigma", sigma])
     assert "informed-sigma" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["graphs", "eval", str(trace), "--saga-step-bins", "always"])
+    assert "--saga-step-bins" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
     assert main(["graphs", "eval", str(bad)]) == 2

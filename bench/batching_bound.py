@@ -33,11 +33,10 @@ from saga.scheduler.report import (
     MEASURED_KEY,
     ReportError,
     find_json,
-    json_files,
+    folder_results,
     load_json,
-    load_results,
+    load_limits,
     measured,
-    stem_of,
 )
 from saga.scheduler.sim.bound import BatchingBound, BoundError, batching_bound
 from saga.scheduler.sim.limits import physical_limits
@@ -80,9 +79,9 @@ def folder_rows(d: Path) -> tuple[list[str], dict[str, Any]]:
     run = load_json(run_path)
     args = _args(run, d)
     window = run.get(MEASURED_KEY)
-    limits = {k: float(v) for k, v in load_json(lim_path).items()}
+    limits = load_limits(lim_path)
     b = _bound(args, window, limits)
-    results = load_results([p for p in json_files(d) if stem_of(p) not in ("limits", "run", "report")])
+    results = folder_results(d)
     head = f"{run.get('workload', args.workload)} {args.replicas}r load {args.load:g}"
     span = (
         f"[{float(window[0]):g}, {float(window[1]):g}) s" if window else "all arrivals (no warm-up excluded)"

@@ -30,11 +30,10 @@ from saga.scheduler.report import (
     GroupStats,
     build_report,
     find_json,
-    json_files,
+    folder_results,
     load_json,
-    load_results,
+    load_limits,
     measured,
-    stem_of,
 )
 from saga.scheduler.report.model import RunResult
 
@@ -99,11 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         limits_path = find_json(d, "limits") if d.is_dir() else None
         if limits_path is None:
             continue
-        results = [
-            measured(r)
-            for r in load_results([p for p in json_files(d) if stem_of(p) not in ("limits", "run", "report")])
-        ]
-        limits = {k: float(v) for k, v in load_json(limits_path).items()}
+        results = [measured(r) for r in folder_results(d)]
+        limits = load_limits(limits_path)
         run_path = find_json(d, "run")
         run = load_json(run_path) if run_path is not None else {}
         commands.append(f"- `{run.get('command', '?')}` ({run.get('date', '?')}, {run.get('machine', '?')})")

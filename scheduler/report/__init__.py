@@ -9,8 +9,10 @@ on disk (per-session detail as deterministic gzipped ``.json.gz``; readers take 
 
 from saga.scheduler.report.files import (
     find_json,
+    folder_results,
     json_files,
     load_json,
+    load_limits,
     load_results,
     read_json_text,
     stem_of,
@@ -55,10 +57,12 @@ __all__ = [
     "build_report",
     "environment",
     "find_json",
+    "folder_results",
     "geomean",
     "jain",
     "json_files",
     "load_json",
+    "load_limits",
     "load_results",
     "measured",
     "percentile",

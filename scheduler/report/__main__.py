@@ -12,7 +12,7 @@ import argparse
 import shlex
 import sys
 
-from saga.scheduler.report.files import load_json, load_results
+from saga.scheduler.report.files import load_limits, load_results
 from saga.scheduler.report.metrics import build_report
 from saga.scheduler.report.model import ReportError
 from saga.scheduler.report.render import write_report
@@ -29,12 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-plots", action="store_true")
     args = ap.parse_args(argv)
     try:
-        limits = None
-        if args.limits:
-            raw = load_json(args.limits)
-            if not isinstance(raw, dict):
-                raise ReportError(f"{args.limits}: expected a JSON object")
-            limits = {str(k): float(v) for k, v in raw.items()}
+        limits = load_limits(args.limits) if args.limits else None
         results = load_results(args.results)
         report = build_report(results, baseline=args.baseline, limits=limits)
         command = "python -m saga.scheduler.report " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -117,6 +117,31 @@ def load_results(paths: Sequence[str | Path]) -> list[RunResult]:
     return [RunResult.from_json(read_json_text(p), source=str(p)) for p in paths]
 
 
+# files of a ``saga simulate`` folder that are not one system's RunResult
+NOT_RESULTS = ("limits", "run", "report")
+
+
+def folder_results(folder: str | Path) -> list[RunResult]:
+    """Every system's ``RunResult`` in a ``saga simulate`` (or ``saga bench e2e``) folder: all
+    its detail files but ``limits``, ``run`` and ``report``."""
+    return load_results([p for p in json_files(folder) if stem_of(p) not in NOT_RESULTS])
+
+
+def load_limits(path: str | Path) -> dict[str, float]:
+    """A physical-limits file: a JSON object of session id -> seconds; anything else is a
+    :class:`ReportError` naming the file (and the session whose value is not a number)."""
+    raw = load_json(path)
+    if not isinstance(raw, dict):
+        raise ReportError(f"{path}: expected a JSON object")
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise ReportError(f"{path}: limit of {k!r} is not a number: {v!r}") from None
+    return out
+
+
 def write_result(result: RunResult, path: str | Path) -> Path:
     """Write one ``RunResult`` as ``.json.gz`` (see :func:`write_json_gz`)."""
     return write_json_gz(path, result.to_json())

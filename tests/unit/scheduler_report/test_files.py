@@ -15,8 +15,10 @@ from saga.scheduler.report import (
     Series,
     SessionOutcome,
     find_json,
+    folder_results,
     json_files,
     load_json,
+    load_limits,
     load_results,
     read_json_text,
     stem_of,
@@ -142,3 +144,17 @@ def test_content_decides_the_bytes(tmp_path: Path) -> None:
     b = write_result(replace(r, wall_s=0.5), tmp_path / "b.json.gz").read_bytes()
     assert a != b
     assert load_results([tmp_path / "b.json.gz"])[0].wall_s == 0.5
+
+
+def test_limits_and_folder_results(tmp_path: Path) -> None:
+    write_json_gz(tmp_path / "limits.json.gz", json.dumps({"s1": 12.5, "s2": 3}))
+    assert load_limits(tmp_path / "limits.json.gz") == {"s1": 12.5, "s2": 3.0}
+    (tmp_path / "run.json").write_text("{}")
+    (tmp_path / "report.json").write_text("{}")
+    assert folder_results(tmp_path) == []  # limits, run and report are not results
+    (tmp_path / "bad.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(ReportError, match=r"bad\.json: expected a JSON object"):
+        load_limits(tmp_path / "bad.json")
+    (tmp_path / "nan.json").write_text(json.dumps({"s1": "soon"}))
+    with pytest.raises(ReportError, match=r"nan\.json: limit of 's1' is not a number: 'soon'"):
+        load_limits(tmp_path / "nan.json")

@@ -45,11 +45,13 @@ from saga.scheduler.workloads import WorkloadError
 
 
 def _args(run: dict[str, Any], where: Path) -> argparse.Namespace:
-    """The run's ``saga simulate`` arguments: run.json's ``args`` (newer runs), else its command."""
-    if isinstance(run.get("args"), dict):
-        return argparse.Namespace(**run["args"])
+    """The run's ``saga simulate`` arguments: run.json's ``args`` (newer runs; options added
+    since take their defaults), else its command."""
     ap = argparse.ArgumentParser(prog="saga")
     cli.register(ap.add_subparsers())
+    if isinstance(run.get("args"), dict):
+        defaults = vars(ap.parse_args(["simulate", "--workload", "-", "--out", "-"]))
+        return argparse.Namespace(**{**defaults, **run["args"]})
     words = shlex.split(str(run.get("command", "")))
     if words[:2] != ["saga", "simulate"]:
         raise SystemExit(f"{where}: run.json command is not a 'saga simulate' command")

@@ -83,6 +83,14 @@ def register(subparsers: Any) -> None:
         default=0.0,
         help="... and this long before the last arrival (s; the cluster drains after it)",
     )
+    p.add_argument(
+        "--workload-param",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a workload parameter (repeatable), e.g. tenants_per_class='{\"light\": 8}' "
+        "(docs/workloads.md lists each workload's parameters)",
+    )
     p.add_argument("--baseline", default=None, help="speedup baseline (default cache_aware if run)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--replica-profile", default=DEFAULT_PROFILE, help=f"one of {', '.join(PROFILES)}")
@@ -102,8 +110,32 @@ def _progress(total: int, desc: str, quiet: bool) -> tqdm[Any]:
     return tqdm(total=total, desc=desc, unit="task", disable=quiet or not sys.stderr.isatty(), leave=False)
 
 
+def workload_params(pairs: list[str]) -> dict[str, Any]:
+    """``--workload-param KEY=JSON`` values as keyword arguments (JSON lists become tuples)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise SimError(f"--workload-param {pair!r}: expected KEY=JSON with a parameter name as KEY")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SimError(f"--workload-param {key}: not JSON ({exc.msg}): {raw!r}") from None
+        out[key] = _tuples(value)
+    return out
+
+
+def _tuples(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_tuples(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _tuples(x) for k, x in v.items()}
+    return v
+
+
 def build_workload(args: argparse.Namespace, cfg: ReplicaConfig) -> Workload:
-    params: dict[str, Any] = {"seed": args.seed, "replicas": args.replicas, "load": args.load}
+    params: dict[str, Any] = workload_params(args.workload_param)
+    params.update(seed=args.seed, replicas=args.replicas, load=args.load)
     if args.sessions is not None:
         params["n_sessions"] = args.sessions
     else:
@@ -155,8 +187,12 @@ def run_simulate(args: argparse.Namespace) -> int:
         write_json_gz(out / "limits.json.gz", json.dumps(limits))
         predictor = None
         if any(s.use_predictor for s in specs):
-            train = get_workload(
-                args.workload, seed=args.seed + TRAIN_SEED_OFFSET, n_sessions=TRAIN_SESSIONS, rate=1.0
+            train = get_workload(  # same workload parameters, other sessions
+                args.workload,
+                **workload_params(args.workload_param),
+                seed=args.seed + TRAIN_SEED_OFFSET,
+                n_sessions=TRAIN_SESSIONS,
+                rate=1.0,
             )
             predictor = AEGPredictor(build_graphs(train.sessions))
         window = measure_window(w, args.warmup_s, args.cooldown_s)

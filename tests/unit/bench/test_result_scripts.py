@@ -116,6 +116,14 @@ def test_steady_folders_get_their_own_table_and_the_bound_reads_them(
     capsys.readouterr()
     assert bound.main([str(root / "sim_steady_tiny"), "--loads", "0.5,lots"]) == 2
     assert "lots" in capsys.readouterr().err
+    run_json = root / "sim_steady_tiny" / "run.json"  # a run from before --workload-param existed
+    run = json.loads(run_json.read_text())
+    del run["args"]["workload_param"]
+    run_json.write_text(json.dumps(run))
+    assert (
+        bound.main([str(root / "sim_steady_tiny"), "--loads", "0.6", "--out", str(tmp_path / "old.md")]) == 0
+    )
+    assert json.loads((tmp_path / "old.json").read_text())["folders"][0]["bound"] == b
     (root / "sim_steady_tiny" / "run.json").write_text("{not json")
     assert bound.main([str(root / "sim_steady_tiny")]) == 2
     assert "run.json" in capsys.readouterr().err

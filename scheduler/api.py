@@ -292,3 +292,8 @@ class EngineProtocol(Protocol):
     def next_deadline(self) -> float | None:
         """Earliest clock time at which ``tick`` has work to do (None: nothing scheduled)."""
         ...
+
+    @property
+    def lane_replicas(self) -> frozenset[str]:
+        """Replicas kept for the tight-deadline class now (``lanes.py``; empty: no lane)."""
+        ...

@@ -5,8 +5,10 @@ Implements :class:`saga.scheduler.api.EngineProtocol`. The service (live) and th
 
 1. **admission** (a session's first call only; tasks are admitted whole): the fairness policy
    admits, defers (held in the engine until it admits) or rejects with a reason;
-2. **placement**: healthy replicas whose KV can hold the call are *filtered*, the placement
-   policy *scores and picks* one (``policy.PlacementPolicy.select``);
+2. **placement**: healthy replicas whose KV can hold the call are *filtered*, then narrowed to
+   the call's SLO lane when one exists (switchable, ``lanes.py``: a few replicas kept for the
+   tight-deadline tenants, sized from their measured work share); the placement policy
+   *scores and picks* one (``policy.PlacementPolicy.select``);
 3. **gating** (switchable): the call is dispatched at once if the replica has a free running
    slot and its committed KV (in-flight contexts + pinned sessions, shared prefixes counted
    once, ``state.SharedTokens``) stays below the watermark after adding it, releasing pins
@@ -73,6 +75,7 @@ from saga.scheduler.api import (
     UnknownSession,
 )
 from saga.scheduler.engine_parts import EngineParts
+from saga.scheduler.lanes import SloLanes
 from saga.scheduler.policies.fairness.afs import AgentFairShare
 from saga.scheduler.policies.placement.saga import SagaPlacement
 from saga.scheduler.policy import (
@@ -115,6 +118,7 @@ class Engine(EngineParts):
         self._eligible: list[ReplicaState] | None = None
         self._pending: list[str] = []  # calls held with no replica (admission / none eligible)
         self._pins = ret.PinBook()
+        self._lanes = SloLanes(s.lanes, s.cost)
         self._queued_total = 0
         self._next_steal: float | None = None
         self._next_retry: float | None = None
@@ -211,6 +215,12 @@ class Engine(EngineParts):
             stray = [x for x in r.homed if x not in self.sessions or self.sessions[x].home != r.replica_id]
             if stray:
                 out.append(f"{r.replica_id}: homed lists {stray[:3]} whose home is elsewhere")
+        lane = self.lane_replicas  # as the next decision uses it
+        healthy = {r.replica_id for r in self._eligible_replicas()}
+        if lane and not (lane < healthy):
+            out.append(
+                f"lane {sorted(lane)} is not a proper subset of the healthy replicas {sorted(healthy)}"
+            )
         for s in self.sessions.values():
             h = self.replicas.get(s.home) if s.home is not None else None
             if h is not None and s.session_id not in h.homed:
@@ -284,6 +294,8 @@ class Engine(EngineParts):
         self._set_home(s, None)
         del self.sessions[s.session_id]
         self._live_by_tenant[s.tenant] -= 1
+        if s.parent is None and s.deadline is not None and now > s.deadline and self._is_tight(s.tenant):
+            self._lanes.note_miss(now)
         if s.parent is not None and s.parent in self.sessions:
             self.sessions[s.parent].children.discard(s.session_id)
         self.fairness.on_session_done(s.tenant, now - s.started_at, s.expected_s, now)
@@ -331,6 +343,7 @@ class Engine(EngineParts):
                 self._note_adopted_prefix(s, p.block_hashes)
         call = CallState(e.call_id, e.session_id, tenant, p, e.max_new_tokens, e.priority, self.clock.now())
         call.sampled, call.unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
+        call.tight = self._is_tight(tenant)
         self.calls[call.call_id] = call
         if s is not None and not s.admitted:
             verdict = self.fairness.admit(self._qc(call), self._pressure(tenant), call.submitted_at)
@@ -363,6 +376,7 @@ class Engine(EngineParts):
             top = max(r.kv_total for r in elig)
             msg = f"prompt + max_new_tokens = {need} tokens > largest replica KV {top}"
             return [Reject(call.call_id, RejectReason.PROMPT_TOO_LONG, 0.0, msg)]
+        fit = self._lanes.restrict(fit, call.tight, elig, self.clock.now())
         req = self._request(call)
         rid = self.placement.select(req, fit)
         if rid is None:
@@ -498,6 +512,8 @@ class Engine(EngineParts):
                 s.pin.extensions = 0
             acts += self._retain(s, r)
         self.fairness.on_call_done(call.tenant, dur, now)
+        work = self._lanes.work_s(u.prompt_tokens, u.cached_tokens, u.output_tokens)
+        self._lanes.observe(call.tight, work, now)
         if r is not None:
             acts += self._after_free(r)
         if self._pending:

@@ -29,6 +29,7 @@ from saga.scheduler.api import (
     UnknownReplica,
 )
 from saga.scheduler.batchcap import CapModel, srpt_key
+from saga.scheduler.lanes import SloLanes
 from saga.scheduler.policies.fairness.afs import AgentFairShare
 from saga.scheduler.policy import (
     ClusterPressure,
@@ -58,6 +59,7 @@ class EngineParts:
     calls: dict[str, CallState]
     _pending: list[str]
     _pins: ret.PinBook
+    _lanes: SloLanes
     _queued_total: int
     _eligible: list[ReplicaState] | None
     _gran: int
@@ -77,6 +79,16 @@ class EngineParts:
         self.settings = new
         if isinstance(self.fairness, AgentFairShare):
             self.fairness.settings = dataclasses.replace(self.fairness.settings, weights=dict(weights))
+
+    def _is_tight(self, tenant: str) -> bool:
+        """The tenant's deadline factor puts its calls in the SLO lane's class (lanes.py)."""
+        f, ln = self.settings.fairness, self.settings.lanes
+        return ln.enabled and f.slo_factors.get(tenant, f.slo_factor) <= ln.max_factor
+
+    @property
+    def lane_replicas(self) -> frozenset[str]:
+        """Replicas the SLO lane keeps for the tight class now (empty: no lane)."""
+        return self._lanes.members(self._eligible_replicas(), self.clock.now())
 
     # implemented by Engine
     def _route(self, call: CallState) -> list[Action]:
@@ -129,9 +141,13 @@ class EngineParts:
             own = s.context_tokens if s is not None and s.home == thief.replica_id and s.pin is None else 0
             return spare + own
 
-        plan = best_steal(
-            thief, victims, self.calls, self.settings.cost, self.settings.stealing, self._fits, lendable
-        )
+        lane = self.lane_replicas
+
+        def fits(r: ReplicaState, c: CallState) -> bool:  # a thief takes only calls of its own lane
+            return (not lane or (r.replica_id in lane) == c.tight) and self._fits(r, c)
+
+        st = self.settings
+        plan = best_steal(thief, victims, self.calls, st.cost, st.stealing, fits, lendable)
         if plan is None:
             return []
         victim = self.replicas[plan.victim]

@@ -198,6 +198,34 @@ class FairnessSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LaneSettings:
+    """SLO lanes: replicas reserved for the tight-deadline class (``scheduler/lanes.py``).
+
+    A tenant whose deadline factor (``fairness.slo_factors``, else ``fairness.slo_factor``) is
+    at most ``max_factor`` is *tight*. When tight calls are a small share of the modelled work,
+    the engine keeps a few replicas for them alone, so their decode batches are small and hold
+    no long contexts of the other classes. Sized from the measured work share; see lanes.py.
+    """
+
+    enabled: bool = True
+    # Deadline factors at or below this are the tight class (1.5: the paper's interactive factor).
+    max_factor: float = 1.5
+    # The lane gets enough replicas that its load is at most this fraction of the cluster's
+    # average (0.5: tight calls meet batches about half as large as elsewhere).
+    relative_load: float = 0.5
+    # At most this fraction of the cluster's capacity may sit in the lane beyond the tight work
+    # itself (0.05: the other classes lose at most 5% of capacity); no lane when it cannot fit.
+    max_reserved: float = 0.05
+    # A lane exists only while a tight task missed its deadline within this many seconds
+    # (3600: an hour; 0: whenever the share allows one).
+    hold_s: float = 3600.0
+    # Half-life of the work-share measurement, seconds.
+    half_life_s: float = 600.0
+    # Modelled replica-seconds of work observed before a lane may form.
+    min_work_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSettings:
     cost: CostModel = field(default_factory=CostModel)
     affinity: AffinitySettings = field(default_factory=AffinitySettings)
@@ -207,6 +235,7 @@ class EngineSettings:
     gating: GatingSettings = field(default_factory=GatingSettings)
     batch_cap: BatchCapSettings = field(default_factory=BatchCapSettings)
     fairness: FairnessSettings = field(default_factory=FairnessSettings)
+    lanes: LaneSettings = field(default_factory=LaneSettings)
     # Granularity of shared-prefix accounting, tokens: the engine samples one cumulative
     # block hash every this many tokens (1024: 64-token blocks -> every 16th hash), which
     # keeps 10k sessions x 200k tokens in a few MB while counting shared prefixes once.
@@ -239,6 +268,13 @@ class EngineSettings:
         for t, w in self.fairness.weights.items():
             if not (math.isfinite(w) and w > 0):
                 raise InvalidInput(f"settings.fairness.weights[{t!r}]: must be > 0, got {w}")
+        ln = self.lanes
+        ok = ln.max_factor >= 1 and 0 < ln.relative_load <= 1 and ln.max_reserved < 1
+        if not (ok and ln.half_life_s > 0):
+            raise InvalidInput(
+                "settings.lanes: need max_factor >= 1, relative_load in (0, 1], max_reserved < 1, "
+                f"half_life_s > 0; got {ln}"
+            )
         for t, f in self.fairness.slo_factors.items():
             if not (math.isfinite(f) and f >= 1):
                 raise InvalidInput(f"settings.fairness.slo_factors[{t!r}]: must be >= 1, got {f}")

@@ -257,3 +257,4 @@ class CallState:
     attempts: int = 0
     sampled: tuple[int, ...] = ()  # prompt hashes sampled for SharedTokens (computed once)
     unit: int = 0  # tokens each sampled hash stands for
+    tight: bool = False  # its tenant is in the tight-deadline class (lanes.py)

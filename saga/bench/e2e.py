@@ -133,8 +133,7 @@ async def run_system(
         cluster = await start_cluster(s.replicas, emu, log_dir, http, tag)
     front = None
     try:
-        tenants = {t: spec.weight for t, spec in w.tenants.items()}
-        front = await start_front(system, cluster, tenants, s.time_scale, log_dir, http)
+        front = await start_front(system, cluster, w.tenants, s.time_scale, log_dir, http)
         cpu = CpuSampler(period_s=s.cpu_period_s, window_s=s.cpu_window_s)
         cpu.watch_machine()
         cpu.watch("load-generator", os.getpid())

@@ -31,6 +31,7 @@ import yaml
 
 from saga.bench.procs import BenchProcessError, Proc, free_port, wait_http
 from saga.bench.prompts import CHARS_PER_TOKEN
+from saga.scheduler.workloads.model import TenantSpec
 
 ROUTER_POLICIES = ("cache_aware", "round_robin", "manual")
 SAGA_SYSTEMS = ("saga", "saga-redis")
@@ -145,14 +146,15 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 def saga_config(
     replica_urls: Mapping[str, str],
-    tenants: Mapping[str, float],
+    tenants: Mapping[str, TenantSpec],
     *,
     http_port: int,
     grpc_port: int,
     metrics_port: int,
     redis_url: str | None,
 ) -> dict[str, Any]:
-    """The SchedulerConfig document SAGA runs with (tenants keyed by API key)."""
+    """The SchedulerConfig document SAGA runs with (tenants keyed by API key, with the workload's
+    weights and deadline factors, as the simulator's engine gets them)."""
     names = sorted(tenants)
     return {
         "apiVersion": "saga.dev/v1alpha1",
@@ -168,7 +170,10 @@ def saga_config(
                 "anonymous_tenant": names[0],
                 "api_keys": [{"key": api_key(t), "tenant": t} for t in names],
             },
-            "tenants": [{"name": t, "weight": float(tenants[t])} for t in names],
+            "tenants": [
+                {"name": t, "weight": float(sp.weight), "deadline_factor": float(sp.slo_factor)}
+                for t, sp in sorted(tenants.items())
+            ],
             "replicas": {"static": [f"{rid}={url}" for rid, url in replica_urls.items()]},
             "state": {"backend": "redis", "redis_url": redis_url} if redis_url else {"backend": "memory"},
             "limits": {"max_request_bytes": MAX_REQUEST_BYTES},
@@ -184,7 +189,7 @@ def _probe_body() -> dict[str, Any]:
 async def start_front(
     system: str,
     cluster: Cluster,
-    tenants: Mapping[str, float],
+    tenants: Mapping[str, TenantSpec],
     time_scale: float,
     log_dir: Path,
     http: aiohttp.ClientSession,
@@ -199,7 +204,7 @@ async def start_front(
 async def _start_saga(
     system: str,
     cluster: Cluster,
-    tenants: Mapping[str, float],
+    tenants: Mapping[str, TenantSpec],
     time_scale: float,
     log_dir: Path,
     http: aiohttp.ClientSession,

@@ -84,6 +84,7 @@ class EngineDriver:
         finally:
             self.metrics.engine_decision.observe(time.perf_counter() - t0)
         self._apply(actions)
+        self.metrics.lane_replicas.set(len(self.engine.lane_replicas))
         self._wake.set()
         return actions
 

@@ -52,6 +52,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "saga_kv_pinned_sessions",
     "saga_admission_rejections_total",
     "saga_queue_depth",
+    "saga_slo_lane_replicas",
     "saga_replica_running_requests",
     "saga_replica_waiting_requests",
     "saga_replica_kv_usage_ratio",
@@ -120,6 +121,9 @@ class ServiceMetrics:
             registry=r,
         )
         self.queue_depth = Gauge("saga_queue_depth", "Calls deferred in the scheduler's queue.", registry=r)
+        self.lane_replicas = Gauge(
+            "saga_slo_lane_replicas", "Replicas the SLO lane keeps for tight-deadline tenants.", registry=r
+        )
         self.replica_running = Gauge(
             "saga_replica_running_requests", "Running requests (/v1/loads).", ["replica"], registry=r
         )

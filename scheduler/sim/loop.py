@@ -107,7 +107,15 @@ class Simulator:
             decode_s_per_seq=t.decode_s_per_seq,
             kv_read_s_per_token=t.kv_read_s_per_token,
         )
-        settings = replace(system.settings, cost=cost)
+        # the workload's tenants are the engine's tenant policies, as spec.tenants is live
+        # (weights for fair share, deadline factors for fair share's slack and the SLO lanes)
+        f = system.settings.fairness
+        fairness = replace(
+            f,
+            weights={**{t: sp.weight for t, sp in workload.tenants.items()}, **f.weights},
+            slo_factors={**{t: sp.slo_factor for t, sp in workload.tenants.items()}, **f.slo_factors},
+        )
+        settings = replace(system.settings, cost=cost, fairness=fairness)
         self.engine = Engine(
             self.clock,
             settings,

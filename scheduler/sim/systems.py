@@ -16,8 +16,8 @@ share are off):
   programs until memory pressure (largest paused first), paused programs resume smallest first.
 
 ``saga`` has every mechanism on; ``saga-no-<mechanism>`` turns exactly one off:
-affinity, batching, stealing, retention, afs (fair share and admission), gating (engine-held
-queues), predictor (BRIEF priors instead of the AEG predictor).
+affinity, batching, stealing, retention, afs (fair share and admission), lanes (SLO lanes,
+``lanes.py``), gating (engine-held queues), predictor (BRIEF priors instead of the AEG predictor).
 
 Variants that add a mechanism that is off by default (the decode-batch cap, ``batchcap.py``,
 which did not help: docs/scheduler.md): ``saga-batchcap`` (latency and throughput rules, SRPT
@@ -49,6 +49,7 @@ from saga.scheduler.settings import (
     EngineSettings,
     FairnessSettings,
     GatingSettings,
+    LaneSettings,
     RetentionSettings,
     StealingSettings,
 )
@@ -79,6 +80,7 @@ def _request_level() -> EngineSettings:
         affinity=AffinitySettings(enabled=False),
         batching=BatchingSettings(enabled=False),
         batch_cap=BatchCapSettings(enabled=False),
+        lanes=LaneSettings(enabled=False),
     )
 
 
@@ -149,6 +151,8 @@ def _ablation(mech: str) -> SystemSpec:
     elif mech == "afs":
         s = replace(s, fairness=replace(s.fairness, enabled=False, admission_enabled=False))
         return replace(SAGA, name=name, settings=s, fairness=_fcfs, description=f"SAGA without {mech}")
+    elif mech == "lanes":
+        s = replace(s, lanes=replace(s.lanes, enabled=False))
     elif mech == "gating":
         s = replace(s, gating=replace(s.gating, enabled=False), stealing=replace(s.stealing, enabled=False))
     elif mech == "predictor":
@@ -158,7 +162,7 @@ def _ablation(mech: str) -> SystemSpec:
     return replace(SAGA, name=name, settings=s, description=f"SAGA without {mech}", tags=("ablation",))
 
 
-ABLATIONS = ("affinity", "batching", "stealing", "retention", "afs", "gating", "predictor")
+ABLATIONS = ("affinity", "batching", "stealing", "retention", "afs", "lanes", "gating", "predictor")
 
 
 def _batchcap(name: str, desc: str, latency_rule: bool = True, order: str = "srpt") -> SystemSpec:

@@ -31,6 +31,10 @@ class DispatchEngine:
     def next_deadline(self) -> float | None:
         return None
 
+    @property
+    def lane_replicas(self) -> frozenset[str]:
+        return frozenset()
+
 
 class StubClient:
     replica_id = "r0"

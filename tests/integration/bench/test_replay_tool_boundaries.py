@@ -44,6 +44,10 @@ class RecordingEngine:
     def next_deadline(self) -> float | None:
         return self.inner.next_deadline()
 
+    @property
+    def lane_replicas(self) -> frozenset[str]:
+        return self.inner.lane_replicas
+
 
 def _config(url: str) -> str:
     return f"""\

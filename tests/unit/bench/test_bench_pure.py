@@ -14,6 +14,7 @@ from saga.bench.procs import MACHINE, CpuTrace, cpu_verdict
 from saga.bench.prompts import CHARS_PER_TOKEN, ID_HI, ID_LO, PromptBuilder, prompt_token_ids, token_ids
 from saga.emulator.core import tokenizer
 from saga.graphs.trace import LLMCall, SessionTrace
+from saga.scheduler.workloads.model import TenantSpec
 
 pytestmark = pytest.mark.unit
 
@@ -204,9 +205,15 @@ def test_saga_never_refuses_a_prompt_the_emulated_replicas_accept() -> None:
     from saga.bench.systems import saga_config
     from saga.service.config import load_text
 
-    cfg = saga_config({"r0": "http://127.0.0.1:1"}, {"default": 1.0}, http_port=1, grpc_port=2,
+    tenants = {"default": TenantSpec(), "batch": TenantSpec(weight=2.0, slo_factor=3.0)}
+    cfg = saga_config({"r0": "http://127.0.0.1:1"}, tenants, http_port=1, grpc_port=2,
                       metrics_port=3, redis_url=None)  # fmt: skip
-    limits = load_text(yaml.safe_dump(cfg)).spec.limits
+    spec = load_text(yaml.safe_dump(cfg)).spec
+    assert [(t.name, t.weight, t.deadline_factor) for t in spec.tenants] == [
+        ("batch", 2.0, 3.0),
+        ("default", 1.0, 1.5),
+    ]
+    limits = spec.limits
     replica = replica_config(E2ESettings(("saga",), 1, 0.8, 1.0, 1, Path("."), ""))
     assert "max_prompt_tokens" not in cfg["spec"]["limits"]
     assert limits.max_prompt_tokens == 0

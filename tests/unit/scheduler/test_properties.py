@@ -41,6 +41,7 @@ from saga.scheduler.settings import (
     CostModel,
     EngineSettings,
     FairnessSettings,
+    LaneSettings,
     RetentionSettings,
 )
 
@@ -57,17 +58,24 @@ OPS = st.lists(
 
 
 class Driver:
-    def __init__(self, placement: str, fairness: str, mode: str, batch_cap: bool = False) -> None:
+    def __init__(
+        self, placement: str, fairness: str, mode: str, batch_cap: bool = False, lanes: bool = False
+    ) -> None:
         self.clock = VirtualClock()
         rs = RetentionSettings(mode=mode, max_pinned_fraction=0.4)
-        fs = FairnessSettings(overload_queue_per_replica=2.0, max_deferred_per_tenant=3, retry_after_s=1.0)
+        # with lanes: t0 is the tight class, and 3 replicas are enough for a lane to form
+        factors = {"t0": 1.5, "t1": 3.0} if lanes else {}
+        fs = FairnessSettings(
+            overload_queue_per_replica=2.0, max_deferred_per_tenant=3, retry_after_s=1.0, slo_factors=factors
+        )
+        ls = LaneSettings(relative_load=1.0, max_reserved=0.5, min_work_s=0.0, hold_s=0.0)
         # memory-bound cost model: the decode-batch cap holds calls at a few running
         cost = CostModel(iteration_overhead_s=1e-3, decode_s_per_seq=1e-4, kv_read_s_per_token=1e-5)
         cost = cost if batch_cap else CostModel()
         bc = BatchCapSettings(enabled=batch_cap, max_hold_s=5.0)
         self.e = Engine(
             self.clock,
-            EngineSettings(retention=rs, fairness=fs, cost=cost, batch_cap=bc),
+            EngineSettings(retention=rs, fairness=fs, cost=cost, batch_cap=bc, lanes=ls),
             placement=PLACEMENT_POLICIES[placement](1),
             fairness=FAIRNESS_POLICIES[fairness](),
         )
@@ -207,11 +215,12 @@ class Driver:
     fairness=st.sampled_from(sorted(FAIRNESS_POLICIES)),
     mode=st.sampled_from(["predictive", "fixed", "off"]),
     batch_cap=st.booleans(),
+    lanes=st.booleans(),
 )
 def test_no_call_lost_pins_bounded_capacity_respected(
-    ops: list[tuple[str, int]], placement: str, fairness: str, mode: str, batch_cap: bool
+    ops: list[tuple[str, int]], placement: str, fairness: str, mode: str, batch_cap: bool, lanes: bool
 ) -> None:
-    d = Driver(placement, fairness, mode, batch_cap)
+    d = Driver(placement, fairness, mode, batch_cap, lanes)
     for op, x in ops:
         d.step(op, x)
     d.drain()

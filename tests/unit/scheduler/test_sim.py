@@ -172,3 +172,35 @@ def test_a_stuck_call_stops_the_run_instead_of_sampling_forever(monkeypatch: pyt
     ts, _ = sim.kv_series["r000"]
     assert len(ts) <= 6  # sessions arrive by t=3.5 s: sampling stops with the last real event
     assert len(sim.hit_series[0]) == len(ts)
+
+
+def test_workload_params_reach_the_workload_and_bad_ones_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def sim(out: str, *extra: str) -> int:
+        return saga_main(
+            ["simulate", "--workload", "multi_tenant", "--replicas", "2", "--sessions", "12", "--seed", "3",
+             "--systems", "saga", "--out", str(tmp_path / out), "--no-plots", "--no-progress", *extra]
+        )  # fmt: skip
+
+    per_class = 'tenants_per_class={"heavy": 1, "medium": 1, "light": 2}'
+    assert sim("ok", "--workload-param", per_class) == 0
+    (r,) = load_results([tmp_path / "ok" / "saga.json.gz"])
+    assert {o.tenant for o in r.outcomes} <= {"heavy-0", "medium-0", "light-0", "light-1"}
+    assert load_json(tmp_path / "ok" / "run.json")["args"]["workload_param"] == [per_class]
+    capsys.readouterr()
+    assert sim("a", "--workload-param", "tenants_per_class") == 2
+    assert "expected KEY=JSON" in capsys.readouterr().err
+    assert sim("b", "--workload-param", "tenants_per_class={light: 2}") == 2
+    assert "--workload-param tenants_per_class: not JSON" in capsys.readouterr().err
+    assert sim("c", "--workload-param", "no_such_param=1") == 2
+    assert "no_such_param" in capsys.readouterr().err
+
+
+def test_the_workload_tenants_are_the_engine_tenant_policies() -> None:
+    w = _workload()
+    w = replace(w, tenants={"t": TenantSpec(slo_factor=2.0), "u": TenantSpec(weight=3.0, slo_factor=1.5)})
+    sim = Simulator(w, get_system("saga"), 2, CFG)
+    f = sim.engine.settings.fairness
+    assert f.slo_factors == {"t": 2.0, "u": 1.5}
+    assert f.weights == {"t": 1.0, "u": 3.0}

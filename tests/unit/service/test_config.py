@@ -70,6 +70,11 @@ def test_engine_settings_are_checked(tmp_path: Path) -> None:
         + "spec:\n  tenants: [{name: default}, {name: a, weight: 3}]\n  replicas: {static: [http://a:1]}\n"
     )
     assert engine_settings(cfg).fairness.weights["a"] == 3.0
+    lanes = "spec:\n  replicas: {static: [http://a:1]}\n  engine: {lanes: {max_reserved: %s, hold_s: 60}}\n"
+    got = engine_settings(load_text(HEAD + lanes % "0.1")).lanes
+    assert (got.max_reserved, got.hold_s, got.enabled) == (0.1, 60.0, True)
+    with pytest.raises(ConfigError, match=r"spec\.engine: lanes: need"):
+        engine_settings(load_text(HEAD + lanes % "1.5"))
 
 
 def test_serve_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -46,6 +46,7 @@ class ScriptedEngine:
         self.release = False
         self.events: list[Event] = []
         self.replicas = ["r0", "r1"]
+        self.lane: frozenset[str] = frozenset()
 
     def handle(self, event: Event) -> list[Action]:
         self.events.append(event)
@@ -69,6 +70,10 @@ class ScriptedEngine:
 
     def next_deadline(self) -> float | None:
         return 0.0 if self.release and self.held else None
+
+    @property
+    def lane_replicas(self) -> frozenset[str]:
+        return self.lane
 
 
 class MemClient:
@@ -156,6 +161,11 @@ async def test_deferred_call_waits_for_tick() -> None:
         core._wake.set()
         assert await asyncio.wait_for(task, 5) == ["ok@r0"]
         assert core.metrics.registry.get_sample_value("saga_queue_depth") == 0.0
+        assert core.metrics.registry.get_sample_value("saga_slo_lane_replicas") == 0.0
+        eng.lane = frozenset({"r1"})  # the engine formed an SLO lane: the next decision shows it
+        eng.verdict = "dispatch"
+        assert await asyncio.wait_for(run(core), 5) == ["ok@r0"]
+        assert core.metrics.registry.get_sample_value("saga_slo_lane_replicas") == 1.0
     finally:
         await core.stop()
 

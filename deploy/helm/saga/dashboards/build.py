@@ -352,7 +352,17 @@ def scheduler_dashboard() -> Json:
             y=0,
             unit="ops",
         ),
-        panel(3, "Queue depth", [("sum(saga_queue_depth)", "deferred calls")], x=0, y=8),
+        panel(
+            3,
+            "Queue depth and SLO lane",
+            [
+                ("sum(saga_queue_depth)", "deferred calls"),
+                ("max(saga_slo_lane_replicas)", "SLO lane replicas"),
+            ],
+            x=0,
+            y=8,
+            description="Calls the engine holds; replicas kept for tight-deadline tenants (0: no lane).",
+        ),
         panel(
             4,
             "Admission rejections",

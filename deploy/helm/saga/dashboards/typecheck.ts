@@ -1214,8 +1214,8 @@ export const sagaScheduler: Exact<Dashboard> = {
     {
       "id": 3,
       "type": "timeseries",
-      "title": "Queue depth",
-      "description": "",
+      "title": "Queue depth and SLO lane",
+      "description": "Calls the engine holds; replicas kept for tight-deadline tenants (0: no lane).",
       "datasource": {
         "type": "prometheus",
         "uid": "${datasource}"
@@ -1263,6 +1263,16 @@ export const sagaScheduler: Exact<Dashboard> = {
           "expr": "sum(saga_queue_depth)",
           "legendFormat": "deferred calls",
           "refId": "A",
+          "range": true
+        },
+        {
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "expr": "max(saga_slo_lane_replicas)",
+          "legendFormat": "SLO lane replicas",
+          "refId": "B",
           "range": true
         }
       ]

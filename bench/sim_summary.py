@@ -6,10 +6,11 @@ load the same), and writes ``bench/results/sim_summary.md``: per workload, SAGA'
 speedup in task completion time over cache_aware and over the best sticky/affinity baseline
 (sticky, affinity, thunder), its ratio to the physical limit, SLO attainment per tenant,
 Jain indices and throughput relative to the best baseline; the geometric mean over the
-workloads; and, for ``sim_ablation_*`` / ``sim_batchcap_*`` / ``sim_amortize_*`` folders, each system's
-completion-time increase over SAGA on the same run (a mechanism removed, or one that is off by
-default switched on). ``sim_steady_*`` folders (``saga simulate --warmup-s/--cooldown-s``) get a
-table of their own: only their measured tasks count (``saga.scheduler.report.measured``).
+workloads; and, for ``sim_ablation_*`` / ``sim_batchcap_*`` / ``sim_amortize_*`` / ``sim_lanes_*``
+folders, each system's completion-time increase over SAGA on the same run (a mechanism removed,
+or one that is off by default switched on). ``sim_steady_*`` folders (``saga simulate
+--warmup-s/--cooldown-s``) get a table of their own: only their measured tasks count
+(``saga.scheduler.report.measured``).
 Folders named ``<name>_seed<N>`` repeat ``<name>`` with another seed: side and steady-state
 ones are summed up in a table over the seeds (each system's change vs SAGA, mean and range),
 and a steady-state repeat adds no row of its own.
@@ -42,7 +43,7 @@ STICKY_FAMILY = ("sticky", "affinity", "thunder")
 
 # Folders compared system by system against SAGA instead of entering the headline: ablations
 # (one mechanism removed) and experiments with mechanisms that are off by default.
-SIDE_PREFIXES = ("sim_ablation", "sim_batchcap", "sim_amortize")
+SIDE_PREFIXES = ("sim_ablation", "sim_batchcap", "sim_amortize", "sim_lanes")
 # Folders measured in steady state (saga simulate --warmup-s/--cooldown-s): their own table.
 STEADY_PREFIX = "sim_steady"
 # ``<name>_seed<N>`` folders repeat ``<name>`` with another seed: their side tables are also
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             for (s, t), x in stats.items()
             if s == "saga" and t != ALL and x.slo_attainment is not None
         ]
-        tput = {n: stats[(n, ALL)].tokens_per_s for n in by if n != "saga"}
+        tput = {n: stats[(n, ALL)].tokens_per_s for n in by if not n.startswith("saga")}  # baselines only
         best_tp = max(tput.values()) if tput else None
         rows, vs_ca, vs_st = tables[steady_run]
         if sp_ca:

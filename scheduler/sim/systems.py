@@ -19,6 +19,9 @@ share are off):
 affinity, batching, stealing, retention, afs (fair share and admission), lanes (SLO lanes,
 ``lanes.py``), gating (engine-held queues), predictor (BRIEF priors instead of the AEG predictor).
 
+``saga-lanes-load1``: SLO lanes sized to the cluster's average load (``lanes.relative_load`` 1.0
+instead of 0.5: fewer replicas kept, tight calls in fuller batches).
+
 Variants that add a mechanism that is off by default (the decode-batch cap, ``batchcap.py``,
 which did not help: docs/scheduler.md): ``saga-batchcap`` (latency and throughput rules, SRPT
 order), ``saga-batchcap-knee`` (throughput rule alone), ``saga-batchcap-knee-afs`` (throughput
@@ -179,9 +182,19 @@ def _amortize(calls: float) -> SystemSpec:
     return replace(SAGA, name=f"saga-amortize{calls:g}", settings=s, description=desc, tags=("variant",))
 
 
+def _lanes_at_load(relative_load: float) -> SystemSpec:
+    s = SAGA.settings
+    s = replace(s, lanes=replace(s.lanes, relative_load=relative_load))
+    desc = f"SAGA with SLO lanes sized to {relative_load:g} x the cluster's average load"
+    return replace(
+        SAGA, name=f"saga-lanes-load{relative_load:g}", settings=s, description=desc, tags=("variant",)
+    )
+
+
 VARIANTS: dict[str, SystemSpec] = {
     v.name: v
     for v in (
+        _lanes_at_load(1.0),
         _amortize(2.0),
         _amortize(5.0),
         _batchcap("saga-batchcap", "SAGA + decode-batch cap (latency and throughput rules), SRPT order"),

@@ -111,24 +111,23 @@ class SloLanes:
         """The lane's replicas among ``eligible`` (the engine's healthy replicas, sorted by id)."""
         if not self.settings.enabled:
             return frozenset()
-        needed = self.needed(now)
-        if eligible is self._seen and (
-            self.target(len(eligible), len(self._members)) if needed else 0
-        ) == len(self._members):
-            return self._member_set  # same replicas, same size: nothing to recompute
-        healthy = {r.replica_id for r in eligible}
-        mem = [m for m in self._members if m in healthy]
-        k = self.target(len(eligible), len(mem)) if needed else 0
-        del mem[k:]
-        if len(mem) < k:
-            have = set(mem)
+        if eligible is not self._seen:  # replicas changed: drop members no longer healthy
+            healthy = {r.replica_id for r in eligible}
+            self._members = [m for m in self._members if m in healthy]
+            self._member_set = frozenset(self._members)
+            self._seen = eligible
+        k = self.target(len(eligible), len(self._members)) if self.needed(now) else 0
+        if k == len(self._members):
+            return self._member_set
+        del self._members[k:]
+        if len(self._members) < k:
+            have = set(self._members)
             cands = sorted(
                 (r for r in eligible if r.replica_id not in have),
                 key=lambda r: (len(r.homed) + len(r.inflight) + len(r.queue), r.replica_id),
             )
-            mem += [r.replica_id for r in cands[: k - len(mem)]]
-        self._members, self._member_set = mem, frozenset(mem)
-        self._seen = eligible
+            self._members += [r.replica_id for r in cands[: k - len(self._members)]]
+        self._member_set = frozenset(self._members)
         return self._member_set
 
     def restrict(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import pytest
+from placement_fakes import FirstReplica
 
 from saga.clock import VirtualClock
 from saga.scheduler.api import (
@@ -21,17 +22,10 @@ from saga.scheduler.api import (
 )
 from saga.scheduler.engine import Engine
 from saga.scheduler.policies.fairness.afs import AgentFairShare
-from saga.scheduler.policy import ClusterPressure, PlacementBase, PlacementRequest, QueuedCall, ReplicaView
+from saga.scheduler.policy import ClusterPressure, QueuedCall
 from saga.scheduler.settings import EngineSettings, FairnessSettings, StealingSettings
 
 pytestmark = pytest.mark.unit
-
-
-class First(PlacementBase):
-    name = "first"
-
-    def select(self, request: PlacementRequest, replicas: Sequence[ReplicaView]) -> str | None:
-        return replicas[0].replica_id if replicas else None
 
 
 def _qc(tenant: str, deadline: float | None, remaining: float = 10.0) -> QueuedCall:
@@ -59,7 +53,7 @@ def test_bounded_deviation_makes_a_tenant_ahead_yield() -> None:
 
 def test_queue_drains_by_slack(make_engine: Callable[..., Engine], clock: VirtualClock) -> None:
     st = EngineSettings(stealing=StealingSettings(enabled=False))
-    e = make_engine(replicas=1, slots=1, placement=First(), settings=st)
+    e = make_engine(replicas=1, slots=1, placement=FirstReplica(), settings=st)
     e.handle(SessionStart("busy", "t", "x"))
     e.handle(CallSubmitted("c0", "busy", Prompt(100), 10))
     e.handle(SessionStart("relaxed", "t", "x", WorkflowHints(deadline_s=10_000.0)))
@@ -76,7 +70,7 @@ def test_admission_defers_then_admits_and_rejects_with_reason(
 ) -> None:
     fs = FairnessSettings(overload_queue_per_replica=1.0, max_deferred_per_tenant=1, retry_after_s=2.0)
     st = EngineSettings(fairness=fs, stealing=StealingSettings(enabled=False))
-    e = make_engine(replicas=1, slots=1, placement=First(), settings=st)
+    e = make_engine(replicas=1, slots=1, placement=FirstReplica(), settings=st)
     for i in range(3):
         e.handle(SessionStart(f"s{i}", "t", "x"))
         e.handle(CallSubmitted(f"c{i}", f"s{i}", Prompt(100), 10))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import pytest
+from placement_fakes import FirstReplica
 
 from saga.clock import VirtualClock
 from saga.scheduler.api import (
@@ -23,20 +24,12 @@ from saga.scheduler.api import (
 )
 from saga.scheduler.engine import Engine
 from saga.scheduler.lanes import SloLanes
-from saga.scheduler.policy import PlacementBase, PlacementRequest, ReplicaView
 from saga.scheduler.settings import CostModel, EngineSettings, FairnessSettings, LaneSettings
 from saga.scheduler.state import ReplicaState
 
 pytestmark = pytest.mark.unit
 
 FACTORS = {"inter": 1.5, "batch": 3.0}
-
-
-class AlwaysFirst(PlacementBase):
-    name = "first"
-
-    def select(self, request: PlacementRequest, replicas: Sequence[ReplicaView]) -> str | None:
-        return replicas[0].replica_id if replicas else None
 
 
 def _lanes(**kw: float) -> SloLanes:
@@ -163,7 +156,7 @@ def _dispatched(acts: Sequence[object]) -> dict[str, str]:
 def test_tight_calls_run_in_the_lane_and_others_stay_out(
     make_engine: Callable[..., Engine], clock: VirtualClock
 ) -> None:
-    e = make_engine(replicas=2, slots=1, placement=AlwaysFirst(), settings=_settings())
+    e = make_engine(replicas=2, slots=1, placement=FirstReplica(), settings=_settings())
     _warm(e, clock)
     assert e.lane_replicas == {"r0"}
     e.handle(SessionStart("b", "batch", "x"))
@@ -182,7 +175,7 @@ def test_tight_calls_run_in_the_lane_and_others_stay_out(
 def test_without_lanes_the_idle_replica_steals(
     make_engine: Callable[..., Engine], clock: VirtualClock
 ) -> None:
-    e = make_engine(replicas=2, slots=1, placement=AlwaysFirst(), settings=_settings(enabled=False))
+    e = make_engine(replicas=2, slots=1, placement=FirstReplica(), settings=_settings(enabled=False))
     _warm(e, clock)
     assert e.lane_replicas == frozenset()
     e.handle(SessionStart("b", "batch", "x"))
@@ -195,7 +188,7 @@ def test_without_lanes_the_idle_replica_steals(
 def test_a_lane_replica_going_down_is_replaced(
     make_engine: Callable[..., Engine], clock: VirtualClock
 ) -> None:
-    e = make_engine(replicas=3, slots=1, placement=AlwaysFirst(), settings=_settings())
+    e = make_engine(replicas=3, slots=1, placement=FirstReplica(), settings=_settings())
     _warm(e, clock)
     assert e.lane_replicas == {"r0"}
     e.handle(ReplicaHealth("r0", False))
@@ -208,7 +201,7 @@ def test_a_lane_replica_going_down_is_replaced(
 def test_only_a_tight_task_past_its_deadline_opens_the_lane(
     make_engine: Callable[..., Engine], clock: VirtualClock
 ) -> None:
-    e = make_engine(replicas=2, slots=1, placement=AlwaysFirst(), settings=_settings(hold_s=3600.0))
+    e = make_engine(replicas=2, slots=1, placement=FirstReplica(), settings=_settings(hold_s=3600.0))
     _warm(e, clock)
     assert e.lane_replicas == frozenset()  # the warm-up sessions had no deadline
     for tenant, sid in (("batch", "late-batch"), ("inter", "on-time")):
@@ -228,6 +221,6 @@ def test_only_a_tight_task_past_its_deadline_opens_the_lane(
 
 def test_one_class_gets_no_lane(make_engine: Callable[..., Engine], clock: VirtualClock) -> None:
     st = EngineSettings(lanes=LaneSettings(max_reserved=0.5, min_work_s=0.0, hold_s=0.0))  # all at 1.5
-    e = make_engine(replicas=2, slots=1, placement=AlwaysFirst(), settings=st)
+    e = make_engine(replicas=2, slots=1, placement=FirstReplica(), settings=st)
     _warm(e, clock)
     assert e.lane_replicas == frozenset()

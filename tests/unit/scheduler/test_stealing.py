@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import pytest
+from placement_fakes import FirstReplica
 
 from saga.clock import VirtualClock
 from saga.scheduler.api import (
@@ -26,21 +27,12 @@ from saga.scheduler.settings import EngineSettings, RetentionSettings, StealingS
 pytestmark = pytest.mark.unit
 
 
-class AlwaysFirst(PlacementBase):
-    """Test placement: always the first eligible replica (creates imbalance on purpose)."""
-
-    name = "first"
-
-    def select(self, request: PlacementRequest, replicas: Sequence[ReplicaView]) -> str | None:
-        return replicas[0].replica_id if replicas else None
-
-
 def _hashes(p: int, n: int) -> tuple[int, ...]:
     return tuple(p * 1_000_000 + i for i in range(n))
 
 
 def test_idle_replica_steals_a_queued_call(make_engine: Callable[..., Engine]) -> None:
-    e = make_engine(replicas=2, slots=1, placement=AlwaysFirst())
+    e = make_engine(replicas=2, slots=1, placement=FirstReplica())
     for s in ("a", "b"):
         e.handle(SessionStart(s, "t", "x"))
     e.handle(CallSubmitted("ca", "a", Prompt(160, _hashes(1, 10), 16), 10))
@@ -58,7 +50,7 @@ def test_idle_replica_steals_a_queued_call(make_engine: Callable[..., Engine]) -
 def test_no_steal_when_losing_the_cache_costs_more(
     make_engine: Callable[..., Engine], clock: VirtualClock
 ) -> None:
-    e = make_engine(replicas=2, slots=1, kv=2_000_000, placement=AlwaysFirst())
+    e = make_engine(replicas=2, slots=1, kv=2_000_000, placement=FirstReplica())
     big = _hashes(4, 20_000)  # 320k tokens cached on r0: ~27 s to recompute elsewhere
     e.handle(ReplicaCache("r0", stored=big))
     e.handle(ReplicaCache("r1", stored=()))
@@ -75,7 +67,7 @@ def test_no_steal_when_losing_the_cache_costs_more(
 
 def test_stealing_switch_off(make_engine: Callable[..., Engine]) -> None:
     st = EngineSettings(stealing=StealingSettings(enabled=False))
-    e = make_engine(replicas=2, slots=1, placement=AlwaysFirst(), settings=st)
+    e = make_engine(replicas=2, slots=1, placement=FirstReplica(), settings=st)
     for s in ("a", "b"):
         e.handle(SessionStart(s, "t", "x"))
     e.handle(CallSubmitted("ca", "a", Prompt(160), 10))
@@ -88,7 +80,7 @@ def test_a_queue_held_by_the_kv_watermark_is_stolen_from(make_engine: Callable[.
     """r0 has 64 free slots but no KV for cb, so cb waits for ca (one running call), not for
     one of 64 slots: the modelled wait is call_s / 1, worth recomputing cb's 4k-token prefix
     (~0.4 s with the margin); a call_s / max_running model would call it 0.09 s and never steal."""
-    e = make_engine(replicas=2, kv=10_000, slots=64, placement=AlwaysFirst())
+    e = make_engine(replicas=2, kv=10_000, slots=64, placement=FirstReplica())
     e.handle(ReplicaCache("r0", stored=_hashes(2, 250)))  # cb's prefix, cached on r0 only
     e.handle(ReplicaCache("r1", stored=()))
     for s in ("a", "b"):

@@ -212,6 +212,11 @@ class Engine(EngineParts):
             cap = self.settings.retention.max_pinned_fraction * r.kv_total
             if r.pinned_tokens > cap + 1e-6:
                 out.append(f"{r.replica_id}: pinned {r.pinned_tokens} > {cap:.0f}")
+            urgency = sum(self.calls[c].urgency for c in r.inflight if c in self.calls)
+            if abs(r.inflight_urgency - urgency) > 1e-6 * max(1.0, urgency):
+                out.append(
+                    f"{r.replica_id}: in-flight urgency {r.inflight_urgency} != {urgency} of its calls"
+                )
             stray = [x for x in r.homed if x not in self.sessions or self.sessions[x].home != r.replica_id]
             if stray:
                 out.append(f"{r.replica_id}: homed lists {stray[:3]} whose home is elsewhere")
@@ -344,6 +349,7 @@ class Engine(EngineParts):
         call = CallState(e.call_id, e.session_id, tenant, p, e.max_new_tokens, e.priority, self.clock.now())
         call.sampled, call.unit = sample_hashes(p.block_hashes, p.block_size, self._gran)
         call.tight = self._is_tight(tenant)
+        call.urgency = self._urgency(tenant)
         self.calls[call.call_id] = call
         if s is not None and not s.admitted:
             verdict = self.fairness.admit(self._qc(call), self._pressure(tenant), call.submitted_at)
@@ -447,6 +453,7 @@ class Engine(EngineParts):
         r.committed.put(call.call_id, hashes, unit, p.num_tokens + call.max_new_tokens)
         r.inflight[call.call_id] = None
         r.inflight_tokens += p.num_tokens + call.max_new_tokens
+        r.inflight_urgency += call.urgency
         r.note_prompt(p.block_hashes)
         call.replica = r.replica_id
         call.inflight = True
@@ -476,6 +483,7 @@ class Engine(EngineParts):
         if r is not None and call.call_id in r.inflight:
             del r.inflight[call.call_id]
             r.inflight_tokens -= call.prompt.num_tokens + call.max_new_tokens
+            r.inflight_urgency = r.inflight_urgency - call.urgency if r.inflight else 0.0
             r.committed.remove(call.call_id)
         call.inflight = False
         return r

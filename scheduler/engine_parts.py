@@ -45,6 +45,7 @@ from saga.scheduler.stealing import best_steal
 
 STEAL_MISSES = 4  # thieves without a worthwhile steal before a pass gives up
 STEAL_VICTIMS = 8  # most-queued replicas a thief examines
+MIN_SLACK = 0.1  # deadline factor - 1 below which urgency stops growing (factor 1: no slack at all)
 
 
 class EngineParts:
@@ -84,6 +85,14 @@ class EngineParts:
         """The tenant's deadline factor puts its calls in the SLO lane's class (lanes.py)."""
         f, ln = self.settings.fairness, self.settings.lanes
         return ln.enabled and f.slo_factors.get(tenant, f.slo_factor) <= ln.max_factor
+
+    def _urgency(self, tenant: str) -> float:
+        """(deadline factor - 1) ** -power of the tenant (at least MIN_SLACK of slack), or 1 with
+        ``cost.urgency_weighting`` off (``settings.CostModel``)."""
+        c, f = self.settings.cost, self.settings.fairness
+        if not c.urgency_weighting:
+            return 1.0
+        return float(max(MIN_SLACK, f.slo_factors.get(tenant, f.slo_factor) - 1.0) ** -c.urgency_power)
 
     @property
     def lane_replicas(self) -> frozenset[str]:
@@ -319,6 +328,7 @@ class EngineParts:
             routing_key=call.session_id or call.call_id,
             now=call.submitted_at,
             remaining_calls=s.remaining_calls if s else 0.0,
+            urgency=call.urgency,
         )
 
     def _qc(self, call: CallState) -> QueuedCall:

@@ -75,6 +75,11 @@ class ReplicaView(Protocol):
         """Prompt + output tokens of the calls in flight (the KV a decode iteration reads)."""
         ...
 
+    @property
+    def inflight_urgency(self) -> float:
+        """Sum of the deadline urgency of the calls in flight (PlacementRequest.urgency)."""
+        ...
+
     def est_wait_s(self, need_tokens: int = 0) -> float:
         """Modelled seconds a call needing ``need_tokens`` of KV placed here now waits to run."""
         ...
@@ -99,6 +104,7 @@ class PlacementRequest:
     routing_key: str = ""  # session id (or call id without a session): sticky hashing key
     now: float = 0.0
     remaining_calls: float = 0.0  # the session's expected LLM calls after this one (predictor)
+    urgency: float = 1.0  # its tenant's deadline urgency, as counted in ReplicaView.inflight_urgency
 
 
 class PlacementPolicy(Protocol):

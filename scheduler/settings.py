@@ -44,6 +44,16 @@ class CostModel:
     # (dimensionless; 0: selfish placement, 1: minimise total time). 0.5: half, since the
     # others' remaining output is on average half of theirs.
     externality_weight: float = 0.5
+    # Weigh that slowdown by deadline urgency (placement, ``policies/placement/saga.py``): a
+    # call's urgency is (deadline factor - 1) ** -urgency_power of its tenant
+    # (``fairness.slo_factors``; factor - 1 is the slack a deadline leaves, in units of the task's
+    # own physical time), and the slowdown a call imposes on each call in flight counts (its
+    # urgency / the placed call's). Tenants with loose deadlines then keep off replicas decoding
+    # tight-deadline calls, and tight calls go where decoding is fast. With one deadline factor
+    # the ratios are 1: placement unchanged. Power 2 (dimensionless): with 1, the steady
+    # multi-tenant runs barely moved (docs/scheduler.md § Deadline urgency).
+    urgency_weighting: bool = True
+    urgency_power: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +284,10 @@ class EngineSettings:
             raise InvalidInput(
                 "settings.lanes: need max_factor >= 1, relative_load in (0, 1], max_reserved < 1, "
                 f"half_life_s > 0; got {ln}"
+            )
+        if self.cost.urgency_power > 8:
+            raise InvalidInput(
+                f"settings.cost.urgency_power: must be in [0, 8], got {self.cost.urgency_power}"
             )
         for t, f in self.fairness.slo_factors.items():
             if not (math.isfinite(f) and f >= 1):

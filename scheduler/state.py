@@ -133,6 +133,7 @@ class ReplicaState:
     homed: dict[str, None] = field(default_factory=dict)  # live sessions whose home is here
     pinned_tokens: int = 0
     inflight_tokens: int = 0  # prompt + max_new of the calls in flight (the KV decode reads)
+    inflight_urgency: float = 0.0  # sum of the urgency of the calls in flight
     kv_watermark: float = 1.0
     # decode-batch cap (batchcap.py); None: only max_running bounds running calls
     batch_cap: CapModel | None = None
@@ -258,3 +259,4 @@ class CallState:
     sampled: tuple[int, ...] = ()  # prompt hashes sampled for SharedTokens (computed once)
     unit: int = 0  # tokens each sampled hash stands for
     tight: bool = False  # its tenant is in the tight-deadline class (lanes.py)
+    urgency: float = 1.0  # its tenant's deadline urgency (CostModel.urgency_weighting)

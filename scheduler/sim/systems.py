@@ -17,7 +17,8 @@ share are off):
 
 ``saga`` has every mechanism on; ``saga-no-<mechanism>`` turns exactly one off:
 affinity, batching, stealing, retention, afs (fair share and admission), lanes (SLO lanes,
-``lanes.py``), gating (engine-held queues), predictor (BRIEF priors instead of the AEG predictor).
+``lanes.py``), urgency (placement's deadline-urgency weighting, ``CostModel``), gating
+(engine-held queues), predictor (BRIEF priors instead of the AEG predictor).
 
 ``saga-lanes-load1``: SLO lanes sized to the cluster's average load (``lanes.relative_load`` 1.0
 instead of 0.5: fewer replicas kept, tight calls in fuller batches).
@@ -156,6 +157,8 @@ def _ablation(mech: str) -> SystemSpec:
         return replace(SAGA, name=name, settings=s, fairness=_fcfs, description=f"SAGA without {mech}")
     elif mech == "lanes":
         s = replace(s, lanes=replace(s.lanes, enabled=False))
+    elif mech == "urgency":
+        s = replace(s, cost=replace(s.cost, urgency_weighting=False))
     elif mech == "gating":
         s = replace(s, gating=replace(s.gating, enabled=False), stealing=replace(s.stealing, enabled=False))
     elif mech == "predictor":
@@ -165,7 +168,17 @@ def _ablation(mech: str) -> SystemSpec:
     return replace(SAGA, name=name, settings=s, description=f"SAGA without {mech}", tags=("ablation",))
 
 
-ABLATIONS = ("affinity", "batching", "stealing", "retention", "afs", "lanes", "gating", "predictor")
+ABLATIONS = (
+    "affinity",
+    "batching",
+    "stealing",
+    "retention",
+    "afs",
+    "lanes",
+    "urgency",
+    "gating",
+    "predictor",
+)
 
 
 def _batchcap(name: str, desc: str, latency_rule: bool = True, order: str = "srpt") -> SystemSpec:

@@ -7,11 +7,15 @@ modelled cost of running a call with prompt ``P`` (of which ``C_r`` is cached on
     wait(r)                                         engine queue / slots / KV (ReplicaView.est_wait_s)
   + (P - C_r) x prefill_s                           prefix it must recompute
   + N x (overhead + d x (B+1) + k x (K + X))        its own decode, slowed by the batch it joins
-  + w x B x [N x (d + k x X) + (P - C_r) x prefill_s]   the slowdown it imposes on the B others
+  + w x B' x [N x (d + k x X) + (P - C_r) x prefill_s]  the slowdown it imposes on the B others
   + pressure_penalty_s x max(0, KV fraction after - pressure_start)   evicting retained KV
 
 with the replica model's iteration constants (``CostModel``: ``d`` per sequence, ``k`` per
-KV token read, ``w`` = ``externality_weight``). Agents are decode- and KV-read-bound at
+KV token read, ``w`` = ``externality_weight``). ``B'`` is ``B`` with each call in flight
+weighted by its deadline urgency over the placed call's (``urgency_weighting``, see
+``CostModel``; ``B' = B`` when all tenants share one deadline factor): a call whose tenant has a
+loose deadline pays more for slowing tight-deadline calls, so loose and tight sessions drift
+apart, and the tight ones land where decoding is fast. Agents are decode- and KV-read-bound at
 long contexts, so the batch term is what spreads sessions; the prefix term is what keeps
 them home. The filter → score → pick stages:
 
@@ -66,7 +70,12 @@ class SagaPlacement(PlacementBase):
             + c.decode_s_per_seq * (b + 1)
             + c.kv_read_s_per_token * (r.inflight_tokens + x)
         )
-        ext = c.externality_weight * b * n * (c.decode_s_per_seq + c.kv_read_s_per_token * x)
+        ext = (
+            c.externality_weight
+            * self.others(request, r)
+            * n
+            * (c.decode_s_per_seq + c.kv_read_s_per_token * x)
+        )
         extra = x if not (request.pinned and r.replica_id == request.home) else n
         after = (r.committed_tokens + extra) / r.kv_total
         excess = after - self.affinity.pressure_start
@@ -76,7 +85,14 @@ class SagaPlacement(PlacementBase):
     def prefix_s(self, request: PlacementRequest, r: ReplicaView) -> float:
         cached = r.cached_prefix_tokens(request.block_hashes, request.block_size)
         recompute = max(0, request.prompt_tokens - cached) / self.cost.prefill_tokens_per_s
-        return recompute * (1.0 + self.cost.externality_weight * r.inflight_count)
+        return recompute * (1.0 + self.cost.externality_weight * self.others(request, r))
+
+    def others(self, request: PlacementRequest, r: ReplicaView) -> float:
+        """The calls in flight on ``r`` a placed call slows, each counted (its urgency / the
+        placed call's) with ``cost.urgency_weighting`` (1 each without; equal urgencies: B)."""
+        if not self.cost.urgency_weighting:
+            return float(r.inflight_count)
+        return r.inflight_urgency / request.urgency
 
     def cost_s(self, request: PlacementRequest, r: ReplicaView) -> float:
         return self.bound_s(request, r) + self.prefix_s(request, r)

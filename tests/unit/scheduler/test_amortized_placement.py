@@ -39,6 +39,10 @@ class View:
         return self.b * self.per_call
 
     @property
+    def inflight_urgency(self) -> float:
+        return float(self.b)  # every call of urgency 1, as the requests below
+
+    @property
     def committed_tokens(self) -> int:
         return self.inflight_tokens
 

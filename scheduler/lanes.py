@@ -15,6 +15,11 @@ What. A tenant whose deadline factor is at most ``max_factor`` is *tight*
     n <= floor((s + max_reserved) x N)  the others lose at most max_reserved of the capacity
     1 <= n < N and n >= s x N           else there is no lane
 
+A lane the reserve bound caps (its tight calls would run above ``relative_load``) is not formed
+(``allow_capped`` off; an existing lane goes once it would be capped even at 0.8 x the share):
+kept to a crowded lane, tight calls did worse than spread over the whole cluster by the
+placement's deadline-urgency weighting (``CostModel.urgency_weighting``; docs/scheduler.md).
+
 ``s`` is measured, not configured: each completed call adds its modelled replica work
 (``work_s``: prefill of the uncached prompt plus its decode steps, each reading its own
 context, with the engine's ``CostModel``; independent of where the call ran and how loaded that
@@ -102,10 +107,18 @@ class SloLanes:
         want = math.ceil(s * n / st.relative_load)
         if 0 < want < current and math.ceil(s * SHRINK_MARGIN * n / st.relative_load) >= current:
             want = current  # within the margin: keep the lane as it is
-        want = min(want, math.floor((s + st.max_reserved) * n))
+        cap = math.floor((s + st.max_reserved) * n)
+        if want > cap and not st.allow_capped and (current == 0 or self._capped(s / SHRINK_MARGIN, n)):
+            return 0  # the lane would run above relative_load (an existing one: even at 0.8 x the share)
+        want = min(want, cap)
         if want < 1 or want >= n or want < s * n:
             return 0
         return want
+
+    def _capped(self, s: float, n: int) -> bool:
+        """The reserve bound would cap a lane for share ``s`` of ``n`` replicas."""
+        st = self.settings
+        return math.ceil(s * n / st.relative_load) > math.floor((s + st.max_reserved) * n)
 
     def members(self, eligible: Sequence[ReplicaState], now: float) -> frozenset[str]:
         """The lane's replicas among ``eligible`` (the engine's healthy replicas, sorted by id)."""

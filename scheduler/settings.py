@@ -226,6 +226,10 @@ class LaneSettings:
     # At most this fraction of the cluster's capacity may sit in the lane beyond the tight work
     # itself (0.05: the other classes lose at most 5% of capacity); no lane when it cannot fit.
     max_reserved: float = 0.05
+    # Form a lane that max_reserved caps below the relative_load size (its tight calls then
+    # share fuller batches in fewer replicas). Off: in the mix where the cap bound, urgency-
+    # weighted placement over the whole cluster met more tight deadlines than the capped lane.
+    allow_capped: bool = False
     # A lane exists only while a tight task missed its deadline within this many seconds
     # (3600: an hour; 0: whenever the share allows one).
     hold_s: float = 3600.0

@@ -21,7 +21,8 @@ affinity, batching, stealing, retention, afs (fair share and admission), lanes (
 (engine-held queues), predictor (BRIEF priors instead of the AEG predictor).
 
 ``saga-lanes-load1``: SLO lanes sized to the cluster's average load (``lanes.relative_load`` 1.0
-instead of 0.5: fewer replicas kept, tight calls in fuller batches).
+instead of 0.5: fewer replicas kept, tight calls in fuller batches). ``saga-lanes-capped``: lanes
+also where the reserve bound caps them (``lanes.allow_capped``, off in SAGA).
 
 Variants that add a mechanism that is off by default (the decode-batch cap, ``batchcap.py``,
 which did not help: docs/scheduler.md): ``saga-batchcap`` (latency and throughput rules, SRPT
@@ -195,6 +196,13 @@ def _amortize(calls: float) -> SystemSpec:
     return replace(SAGA, name=f"saga-amortize{calls:g}", settings=s, description=desc, tags=("variant",))
 
 
+def _lanes_capped() -> SystemSpec:
+    s = SAGA.settings
+    s = replace(s, lanes=replace(s.lanes, allow_capped=True))
+    desc = "SAGA with SLO lanes also where the reserve caps them (lanes.allow_capped)"
+    return replace(SAGA, name="saga-lanes-capped", settings=s, description=desc, tags=("variant",))
+
+
 def _lanes_at_load(relative_load: float) -> SystemSpec:
     s = SAGA.settings
     s = replace(s, lanes=replace(s.lanes, relative_load=relative_load))
@@ -208,6 +216,7 @@ VARIANTS: dict[str, SystemSpec] = {
     v.name: v
     for v in (
         _lanes_at_load(1.0),
+        _lanes_capped(),
         _amortize(2.0),
         _amortize(5.0),
         _batchcap("saga-batchcap", "SAGA + decode-batch cap (latency and throughput rules), SRPT order"),

@@ -55,10 +55,24 @@ def test_size_follows_the_share_and_the_reserve_bound() -> None:
     assert ln3.target(64, 0) == 0
 
 
-def test_a_large_share_gets_a_lane_capped_by_the_reserve() -> None:
-    ln = _lanes()
+def test_a_large_share_gets_a_capped_lane_only_when_allowed() -> None:
+    ln = _lanes(allow_capped=True)
     _fill(ln, 30.0, 70.0)  # s = 0.3: 39 replicas wanted, (0.3 + 0.05) x 64 = 22 allowed
     assert ln.target(64, 0) == 22
+    ln = _lanes()
+    _fill(ln, 30.0, 70.0)
+    assert ln.target(64, 0) == 0
+    assert ln.target(64, 22) == 0  # capped even at 0.8 x the share: an existing lane goes
+
+
+def test_a_lane_near_the_cap_is_kept_with_a_margin() -> None:
+    ln = _lanes()
+    _fill(ln, 4.4, 95.6)  # s = 0.044: 6 wanted, floor(0.094 x 64) = 6 allowed
+    assert ln.target(64, 0) == 6
+    ln = _lanes()
+    _fill(ln, 4.2, 95.8)  # s = 0.042: 6 wanted, floor(0.092 x 64) = 5 allowed
+    assert ln.target(64, 0) == 0  # no new lane
+    assert ln.target(64, 6) == 5  # an existing one stays, capped: at 0.8 x the share it would fit
 
 
 def test_shrinking_needs_a_margin() -> None:

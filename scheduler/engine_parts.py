@@ -99,6 +99,12 @@ class EngineParts:
         """Replicas the SLO lane keeps for the tight class now (empty: no lane)."""
         return self._lanes.members(self._eligible_replicas(), self.clock.now())
 
+    @property
+    def lane_replicas_last(self) -> frozenset[str]:
+        """The SLO lane as the last decision used it, without updating it (``lane_replicas``
+        brings it to now, which can move members: samplers that must not perturb use this)."""
+        return self._lanes.current
+
     # implemented by Engine
     def _route(self, call: CallState) -> list[Action]:
         raise NotImplementedError

@@ -143,6 +143,11 @@ class SloLanes:
         self._member_set = frozenset(self._members)
         return self._member_set
 
+    @property
+    def current(self) -> frozenset[str]:
+        """The members as the last decision left them (no update: a reading for samples)."""
+        return self._member_set
+
     def restrict(
         self, replicas: list[ReplicaState], tight: bool, eligible: Sequence[ReplicaState], now: float
     ) -> list[ReplicaState]:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from saga.scheduler.report.model import ReportError, RunResult, SessionOutcome
+from saga.scheduler.report.model import ReportError, RunResult, Series, SessionOutcome
 
 ALL = "*"  # the tenant key of the all-tenants group
 
@@ -75,6 +75,11 @@ class GroupStats:
     jain_tenants: float | None = None  # ALL group only
     kv_util_mean: float | None = None  # ALL group only
     hit_rate_mean: float | None = None  # ALL group only
+    # SLO lane (ALL group only, None when none formed): mean and most replicas over the samples,
+    # and seconds from the first sample to the first one with a lane
+    lane_mean: float | None = None
+    lane_max: float | None = None
+    lane_first_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,12 +265,16 @@ def build_report(
             ]
             tenant_means = _tenant_norm_means(r, limit)
             kv = [m for m in (s.mean() for s in r.kv_util.values()) if m is not None]
+            lane = _lane_stats(r.lane_replicas)
             stats.append(
                 replace(
                     all_g,
                     jain_tenants=jain(tenant_means) if len(tenant_means) > 1 else None,
                     kv_util_mean=sum(kv) / len(kv) if kv else None,
                     hit_rate_mean=r.cache_hit_rate.mean(),
+                    lane_mean=lane[0],
+                    lane_max=lane[1],
+                    lane_first_s=lane[2],
                 )
             )
             stats.extend(tenant_groups)
@@ -327,3 +336,12 @@ def _tenant_norm_means(r: RunResult, limit: LimitFn | None) -> list[float]:
             x = x / lim
         per.setdefault(o.tenant, []).append(x)
     return [sum(v) / len(v) for _, v in sorted(per.items())]
+
+
+def _lane_stats(lane: Series) -> tuple[float | None, float | None, float | None]:
+    """(mean, most, seconds from the first sample to the first with a lane) of a lane-size
+    series; all None when no lane formed."""
+    first = next((t for t, v in zip(lane.t_s, lane.values, strict=True) if v > 0), None)
+    if first is None:
+        return None, None, None
+    return lane.mean(), max(lane.values), first - lane.t_s[0]

@@ -143,6 +143,7 @@ class RunResult:
     duration_s: float  # run-timeline span measured (first arrival .. last completion)
     kv_util: Mapping[str, Series] = field(default_factory=dict)  # replica id -> KV used fraction
     cache_hit_rate: Series = field(default_factory=Series)  # cluster prefix-cache hit rate
+    lane_replicas: Series = field(default_factory=Series)  # SLO lane size, replicas (simulator)
     steals: int = 0  # cluster total steals/migrations
     wall_s: float | None = None  # wall-clock seconds the run took (simulator speed)
     meta: Mapping[str, Any] = field(default_factory=dict)  # settings, versions, command (JSON-able)
@@ -171,6 +172,9 @@ class RunResult:
             if any(not 0.0 <= v <= 1.0 + 1e-9 for v in s.values):
                 raise _err(f"kv_util[{rid!r}]", "value outside [0, 1]")
         self.cache_hit_rate.validate("cache_hit_rate")
+        self.lane_replicas.validate("lane_replicas")
+        if any(not 0 <= v <= self.replicas for v in self.lane_replicas.values):
+            raise _err("lane_replicas", f"value outside [0, {self.replicas}]")
 
     # ----------------------------------------------------------------- JSON
 
@@ -188,6 +192,7 @@ class RunResult:
             "meta": dict(self.meta),
             "kv_util": {k: _series_to(v) for k, v in self.kv_util.items()},
             "cache_hit_rate": _series_to(self.cache_hit_rate),
+            "lane_replicas": _series_to(self.lane_replicas),
             "outcomes": [_outcome_to(o) for o in self.outcomes],
         }
 
@@ -219,6 +224,7 @@ class RunResult:
                 duration_s=float(d["duration_s"]),
                 kv_util={str(k): _series_from(v, f"kv_util[{k!r}]") for k, v in kv_raw.items()},
                 cache_hit_rate=_series_from(d.get("cache_hit_rate", {}), "cache_hit_rate"),
+                lane_replicas=_series_from(d.get("lane_replicas", {}), "lane_replicas"),
                 steals=int(d.get("steals", 0)),
                 wall_s=None if d.get("wall_s") is None else float(d["wall_s"]),
                 meta=dict(d.get("meta", {})),

@@ -128,6 +128,15 @@ def _scenario_md(sr: ScenarioReport) -> list[str]:
         f"| {_f(g.ttft_p50_s, '{:.3f}')} / {_f(g.ttft_p99_s, '{:.3f}')} |"
         for g in alls
     ]
+    lanes = [g for g in alls if g.lane_max]
+    if lanes:
+        out += ["", "### SLO lane (replicas kept for tight-deadline tenants, sampled over the whole run)", ""]
+        out += ["| system | mean | most | first formed (s after the first arrival) |", "|---|---:|---:|---:|"]
+        out += [
+            f"| {g.system} | {_f(g.lane_mean)} | {_f(g.lane_max, '{:.0f}')} "
+            f"| {_f(g.lane_first_s, '{:.0f}')} |"
+            for g in lanes
+        ]
     if sr.baseline is not None:
         out += ["", f"### Speedup over {sr.baseline}", "", "| system | geomean speedup | tasks compared |"]
         out += ["|---|---:|---:|"]

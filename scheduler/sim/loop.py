@@ -142,6 +142,7 @@ class Simulator:
         self._steals = 0
         self.kv_series: dict[str, tuple[list[float], list[float]]] = {r: ([], []) for r in self.models}
         self.hit_series: tuple[list[float], list[float]] = ([], [])
+        self.lane_series: tuple[list[float], list[float]] = ([], [])  # SLO lane size, replicas
         self.pin_violations = 0
         self.refused_calls = 0  # dispatched calls a replica refused (the session failed)
         self._pins: dict[str, float] = {}
@@ -425,6 +426,8 @@ class Simulator:
             cached += cn.cached_tokens
         self.hit_series[0].append(now)
         self.hit_series[1].append(cached / prompt if prompt else 0.0)
+        self.lane_series[0].append(now)
+        self.lane_series[1].append(float(len(self.engine.lane_replicas_last)))
 
     # ------------------------------------------------------------------ result
 
@@ -446,6 +449,7 @@ class Simulator:
             duration_s=duration,
             kv_util={r: Series(tuple(ts), tuple(vs)) for r, (ts, vs) in self.kv_series.items()},
             cache_hit_rate=Series(tuple(self.hit_series[0]), tuple(self.hit_series[1])),
+            lane_replicas=Series(tuple(self.lane_series[0]), tuple(self.lane_series[1])),
             steals=self._steals,
             wall_s=wall_s,
             meta={

@@ -20,10 +20,11 @@ pytestmark = pytest.mark.integration
 ALPHA, BETA = (k for k, t in KEYS.items() if t in ("alpha", "beta"))
 PROMPT = "lane test words " * 40  # every call the same size: the work share is the call share
 
-# alpha is tight (factor 1.5), beta is not (3.0); a lane whenever the share allows one
+# alpha is tight (factor 1.5), beta is not (3.0); a lane whenever the share allows one, sized to
+# the average load so that one replica of two stays uncapped for alpha's shares here (1/6 to 1/2)
 LANES = """\
   engine:
-    lanes: {hold_s: 0, min_work_s: 0, max_reserved: 0.5}
+    lanes: {hold_s: 0, min_work_s: 0, max_reserved: 0.5, relative_load: 1.0}
 """
 
 

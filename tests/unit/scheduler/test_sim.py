@@ -11,6 +11,7 @@ import pytest
 from saga.cli import main as saga_main
 from saga.graphs.trace import LLMCall, SessionTrace, SubAgent, ToolCall
 from saga.scheduler.report import load_json, load_results, write_result
+from saga.scheduler.settings import LaneSettings
 from saga.scheduler.sim.limits import physical_limits, simulated_limits
 from saga.scheduler.sim.loop import SimError, Simulator
 from saga.scheduler.sim.profiles import PROFILES
@@ -204,3 +205,22 @@ def test_the_workload_tenants_are_the_engine_tenant_policies() -> None:
     f = sim.engine.settings.fairness
     assert f.slo_factors == {"t": 2.0, "u": 1.5}
     assert f.weights == {"t": 1.0, "u": 3.0}
+
+
+def test_the_slo_lane_size_is_sampled_without_moving_the_lane() -> None:
+    """Half the sessions are of a tight tenant; lanes form from the share alone (hold_s 0)."""
+    w = _workload()
+    sessions = tuple(replace(s, tenant="fast" if i % 2 else "t") for i, s in enumerate(w.sessions))
+    tenants = {"t": TenantSpec(slo_factor=3.0), "fast": TenantSpec(slo_factor=1.5)}
+    w = replace(w, sessions=sessions, tenants=tenants)
+    saga = get_system("saga")
+    lanes = LaneSettings(hold_s=0.0, min_work_s=0.0, max_reserved=0.5, relative_load=1.0)
+    system = replace(saga, settings=replace(saga.settings, lanes=lanes))
+    sim = Simulator(w, system, 3, CFG, sample_period_s=1.0)
+    r = sim.run()
+    r.validate()
+    assert r.lane_replicas.t_s == r.cache_hit_rate.t_s
+    assert max(r.lane_replicas.values) >= 1  # a lane formed and the samples saw it
+    assert r.lane_replicas.values[0] == 0.0  # nothing measured at the first arrival
+    quiet = Simulator(w, system, 3, CFG, sample_period_s=0.0).run()  # no samples at all
+    assert [o.end_s for o in quiet.outcomes] == [o.end_s for o in r.outcomes]

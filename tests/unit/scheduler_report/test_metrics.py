@@ -121,6 +121,21 @@ def test_metrics_on_hand_made_outcomes() -> None:
     assert tb.tasks == 2
     assert tb.mean_s == pytest.approx(5.5)
     assert f.jain_tenants == pytest.approx(jain([2.0, 1.5]))
+    assert (g.lane_mean, g.lane_max, g.lane_first_s) == (None, None, None)  # no lane series
+
+
+def test_the_slo_lane_is_summed_up_when_one_formed() -> None:
+    lane = Series((0.0, 30.0, 60.0, 90.0), (0.0, 0.0, 2.0, 1.0))
+    with_lane = _run("laned", {"a": 4.0, "b": 8.0}, lane_replicas=lane)
+    without = _run("plain", {"a": 4.0, "b": 8.0}, lane_replicas=Series((0.0, 30.0), (0.0, 0.0)))
+    rep = build_report([with_lane, without], baseline="plain")
+    g = {x.system: x for x in rep.scenarios[0].stats if x.tenant == ALL}
+    assert (g["laned"].lane_mean, g["laned"].lane_max, g["laned"].lane_first_s) == (0.75, 2.0, 60.0)
+    assert g["plain"].lane_max is None
+    md = render_markdown(rep, {"command": "c"})
+    assert "### SLO lane" in md
+    assert "| laned | 0.75 | 2 | 60 |" in md
+    assert "| plain |" not in md.split("### SLO lane")[1].split("###")[0]
 
 
 def test_a_measurement_window_counts_only_the_tasks_arriving_in_it() -> None:

@@ -43,6 +43,7 @@ def _result(**kw: Any) -> RunResult:
         "duration_s": 100.0,
         "kv_util": {"r0": Series((0.0, 1.0), (0.5, 0.25)), "r1": Series((0.0, 1.0), (0.0, 1.0))},
         "cache_hit_rate": Series((0.0, 1.0), (0.9, 0.95)),
+        "lane_replicas": Series((0.0, 1.0), (0.0, 1.0)),
         "steals": 2,
         "wall_s": 1.5,
         "meta": {"command": "x"},
@@ -93,6 +94,14 @@ def test_bad_result_fields() -> None:
         _result(kv_util={"r": Series((0.0,), (1.5,))}).validate()
     with pytest.raises(ReportError, match="backwards"):
         _result(cache_hit_rate=Series((1.0, 0.0), (0.1, 0.2))).validate()
+    with pytest.raises(ReportError, match=r"lane_replicas: value outside \[0, 2\]"):
+        _result(lane_replicas=Series((0.0,), (3.0,))).validate()
+
+
+def test_a_result_from_before_the_lane_series_reads_without_one() -> None:
+    d = _result().to_dict()
+    del d["lane_replicas"]
+    assert RunResult.from_dict(d).lane_replicas == Series()
 
 
 def test_from_json_errors_name_source_and_field() -> None:

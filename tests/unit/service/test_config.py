@@ -75,6 +75,10 @@ def test_engine_settings_are_checked(tmp_path: Path) -> None:
     assert (got.max_reserved, got.hold_s, got.enabled) == (0.1, 60.0, True)
     with pytest.raises(ConfigError, match=r"spec\.engine: lanes: need"):
         engine_settings(load_text(HEAD + lanes % "1.5"))
+    urgency = "spec:\n  replicas: {static: [http://a:1]}\n  engine: {cost: {urgency_power: %s}}\n"
+    assert engine_settings(load_text(HEAD + urgency % "1")).cost.urgency_power == 1.0
+    with pytest.raises(ConfigError, match=r"urgency_power: must be in \[0, 8\]"):
+        engine_settings(load_text(HEAD + urgency % "9"))
 
 
 def test_serve_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

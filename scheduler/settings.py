@@ -50,8 +50,9 @@ class CostModel:
     # own physical time), and the slowdown a call imposes on each call in flight counts (its
     # urgency / the placed call's). Tenants with loose deadlines then keep off replicas decoding
     # tight-deadline calls, and tight calls go where decoding is fast. With one deadline factor
-    # the ratios are 1: placement unchanged. Power 2 (dimensionless): with 1, the steady
-    # multi-tenant runs barely moved (docs/scheduler.md § Deadline urgency).
+    # the ratios are 1: placement unchanged. Power 2 (dimensionless; 0 weighs all alike, at
+    # most 8): power 1 moved the steady multi-tenant runs much less in development
+    # (docs/scheduler.md § Deadline urgency in placement).
     urgency_weighting: bool = True
     urgency_power: float = 2.0
 

@@ -104,21 +104,26 @@ class SloLanes:
         st = self.settings
         if s is None or not 0.0 < s < 1.0 or n < 2:
             return 0
-        want = math.ceil(s * n / st.relative_load)
-        if 0 < want < current and math.ceil(s * SHRINK_MARGIN * n / st.relative_load) >= current:
+        want = self._wanted(s, n)
+        if 0 < want < current and self._wanted(s * SHRINK_MARGIN, n) >= current:
             want = current  # within the margin: keep the lane as it is
-        cap = math.floor((s + st.max_reserved) * n)
-        if want > cap and not st.allow_capped and (current == 0 or self._capped(s / SHRINK_MARGIN, n)):
-            return 0  # the lane would run above relative_load (an existing one: even at 0.8 x the share)
+        cap = self._cap(s, n)
+        if want > cap and not st.allow_capped:
+            low = s / SHRINK_MARGIN  # an existing lane goes only if capped even at 0.8 x the share
+            if current == 0 or self._wanted(low, n) > self._cap(low, n):
+                return 0  # the lane would run above relative_load
         want = min(want, cap)
         if want < 1 or want >= n or want < s * n:
             return 0
         return want
 
-    def _capped(self, s: float, n: int) -> bool:
-        """The reserve bound would cap a lane for share ``s`` of ``n`` replicas."""
-        st = self.settings
-        return math.ceil(s * n / st.relative_load) > math.floor((s + st.max_reserved) * n)
+    def _wanted(self, s: float, n: int) -> int:
+        """Replicas that keep a share ``s`` of ``n`` replicas' work at relative_load."""
+        return math.ceil(s * n / self.settings.relative_load)
+
+    def _cap(self, s: float, n: int) -> int:
+        """Most replicas the reserve bound allows a lane for share ``s`` of ``n`` replicas."""
+        return math.floor((s + self.settings.max_reserved) * n)
 
     def members(self, eligible: Sequence[ReplicaState], now: float) -> frozenset[str]:
         """The lane's replicas among ``eligible`` (the engine's healthy replicas, sorted by id)."""

@@ -163,6 +163,20 @@ def _warm(e: Engine, clock: VirtualClock) -> None:
         e.handle(SessionEnd(sid))
 
 
+def _warmed(
+    make_engine: Callable[..., Engine],
+    clock: VirtualClock,
+    replicas: int,
+    enabled: bool = True,
+    hold_s: float = 0.0,
+) -> Engine:
+    """An engine of ``replicas`` one-slot replicas, placing on the first, after ``_warm``."""
+    st = _settings(enabled=enabled, hold_s=hold_s)
+    e = make_engine(replicas=replicas, slots=1, placement=FirstReplica(), settings=st)
+    _warm(e, clock)
+    return e
+
+
 def _dispatched(acts: Sequence[object]) -> dict[str, str]:
     return {a.call_id: a.replica_id for a in acts if isinstance(a, Dispatch)}
 
@@ -170,8 +184,7 @@ def _dispatched(acts: Sequence[object]) -> dict[str, str]:
 def test_tight_calls_run_in_the_lane_and_others_stay_out(
     make_engine: Callable[..., Engine], clock: VirtualClock
 ) -> None:
-    e = make_engine(replicas=2, slots=1, placement=FirstReplica(), settings=_settings())
-    _warm(e, clock)
+    e = _warmed(make_engine, clock, 2)
     assert e.lane_replicas == {"r0"}
     e.handle(SessionStart("b", "batch", "x"))
     e.handle(SessionStart("i", "inter", "x"))
@@ -189,8 +202,7 @@ def test_tight_calls_run_in_the_lane_and_others_stay_out(
 def test_without_lanes_the_idle_replica_steals(
     make_engine: Callable[..., Engine], clock: VirtualClock
 ) -> None:
-    e = make_engine(replicas=2, slots=1, placement=FirstReplica(), settings=_settings(enabled=False))
-    _warm(e, clock)
+    e = _warmed(make_engine, clock, 2, enabled=False)
     assert e.lane_replicas == frozenset()
     e.handle(SessionStart("b", "batch", "x"))
     e.handle(SessionStart("b2s", "batch", "x"))
@@ -202,8 +214,7 @@ def test_without_lanes_the_idle_replica_steals(
 def test_a_lane_replica_going_down_is_replaced(
     make_engine: Callable[..., Engine], clock: VirtualClock
 ) -> None:
-    e = make_engine(replicas=3, slots=1, placement=FirstReplica(), settings=_settings())
-    _warm(e, clock)
+    e = _warmed(make_engine, clock, 3)
     assert e.lane_replicas == {"r0"}
     e.handle(ReplicaHealth("r0", False))
     assert e.lane_replicas == {"r1"}
@@ -215,8 +226,7 @@ def test_a_lane_replica_going_down_is_replaced(
 def test_only_a_tight_task_past_its_deadline_opens_the_lane(
     make_engine: Callable[..., Engine], clock: VirtualClock
 ) -> None:
-    e = make_engine(replicas=2, slots=1, placement=FirstReplica(), settings=_settings(hold_s=3600.0))
-    _warm(e, clock)
+    e = _warmed(make_engine, clock, 2, hold_s=3600.0)
     assert e.lane_replicas == frozenset()  # the warm-up sessions had no deadline
     for tenant, sid in (("batch", "late-batch"), ("inter", "on-time")):
         e.handle(SessionStart(sid, tenant, "x", WorkflowHints(deadline_s=10.0)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,22 @@ def extract_sources(wheel: zipfile.ZipFile, root: Path) -> Path:
             if str(pkg) != ".":
                 (root / pkg / "__init__.py").touch()
     return root
+
+
+def free_ports(rank: int, tries: int = 50) -> int:
+    """A base port whose publisher and replay ports for ``rank`` (base + rank, base + 100 + rank)
+    are free now. Drawn below Linux's ephemeral range (32768 on), where the kernel hands out
+    the other tests' client ports, so a free port stays free until the publisher binds it."""
+    for _ in range(tries):
+        base = random.randint(20_000, 32_000)
+        try:
+            for p in (base + rank, base + 100 + rank):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("0.0.0.0", p))
+        except OSError:
+            continue
+        return base
+    raise SystemExit(f"no free port pair found in {tries} tries")
 
 
 async def subscribe(port: int, replay: int, rank: int) -> list[str]:
@@ -151,7 +168,7 @@ def main() -> int:
             root = extract_sources(zf, Path(tempfile.mkdtemp(prefix="sglang-src-")))
     else:
         root = args.sglang_src
-    port = random.randint(20_000, 50_000)
+    port = free_ports(args.rank)
     replay = port + 100
     child = subprocess.Popen(
         [args.python, "-c", PUBLISHER, str(root), str(port), str(replay), str(args.rank), str(PAGES)],
